@@ -1,0 +1,475 @@
+//! The counting allocator: jemalloc plus per-thread counters.
+//!
+//! Every thread that allocates gets a [`Slot`] of counters the first time it calls the allocator.
+//! Only the owning thread writes its slot, with plain relaxed load + store (no `lock`-prefixed
+//! instruction on the hot path); readers sum every slot. When a thread exits its slot is marked
+//! free and the next new thread takes it over *with the counts already in it*, so nothing is lost,
+//! nothing is counted twice, and the number of slots is bounded by the most threads that were ever
+//! alive at once. Slots are never freed: their memory comes from the system allocator, never from
+//! [`Alloc`] itself.
+//!
+//! A call made while the thread's slot is being set up, or after its thread-local storage was torn
+//! down, is counted in one shared fallback slot with atomic adds: rare, and still exact.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::*};
+use std::time::Instant;
+
+use tikv_jemallocator::Jemalloc;
+
+/// jemalloc with the counters rdebug needs; install it as the global allocator.
+///
+/// It forwards every call to [`tikv_jemallocator::Jemalloc`] and adds, per thread and without any
+/// shared atomic on the hot path: bytes and calls allocated and freed, and a sampled estimate of
+/// the CPU time spent inside allocator calls (a random ~1 in 256 calls is timed with the monotonic
+/// clock, the clock's own cost is calibrated out, and the time is scaled up by the number of calls
+/// the sample stands for).
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// let v = vec![0u8; 1 << 20];
+/// assert!(rdebug::alloc_counters().allocated_bytes >= v.len() as u64);
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Alloc {
+    inner: Jemalloc,
+}
+
+impl Alloc {
+    /// The allocator, ready to be a `#[global_allocator]`.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// ```
+    pub const fn new() -> Self {
+        Alloc { inner: Jemalloc }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to jemalloc; the counting around it never allocates
+// through the global allocator (slots come from `System`) and never unwinds.
+unsafe impl GlobalAlloc for Alloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let started = sample_start();
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { self.inner.alloc(layout) };
+        sample_end(started);
+        if !p.is_null() {
+            count_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let started = sample_start();
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { self.inner.alloc_zeroed(layout) };
+        sample_end(started);
+        if !p.is_null() {
+            count_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let started = sample_start();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.dealloc(ptr, layout) };
+        sample_end(started);
+        count_free(layout.size());
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let started = sample_start();
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        sample_end(started);
+        if !p.is_null() {
+            // A reallocation is counted as what it is: the old block freed, a new one allocated.
+            count_realloc(layout.size(), new_size);
+        }
+        p
+    }
+}
+
+/// Totals of the counting allocator, summed over all threads that ever allocated.
+///
+/// Read with [`alloc_counters`]. All counts are since the process started, in requested bytes
+/// (`Layout::size`, not jemalloc's rounded-up size classes). A `realloc` counts as one free of the
+/// old size and one allocation of the new size. The sum is not one atomic snapshot: an object
+/// allocated on one thread and freed on another while the read runs may show its free first, so
+/// the `live_*` differences saturate at zero.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// let c = rdebug::alloc_counters();
+/// assert_eq!(c.live_objects, c.allocs - c.frees);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct AllocCounters {
+    /// Bytes requested from the allocator since start (Go's `TotalAlloc`).
+    pub allocated_bytes: u64,
+    /// Bytes handed back to the allocator since start.
+    pub freed_bytes: u64,
+    /// Allocation calls that succeeded since start (Go's `Mallocs`); a `realloc` counts one.
+    pub allocs: u64,
+    /// Deallocation calls since start (Go's `Frees`); a `realloc` counts one.
+    pub frees: u64,
+    /// `allocated_bytes - freed_bytes`: bytes in live objects, by requested size.
+    pub live_bytes: u64,
+    /// `allocs - frees`: live objects (Go's `HeapObjects`).
+    pub live_objects: u64,
+    /// Estimated CPU time spent inside allocator calls on all threads, in nanoseconds: the sampled
+    /// calls' durations, clock overhead subtracted, scaled by the calls each sample stands for.
+    pub alloc_cpu_ns: u64,
+    /// Threads that have a counter slot now (alive threads that allocated at least once).
+    pub threads: u64,
+    /// Counter slots ever created; bounded by the most threads alive at once.
+    pub slots: u64,
+}
+
+/// The counting allocator's totals, without touching jemalloc: the read for hot paths.
+///
+/// Sums the per-thread counters (a few relaxed loads per thread that ever allocated). All zero when
+/// [`Alloc`] is not the global allocator.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// let before = rdebug::alloc_counters();
+/// let b = Box::new([0u8; 4096]);
+/// let after = rdebug::alloc_counters();
+/// assert!(after.allocs > before.allocs);
+/// drop(b);
+/// ```
+pub fn alloc_counters() -> AllocCounters {
+    let mut c = AllocCounters::default();
+    let mut add = |s: &Slot| {
+        c.allocated_bytes = c.allocated_bytes.saturating_add(s.allocated_bytes.load(Relaxed));
+        c.freed_bytes = c.freed_bytes.saturating_add(s.freed_bytes.load(Relaxed));
+        c.allocs = c.allocs.saturating_add(s.allocs.load(Relaxed));
+        c.frees = c.frees.saturating_add(s.frees.load(Relaxed));
+        c.alloc_cpu_ns = c.alloc_cpu_ns.saturating_add(s.cpu_ns.load(Relaxed));
+    };
+    add(&FALLBACK);
+    let mut p: *const Slot = SLOTS.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: slots are never freed once published.
+        let s = unsafe { &*p };
+        add(s);
+        c.slots += 1;
+        if s.in_use.load(Relaxed) {
+            c.threads += 1;
+        }
+        p = s.next;
+    }
+    c.live_bytes = c.allocated_bytes.saturating_sub(c.freed_bytes);
+    c.live_objects = c.allocs.saturating_sub(c.frees);
+    c
+}
+
+/// The current thread's own counters (allocated/freed bytes and calls), for checking that a
+/// piece of code allocates nothing. Zero when [`Alloc`] is not the global allocator.
+pub(crate) fn this_thread_counters() -> (u64, u64) {
+    LOCAL.with(|l| {
+        let p = l.slot.get();
+        if p.is_null() {
+            return (0, 0);
+        }
+        // SAFETY: slots are never freed.
+        let s = unsafe { &*p };
+        (s.allocs.load(Relaxed), s.allocated_bytes.load(Relaxed))
+    })
+}
+
+/// Whether [`Alloc`] is the global allocator: true once any thread allocated through it.
+pub(crate) fn is_installed() -> bool {
+    if INSTALLED.load(Relaxed) {
+        return true;
+    }
+    // Make sure at least one allocation went through the global allocator on this thread.
+    drop(std::hint::black_box(Box::new(0u64)));
+    INSTALLED.load(Relaxed)
+}
+
+/// One thread's counters. Written only by the owning thread; read by anyone.
+#[repr(align(64))]
+struct Slot {
+    allocated_bytes: AtomicU64,
+    freed_bytes: AtomicU64,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    cpu_ns: AtomicU64,
+    in_use: AtomicBool,
+    /// Next slot in the list; fixed once the slot is published.
+    next: *const Slot,
+}
+
+// SAFETY: all mutable state is atomic; `next` never changes after publication.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    const fn new() -> Self {
+        Slot {
+            allocated_bytes: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(0),
+            in_use: AtomicBool::new(false),
+            next: ptr::null(),
+        }
+    }
+}
+
+/// Head of the list of all slots ever created.
+static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
+/// Shared slot for calls made while a thread has no slot of its own (atomic adds).
+static FALLBACK: Slot = Slot::new();
+/// Set when the first thread takes a slot: proof that `Alloc` is the global allocator.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Cost of one `Instant::now()` pair in ns, measured once; `u64::MAX` until then.
+static CLOCK_COST_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+const STATE_NEW: u8 = 0;
+const STATE_SETTING_UP: u8 = 1;
+const STATE_READY: u8 = 2;
+const STATE_GONE: u8 = 3;
+
+/// Mean number of allocator calls between two timed ones.
+const SAMPLE_MEAN: u32 = 256;
+
+/// Per-thread state. `const`-initialised and without `Drop`, so reaching it never allocates and
+/// never registers a destructor, and it stays readable while the thread is being torn down.
+struct Local {
+    slot: Cell<*const Slot>,
+    state: Cell<u8>,
+    /// Calls left until the next timed one.
+    countdown: Cell<u32>,
+    /// Calls the next sample stands for.
+    period: Cell<u32>,
+    rng: Cell<u32>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            slot: Cell::new(ptr::null()),
+            state: Cell::new(STATE_NEW),
+            countdown: Cell::new(SAMPLE_MEAN),
+            period: Cell::new(SAMPLE_MEAN),
+            rng: Cell::new(0),
+        }
+    };
+    /// Its destructor hands the slot back when the thread exits.
+    static RELEASE: ReleaseOnExit = const { ReleaseOnExit };
+}
+
+struct ReleaseOnExit;
+
+impl Drop for ReleaseOnExit {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|l| {
+            let p = l.slot.replace(ptr::null());
+            l.state.set(STATE_GONE);
+            if !p.is_null() {
+                // SAFETY: slots are never freed.
+                unsafe { &*p }.in_use.store(false, Release);
+            }
+        });
+    }
+}
+
+/// The slot this thread writes, setting it up on the thread's first call.
+#[inline]
+fn with_slot(f: impl FnOnce(&Slot, bool)) {
+    let _ = LOCAL.try_with(|l| {
+        let p = l.slot.get();
+        if !p.is_null() {
+            // SAFETY: slots are never freed; only this thread writes this one.
+            f(unsafe { &*p }, true);
+            return;
+        }
+        if l.state.get() == STATE_NEW {
+            l.state.set(STATE_SETTING_UP);
+            let s = acquire_slot();
+            l.slot.set(s);
+            l.rng.set(seed(s));
+            // Touching RELEASE registers its destructor; if that allocates, the nested calls see
+            // STATE_SETTING_UP and go to the fallback slot.
+            let _ = RELEASE.try_with(|_| ());
+            l.state.set(STATE_READY);
+            if !s.is_null() {
+                // SAFETY: as above.
+                f(unsafe { &*s }, true);
+                return;
+            }
+        }
+        f(&FALLBACK, false);
+    });
+}
+
+#[inline]
+fn bump(counter: &AtomicU64, by: u64, owned: bool) {
+    if owned {
+        counter.store(counter.load(Relaxed).saturating_add(by), Relaxed);
+    } else {
+        counter.fetch_add(by, Relaxed);
+    }
+}
+
+#[inline]
+fn count_alloc(size: usize) {
+    with_slot(|s, owned| {
+        bump(&s.allocs, 1, owned);
+        bump(&s.allocated_bytes, size as u64, owned);
+    });
+}
+
+#[inline]
+fn count_free(size: usize) {
+    with_slot(|s, owned| {
+        bump(&s.frees, 1, owned);
+        bump(&s.freed_bytes, size as u64, owned);
+    });
+}
+
+#[inline]
+fn count_realloc(old: usize, new: usize) {
+    with_slot(|s, owned| {
+        bump(&s.frees, 1, owned);
+        bump(&s.freed_bytes, old as u64, owned);
+        bump(&s.allocs, 1, owned);
+        bump(&s.allocated_bytes, new as u64, owned);
+    });
+}
+
+/// Decides whether this call is timed; returns the start time if so.
+#[inline]
+fn sample_start() -> Option<Instant> {
+    let due = LOCAL
+        .try_with(|l| {
+            let c = l.countdown.get();
+            if c > 1 {
+                l.countdown.set(c - 1);
+                false
+            } else {
+                true
+            }
+        })
+        .unwrap_or(false);
+    if due { Some(Instant::now()) } else { None }
+}
+
+#[inline]
+fn sample_end(started: Option<Instant>) {
+    if let Some(t0) = started {
+        record_sample(t0);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn record_sample(t0: Instant) {
+    let elapsed = t0.elapsed().as_nanos() as u64;
+    let cost = clock_cost_ns();
+    let _ = LOCAL.try_with(|l| {
+        let period = l.period.get();
+        let next = next_period(&l.rng);
+        l.period.set(next);
+        l.countdown.set(next);
+        let estimate = elapsed.saturating_sub(cost).saturating_mul(u64::from(period));
+        let p = l.slot.get();
+        if p.is_null() {
+            FALLBACK.cpu_ns.fetch_add(estimate, Relaxed);
+        } else {
+            // SAFETY: slots are never freed; only this thread writes this one.
+            bump(&unsafe { &*p }.cpu_ns, estimate, true);
+        }
+    });
+}
+
+/// Next gap between samples: uniform in `1..=2*SAMPLE_MEAN-1`, so the mean is `SAMPLE_MEAN`.
+fn next_period(rng: &Cell<u32>) -> u32 {
+    // xorshift32
+    let mut x = rng.get();
+    if x == 0 {
+        x = 0x9E37_79B9;
+    }
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    rng.set(x);
+    1 + x % (2 * SAMPLE_MEAN - 1)
+}
+
+fn seed(s: *const Slot) -> u32 {
+    let mut x = (s as usize as u64) ^ (std::process::id() as u64).rotate_left(32);
+    x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 32) as u32 | 1
+}
+
+/// The cost of reading the clock twice, measured once (minimum of 64 tries).
+fn clock_cost_ns() -> u64 {
+    let c = CLOCK_COST_NS.load(Relaxed);
+    if c != u64::MAX {
+        return c;
+    }
+    let mut best = u64::MAX;
+    for _ in 0..64 {
+        let t0 = Instant::now();
+        best = best.min(t0.elapsed().as_nanos() as u64);
+    }
+    CLOCK_COST_NS.store(best, Relaxed);
+    best
+}
+
+/// Takes a free slot, or creates one with the system allocator. Null only if that fails.
+#[cold]
+fn acquire_slot() -> *const Slot {
+    INSTALLED.store(true, Relaxed);
+    let mut p: *const Slot = SLOTS.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: slots are never freed.
+        let s = unsafe { &*p };
+        if !s.in_use.load(Relaxed)
+            && s.in_use
+                .compare_exchange(false, true, Acquire, Relaxed)
+                .is_ok()
+        {
+            return p;
+        }
+        p = s.next;
+    }
+    // SAFETY: Slot has a non-zero size.
+    let fresh = unsafe { System.alloc(Layout::new::<Slot>()) } as *mut Slot;
+    if fresh.is_null() {
+        return ptr::null();
+    }
+    let mut head = SLOTS.load(Acquire);
+    loop {
+        let mut slot = Slot::new();
+        slot.in_use = AtomicBool::new(true);
+        slot.next = head.cast_const();
+        // SAFETY: `fresh` is a valid, exclusively owned allocation for one Slot.
+        unsafe { fresh.write(slot) };
+        match SLOTS.compare_exchange_weak(head, fresh, AcqRel, Acquire) {
+            Ok(_) => return fresh,
+            Err(now) => head = now,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Allocator cycles: when rdebug says a "gc" happened, and what the numbers on its line are.
+//!
+//! Rust has no collector; the allocator's collection-like work is jemalloc returning freed pages
+//! to the OS (purging). The allocator is sampled (every `gcpoll` ms by the reporter, or at each
+//! [`memstats`](crate::memstats) call when no reporter samples) and a **cycle closes** when, since
+//! the previous sample:
+//! 1. jemalloc completed at least one purge sweep (`dirty_npurge + muzzy_npurge` grew), or
+//! 2. the live heap reached the goal, `max(4 MiB, live at the end of the previous cycle ×
+//!    (1 + gcpercent/100))`: growth, as when Go's pacer would start a GC, or
+//! 3. the program called [`free_os_memory`](crate::free_os_memory) (a *forced* cycle).
+//!
+//! Closed cycles go into a ring of the last [`RING`] cycles, from which the reporter prints.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::alloc::{AllocCounters, alloc_counters};
+use crate::jemalloc::{self, HeapSample};
+use crate::os::ThreadCpu;
+
+/// How many closed cycles are kept for the reporter to print.
+pub(crate) const RING: usize = 64;
+/// The smallest goal, as in Go.
+pub(crate) const MIN_GOAL: u64 = 4 << 20;
+
+/// One closed allocator cycle: everything its `gc` line (and `gctrace=2` detail line) prints.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cycle {
+    /// Cycle number, from 1.
+    pub n: u64,
+    /// When it closed, since the origin.
+    pub at: Duration,
+    /// Allocator CPU share since the origin, in percent (not truncated yet).
+    pub cpu_fraction: f64,
+    /// Footprint (`active + dirty + muzzy`) at the sample before the cycle.
+    pub before: u64,
+    /// Footprint at the end of the cycle.
+    pub after: u64,
+    /// Live heap (`stats.allocated`) at the end of the cycle.
+    pub live: u64,
+    /// Goal in effect for this cycle.
+    pub goal: u64,
+    /// Workers (P) the CPU share is divided by.
+    pub procs: u64,
+    /// Closed by `free_os_memory()`.
+    pub forced: bool,
+    /// Time since the previous cycle closed (or since the origin).
+    pub span: Duration,
+    /// What the counting allocator saw during the cycle (zero without `rdebug::Alloc`).
+    pub counted: AllocCounters,
+    /// Purge sweeps during the cycle.
+    pub purge_sweeps: u64,
+    /// Bytes purged during the cycle.
+    pub purged: u64,
+    /// jemalloc figures at the end of the cycle.
+    pub heap: HeapSample,
+    /// Process RSS at the end of the cycle, bytes (0 if unknown).
+    pub rss: u64,
+}
+
+/// Figures kept across cycles, read by `memstats()`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Totals {
+    pub num_gc: u64,
+    pub num_forced_gc: u64,
+    pub last_gc_unix_ns: u64,
+    pub pause_total_ns: u64,
+    pub next_gc: u64,
+    pub cpu_fraction: f64,
+}
+
+pub(crate) struct Tracker {
+    origin: Instant,
+    gcpercent: Option<u64>,
+    /// The previous sample, and when it was taken.
+    prev: Option<(HeapSample, Instant)>,
+    /// Values at the end of the previous cycle, for the per-cycle deltas.
+    cycle_start: (Instant, AllocCounters, HeapSample),
+    live_prev: u64,
+    /// Allocation CPU already spent before the origin (subtracted from the share).
+    cpu_at_origin: u64,
+    bg_threads: Vec<ThreadCpu>,
+    bg_threads_seen: u64,
+    totals: Totals,
+    ring: [Cycle; RING],
+    procs: u64,
+}
+
+static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
+/// Reporters sampling the allocator now; `memstats()` samples itself when there are none.
+pub(crate) static POLLER_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Percent in effect for the goal, `u64::MAX` for off (mirrors the tracker's, readable without it).
+static GCPERCENT: AtomicU64 = AtomicU64::new(100);
+
+/// The tracker, created on first use. A poisoned lock is taken over: the state is plain numbers.
+pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
+    let mut g = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
+    if g.is_none() {
+        *g = Some(Tracker::new(crate::clock::origin()));
+    }
+    g
+}
+
+/// Sets the pacing percent (`None` = off) for goals computed from now on.
+pub(crate) fn set_gcpercent(p: Option<u64>) {
+    GCPERCENT.store(p.unwrap_or(u64::MAX), Relaxed);
+    if let Some(t) = tracker().as_mut() {
+        t.gcpercent = p;
+        t.totals.next_gc = goal(t.live_prev, p);
+    }
+}
+
+/// `max(4 MiB, live × (1 + percent/100))`; `u64::MAX` when pacing is off.
+pub(crate) fn goal(live: u64, percent: Option<u64>) -> u64 {
+    match percent {
+        None => u64::MAX,
+        Some(p) => {
+            let grown = (live as u128) * (100 + p as u128) / 100;
+            MIN_GOAL.max(u64::try_from(grown).unwrap_or(u64::MAX))
+        }
+    }
+}
+
+impl Tracker {
+    fn new(origin: Instant) -> Self {
+        let percent = match GCPERCENT.load(Relaxed) {
+            u64::MAX => None,
+            p => Some(p),
+        };
+        let counters = alloc_counters();
+        Tracker {
+            origin,
+            gcpercent: percent,
+            prev: None,
+            cycle_start: (origin, counters, HeapSample::default()),
+            live_prev: 0,
+            cpu_at_origin: counters.alloc_cpu_ns,
+            bg_threads: Vec::new(),
+            bg_threads_seen: 0,
+            totals: Totals {
+                next_gc: goal(0, percent),
+                ..Totals::default()
+            },
+            ring: [Cycle::default(); RING],
+            procs: 1,
+        }
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Sets the P count cycles divide CPU time by.
+    pub(crate) fn set_procs(&mut self, procs: u64) {
+        self.procs = procs.max(1);
+    }
+
+    /// Takes a sample; closes a cycle if a purge sweep completed or the live heap reached the
+    /// goal since the previous one. Returns the new sample.
+    pub(crate) fn poll(&mut self, rss: u64) -> Option<HeapSample> {
+        let now = jemalloc::sample()?;
+        self.observe(now, rss, false);
+        Some(now)
+    }
+
+    /// Feeds one sample (see `poll`); with `forced`, closes a cycle regardless.
+    pub(crate) fn observe(&mut self, now: HeapSample, rss: u64, forced: bool) {
+        let at = Instant::now();
+        let Some((prev, _)) = self.prev.replace((now, at)) else {
+            self.cycle_start.2 = now;
+            if forced {
+                self.close(now, now, at, rss, true);
+            }
+            return;
+        };
+        let swept = now.purge_sweeps > prev.purge_sweeps;
+        let grown = now.allocated >= self.totals.next_gc;
+        if forced || swept || grown {
+            self.close(prev, now, at, rss, forced);
+        } else {
+            self.update_cpu(at);
+        }
+    }
+
+    /// Allocator CPU share since the origin: (sampled allocator-call time + jemalloc background
+    /// threads' CPU) / (wall time × procs).
+    fn update_cpu(&mut self, at: Instant) -> f64 {
+        let counted = alloc_counters().alloc_cpu_ns.saturating_sub(self.cpu_at_origin);
+        let cpu = counted.saturating_add(self.background_cpu_ns());
+        let wall = at.saturating_duration_since(self.origin).as_nanos() as f64;
+        let share = if wall > 0.0 {
+            cpu as f64 / (wall * self.procs as f64)
+        } else {
+            0.0
+        };
+        self.totals.cpu_fraction = share;
+        share
+    }
+
+    fn background_cpu_ns(&mut self) -> u64 {
+        let seen = self.prev.map_or(0, |(s, _)| s.background_threads);
+        if seen != self.bg_threads_seen {
+            // Allocates, but only when jemalloc starts or stops background threads.
+            self.bg_threads_seen = seen;
+            self.bg_threads = crate::os::threads_named("jemalloc_bg_thd")
+                .into_iter()
+                .map(ThreadCpu::open)
+                .collect();
+        }
+        self.bg_threads
+            .iter()
+            .filter_map(ThreadCpu::cpu_ns)
+            .fold(0u64, u64::saturating_add)
+    }
+
+    fn close(&mut self, before: HeapSample, now: HeapSample, at: Instant, rss: u64, forced: bool) {
+        let cpu_fraction = self.update_cpu(at);
+        let counters = alloc_counters();
+        let (start_at, start_counters, start_heap) = self.cycle_start;
+        let t = &mut self.totals;
+        t.num_gc = t.num_gc.saturating_add(1);
+        if forced {
+            t.num_forced_gc = t.num_forced_gc.saturating_add(1);
+        }
+        t.last_gc_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let cycle = Cycle {
+            n: t.num_gc,
+            at: at.saturating_duration_since(self.origin),
+            cpu_fraction,
+            before: before.footprint(),
+            after: now.footprint(),
+            live: now.allocated,
+            goal: t.next_gc,
+            procs: self.procs,
+            forced,
+            span: at.saturating_duration_since(start_at),
+            counted: counters_delta(&start_counters, &counters),
+            purge_sweeps: now.purge_sweeps.saturating_sub(start_heap.purge_sweeps),
+            purged: now.purged.saturating_sub(start_heap.purged),
+            heap: now,
+            rss,
+        };
+        t.next_gc = goal(now.allocated, self.gcpercent);
+        self.live_prev = now.allocated;
+        self.ring[(cycle.n % RING as u64) as usize] = cycle;
+        self.cycle_start = (at, counters, now);
+    }
+
+    /// Adds the time one forced purge took.
+    pub(crate) fn add_pause(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.totals.pause_total_ns = self.totals.pause_total_ns.saturating_add(ns);
+    }
+
+    /// Calls `f` with every cycle after number `after`, oldest first; returns how many were
+    /// lost because the ring had already overwritten them, and the last number seen.
+    pub(crate) fn cycles_after(&self, after: u64, mut f: impl FnMut(&Cycle)) -> (u64, u64) {
+        let last = self.totals.num_gc;
+        if last <= after {
+            return (0, after);
+        }
+        let first = after.saturating_add(1).max(last.saturating_sub(RING as u64 - 1));
+        for n in first..=last {
+            f(&self.ring[(n % RING as u64) as usize]);
+        }
+        (first - after - 1, last)
+    }
+}
+
+fn counters_delta(a: &AllocCounters, b: &AllocCounters) -> AllocCounters {
+    let mut d = *b;
+    d.allocated_bytes = b.allocated_bytes.saturating_sub(a.allocated_bytes);
+    d.freed_bytes = b.freed_bytes.saturating_sub(a.freed_bytes);
+    d.allocs = b.allocs.saturating_sub(a.allocs);
+    d.frees = b.frees.saturating_sub(a.frees);
+    d.alloc_cpu_ns = b.alloc_cpu_ns.saturating_sub(a.alloc_cpu_ns);
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goal_doubles_live_with_a_floor_of_4_mib() {
+        assert_eq!(goal(0, Some(100)), 4 << 20);
+        assert_eq!(goal(3 << 20, Some(100)), 6 << 20);
+        assert_eq!(goal(10 << 20, Some(50)), 15 << 20);
+        assert_eq!(goal(10 << 20, Some(0)), 10 << 20);
+        assert_eq!(goal(u64::MAX, Some(100)), u64::MAX);
+        assert_eq!(goal(1, None), u64::MAX);
+    }
+
+    fn sample(allocated: u64, sweeps: u64) -> HeapSample {
+        HeapSample {
+            allocated,
+            active: allocated,
+            purge_sweeps: sweeps,
+            ..HeapSample::default()
+        }
+    }
+
+    #[test]
+    fn cycles_close_on_sweeps_growth_and_force_only() {
+        let mut t = Tracker::new(Instant::now());
+        t.gcpercent = Some(100);
+        t.observe(sample(1 << 20, 0), 0, false); // first sample: baseline only
+        t.observe(sample(2 << 20, 0), 0, false); // below the 4 MiB goal, no sweep
+        assert_eq!(t.totals().num_gc, 0);
+        t.observe(sample(2 << 20, 3), 0, false); // sweeps grew
+        assert_eq!(t.totals().num_gc, 1);
+        assert_eq!(t.totals().next_gc, 4 << 20);
+        t.observe(sample(5 << 20, 3), 0, false); // reached the goal
+        assert_eq!(t.totals().num_gc, 2);
+        assert_eq!(t.totals().next_gc, 10 << 20);
+        t.observe(sample(6 << 20, 3), 0, true);
+        let totals = t.totals();
+        assert_eq!((totals.num_gc, totals.num_forced_gc), (3, 1));
+        let mut seen = Vec::new();
+        let (lost, last) = t.cycles_after(0, |c| seen.push((c.n, c.goal >> 20, c.forced)));
+        assert_eq!((lost, last), (0, 3));
+        assert_eq!(seen, [(1, 4, false), (2, 4, false), (3, 10, true)]);
+    }
+
+    #[test]
+    fn the_ring_reports_what_it_lost() {
+        let mut t = Tracker::new(Instant::now());
+        t.observe(sample(0, 0), 0, false);
+        for i in 1..=(RING as u64 + 10) {
+            t.observe(sample(0, i), 0, false);
+        }
+        let mut first = None;
+        let (lost, last) = t.cycles_after(0, |c| {
+            first.get_or_insert(c.n);
+        });
+        assert_eq!(last, RING as u64 + 10);
+        assert_eq!(first, Some(lost + 1));
+        assert_eq!(lost, 10);
+    }
+}

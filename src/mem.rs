@@ -1,0 +1,220 @@
+//! [`MemStats`]: Go's `runtime.MemStats` for jemalloc, and [`free_os_memory`].
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::alloc::{alloc_counters, is_installed};
+use crate::{gc, jemalloc, sched};
+
+/// Memory figures, named as in Go's `runtime.MemStats` where Go has the figure.
+///
+/// Read with [`memstats`]. Bytes unless said otherwise. Figures from jemalloc are refreshed by an
+/// `epoch` advance at every read. Counts of calls and bytes come from [`Alloc`](crate::Alloc)'s
+/// own per-thread counters (jemalloc's lag behind its thread caches) and are zero when another
+/// global allocator is installed; jemalloc's figures are zero when jemalloc is not the allocator.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// let m = rdebug::memstats();
+/// assert_eq!(m.heap_objects, m.mallocs - m.frees);
+/// assert!(m.heap_sys >= m.heap_inuse);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct MemStats {
+    /// Bytes in live heap objects: jemalloc `stats.allocated` (same as `heap_alloc`).
+    pub alloc: u64,
+    /// Bytes requested over the process's life, by requested size: rdebug's counters.
+    pub total_alloc: u64,
+    /// Memory obtained from the OS: jemalloc `stats.mapped + stats.retained + stats.metadata`.
+    pub sys: u64,
+    /// Allocation calls over the process's life: rdebug's counters.
+    pub mallocs: u64,
+    /// Deallocation calls over the process's life: rdebug's counters.
+    pub frees: u64,
+    /// Bytes in live heap objects: jemalloc `stats.allocated`.
+    pub heap_alloc: u64,
+    /// Heap memory from the OS: `heap_inuse + heap_idle`.
+    pub heap_sys: u64,
+    /// Heap memory not in use: `dirty + muzzy + retained`.
+    pub heap_idle: u64,
+    /// Bytes in pages with live objects: jemalloc `stats.active`.
+    pub heap_inuse: u64,
+    /// Heap memory given back to the OS: `muzzy + retained`.
+    pub heap_released: u64,
+    /// Live objects: `mallocs - frees`, from the same read of rdebug's counters.
+    pub heap_objects: u64,
+    /// Goal of the next allocator cycle: `max(4 MiB, live at the last cycle × (1 + gcpercent/100))`;
+    /// `u64::MAX` with `gcpercent=off`.
+    pub next_gc: u64,
+    /// When the last allocator cycle closed, ns since the Unix epoch (0: none yet).
+    pub last_gc: u64,
+    /// Allocator cycles closed (purge sweeps, growth past the goal, forced): see the crate docs.
+    pub num_gc: u64,
+    /// Cycles forced by [`free_os_memory`].
+    pub num_forced_gc: u64,
+    /// Time spent in forced purges (`free_os_memory`), ns: the only time rdebug makes the program
+    /// wait for the allocator.
+    pub pause_total_ns: u64,
+    /// Allocator CPU share since init: (sampled CPU time inside allocator calls + jemalloc
+    /// background threads' CPU) / (wall time × workers).
+    pub gc_cpu_fraction: f64,
+    /// Physically resident pages jemalloc maps: `stats.resident`.
+    pub resident: u64,
+    /// Virtual memory kept mapped but returned to the OS: `stats.retained`.
+    pub retained: u64,
+    /// Memory in active extents: `stats.mapped`.
+    pub mapped: u64,
+    /// jemalloc's own metadata: `stats.metadata`.
+    pub metadata: u64,
+    /// Freed pages not yet returned to the OS: `stats.arenas.<all>.pdirty` × page size.
+    pub dirty: u64,
+    /// Pages lazily returned (`MADV_FREE`): `stats.arenas.<all>.pmuzzy` × page size.
+    pub muzzy: u64,
+    /// Bytes purged over the process's life: `(dirty_purged + muzzy_purged)` × page size.
+    pub purged: u64,
+    /// Resident set size of the whole process: `/proc/self/statm` field 2 × page size.
+    pub rss: u64,
+}
+
+/// A snapshot of the allocator, usable with or without any trace on.
+///
+/// Costs one jemalloc `epoch` advance (a few µs per arena in use, no stop-the-world), ~15 reads,
+/// a sum of the per-thread counters, and one `/proc` read. When no reporter samples the allocator
+/// (`gctrace` off), the read also checks for a closed cycle, so `num_gc` still moves.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// let held = vec![1u8; 8 << 20];
+/// let m = rdebug::memstats();
+/// assert!(m.heap_alloc >= 8 << 20);
+/// drop(held);
+/// ```
+pub fn memstats() -> MemStats {
+    let heap = if heap_is_jemalloc() {
+        jemalloc::sample().unwrap_or_default()
+    } else {
+        jemalloc::HeapSample::default()
+    };
+    let counters = alloc_counters();
+    let rss = sched::process_files().rss().unwrap_or(0);
+    let totals = {
+        let mut guard = gc::tracker();
+        let t = guard.as_mut().map(|t| {
+            if gc::POLLER_ACTIVE.load(Relaxed) == 0 && heap_is_jemalloc() {
+                t.observe(heap, rss, false);
+            }
+            t.totals()
+        });
+        t.unwrap_or_default()
+    };
+    let heap_idle = heap.dirty.saturating_add(heap.muzzy).saturating_add(heap.retained);
+    MemStats {
+        alloc: heap.allocated,
+        total_alloc: counters.allocated_bytes,
+        sys: heap
+            .mapped
+            .saturating_add(heap.retained)
+            .saturating_add(heap.metadata),
+        mallocs: counters.allocs,
+        frees: counters.frees,
+        heap_alloc: heap.allocated,
+        heap_sys: heap.active.saturating_add(heap_idle),
+        heap_idle,
+        heap_inuse: heap.active,
+        heap_released: heap.muzzy.saturating_add(heap.retained),
+        heap_objects: counters.live_objects,
+        next_gc: totals.next_gc,
+        last_gc: totals.last_gc_unix_ns,
+        num_gc: totals.num_gc,
+        num_forced_gc: totals.num_forced_gc,
+        pause_total_ns: totals.pause_total_ns,
+        gc_cpu_fraction: totals.cpu_fraction,
+        resident: heap.resident,
+        retained: heap.retained,
+        mapped: heap.mapped,
+        metadata: heap.metadata,
+        dirty: heap.dirty,
+        muzzy: heap.muzzy,
+        purged: heap.purged,
+        rss,
+    }
+}
+
+/// Returns all free memory to the OS now, as Go's `debug.FreeOSMemory`: purges every jemalloc
+/// arena (dirty and muzzy pages), and records a forced cycle (a `gc` line ending in `(forced)`).
+///
+/// It blocks the calling thread for the purge (~10–20 ms per 100 MB of freed pages), and that time
+/// is added to [`MemStats::pause_total_ns`]. Does nothing when jemalloc is not the allocator.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// drop(vec![1u8; 32 << 20]);
+/// rdebug::free_os_memory();
+/// let m = rdebug::memstats();
+/// assert!(m.num_forced_gc >= 1);
+/// assert!(m.dirty < 32 << 20);
+/// ```
+pub fn free_os_memory() {
+    if !heap_is_jemalloc() {
+        return;
+    }
+    let mut guard = gc::tracker();
+    let Some(t) = guard.as_mut() else { return };
+    let started = Instant::now();
+    let purged = jemalloc::purge_all();
+    let pause = started.elapsed();
+    if !purged {
+        return;
+    }
+    t.add_pause(pause);
+    if let Some(now) = jemalloc::sample() {
+        let rss = sched::process_files().rss().unwrap_or(0);
+        t.observe(now, rss, true);
+    }
+}
+
+/// Which figures this process can have, said once when they are first needed.
+pub(crate) fn missing_figures() -> Option<&'static str> {
+    if is_installed() {
+        return None;
+    }
+    if heap_is_jemalloc() {
+        Some(
+            "the global allocator is not rdebug::Alloc: total_alloc, mallocs, frees, heap_objects \
+             and the allocator CPU share are not counted (install it with \
+             `#[global_allocator] static ALLOC: rdebug::Alloc = rdebug::Alloc::new();`)",
+        )
+    } else {
+        Some(
+            "the global allocator is neither rdebug::Alloc nor jemalloc: heap figures, allocation \
+             counts and allocator cycles are not available, only rss (install it with \
+             `#[global_allocator] static ALLOC: rdebug::Alloc = rdebug::Alloc::new();`)",
+        )
+    }
+}
+
+/// Whether the global allocator allocates from this jemalloc (and jemalloc has statistics).
+/// Checked once: `rdebug::Alloc` is; otherwise a 1 MiB allocation must show in `stats.allocated`.
+pub(crate) fn heap_is_jemalloc() -> bool {
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| jemalloc::available() && (is_installed() || allocation_shows_in_jemalloc()))
+}
+
+fn allocation_shows_in_jemalloc() -> bool {
+    let Some(before) = jemalloc::sample() else {
+        return false;
+    };
+    let block = std::hint::black_box(vec![1u8; 1 << 20]);
+    let during = jemalloc::sample().unwrap_or_default();
+    drop(block);
+    during.allocated >= before.allocated.saturating_add(1 << 19)
+}

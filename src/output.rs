@@ -1,0 +1,225 @@
+//! Where trace lines go: one `write` per line, never blocking the program.
+//!
+//! stderr is shared with the host program, so rdebug never changes its flags. Instead, at start it
+//! looks at what fd 2 is:
+//! - a pipe or FIFO: it is reopened through `/proc/self/fd/2`, which gives rdebug its own open
+//!   file description of the same pipe, set non-blocking. A full pipe (nobody reading) drops the
+//!   line instead of waiting; a pipe whose reader went away (`EPIPE`) ends output.
+//! - a socket (journald, a supervisor): `send` with `MSG_DONTWAIT | MSG_NOSIGNAL`.
+//! - a terminal or other character device: `poll` with a zero timeout first, then `write`.
+//! - a regular file, `/dev/null`: a plain `write`.
+//!
+//! Dropped lines are counted and reported in one line (`rdebug: N lines dropped ...`) as soon as a
+//! write goes through again. Any other error (`EBADF`, `EPIPE`, `EIO`) ends output for good; the
+//! figures stay readable from code.
+
+use std::io::Write;
+
+/// A destination for lines.
+pub(crate) enum Sink {
+    /// The process's stderr, as described in the module docs.
+    Stderr(Stderr),
+    /// A caller-supplied writer (from [`Builder::writer`](crate::Builder::writer)).
+    Writer(Box<dyn Write + Send>),
+}
+
+impl Sink {
+    /// Writes one complete line. Returns false if it was dropped or output has ended.
+    pub(crate) fn line(&mut self, line: &[u8]) -> bool {
+        match self {
+            Sink::Stderr(s) => s.line(line),
+            Sink::Writer(w) => w.write_all(line).and_then(|()| w.flush()).is_ok(),
+        }
+    }
+
+    /// Lines dropped so far because the destination was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        match self {
+            Sink::Stderr(s) => s.dropped_total,
+            Sink::Writer(_) => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Output has ended (or fd 2 was never open).
+    Dead,
+    Plain,
+    PollFirst,
+    Socket,
+    /// Our own non-blocking description of the pipe.
+    OwnPipe,
+}
+
+/// stderr, opened for non-blocking line writes.
+pub(crate) struct Stderr {
+    fd: i32,
+    kind: Kind,
+    /// Owned fd to close on drop (the reopened pipe).
+    owned: bool,
+    /// Lines dropped since the last one that went through.
+    dropped_pending: u64,
+    dropped_total: u64,
+}
+
+impl Drop for Stderr {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if self.owned {
+            // SAFETY: we opened this fd and nobody else uses it.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Written,
+    /// Would block: the line was dropped.
+    Full,
+    /// Output is over.
+    Closed,
+}
+
+impl Stderr {
+    /// Looks at fd 2 and picks how to write to it.
+    pub(crate) fn open() -> Self {
+        let (fd, kind, owned) = classify();
+        Stderr {
+            fd,
+            kind,
+            owned,
+            dropped_pending: 0,
+            dropped_total: 0,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) -> bool {
+        if self.dropped_pending > 0 {
+            let mut buf = [0u8; 96];
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let _ = writeln!(
+                cur,
+                "rdebug: {} lines dropped: stderr was not being read",
+                self.dropped_pending
+            );
+            let n = cur.position() as usize;
+            match self.write(&buf[..n]) {
+                Outcome::Written => self.dropped_pending = 0,
+                Outcome::Full => return self.drop_line(),
+                Outcome::Closed => return false,
+            }
+        }
+        match self.write(line) {
+            Outcome::Written => true,
+            Outcome::Full => self.drop_line(),
+            Outcome::Closed => false,
+        }
+    }
+
+    fn drop_line(&mut self) -> bool {
+        self.dropped_pending = self.dropped_pending.saturating_add(1);
+        self.dropped_total = self.dropped_total.saturating_add(1);
+        false
+    }
+
+    #[cfg(unix)]
+    fn write(&mut self, mut bytes: &[u8]) -> Outcome {
+        if self.kind == Kind::Dead {
+            return Outcome::Closed;
+        }
+        if self.kind == Kind::PollFirst {
+            let mut p = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            if n == 0 {
+                return Outcome::Full;
+            }
+            if n > 0 && p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                self.kind = Kind::Dead;
+                return Outcome::Closed;
+            }
+        }
+        while !bytes.is_empty() {
+            // SAFETY: `bytes` is a valid buffer; the fd is ours to write.
+            let n = unsafe {
+                match self.kind {
+                    Kind::Socket => libc::send(
+                        self.fd,
+                        bytes.as_ptr().cast(),
+                        bytes.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    ),
+                    _ => libc::write(self.fd, bytes.as_ptr().cast(), bytes.len()),
+                }
+            };
+            if n > 0 {
+                bytes = &bytes[n as usize..];
+                continue;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Lines are shorter than PIPE_BUF, so a pipe takes all of one or none of it.
+                Some(libc::EAGAIN) => return Outcome::Full,
+                _ => {
+                    self.kind = Kind::Dead;
+                    return Outcome::Closed;
+                }
+            }
+        }
+        Outcome::Written
+    }
+
+    #[cfg(not(unix))]
+    fn write(&mut self, bytes: &[u8]) -> Outcome {
+        if std::io::stderr().write_all(bytes).is_ok() {
+            Outcome::Written
+        } else {
+            Outcome::Closed
+        }
+    }
+}
+
+#[cfg(unix)]
+fn classify() -> (i32, Kind, bool) {
+    // SAFETY: fstat writes into the zeroed struct only.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return (2, Kind::Dead, false);
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => {
+            #[cfg(target_os = "linux")]
+            {
+                // SAFETY: a NUL-terminated path.
+                let fd = unsafe {
+                    libc::open(
+                        c"/proc/self/fd/2".as_ptr(),
+                        libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                    )
+                };
+                if fd >= 0 {
+                    return (fd, Kind::OwnPipe, true);
+                }
+                // ENXIO: a FIFO with no reader left.
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                    return (2, Kind::Dead, false);
+                }
+            }
+            (2, Kind::PollFirst, false)
+        }
+        libc::S_IFSOCK => (2, Kind::Socket, false),
+        libc::S_IFCHR => (2, Kind::PollFirst, false),
+        _ => (2, Kind::Plain, false),
+    }
+}
+
+#[cfg(not(unix))]
+fn classify() -> (i32, Kind, bool) {
+    (2, Kind::Plain, false)
+}
