@@ -159,7 +159,9 @@ pub struct AllocCounters {
 pub fn alloc_counters() -> AllocCounters {
     let mut c = AllocCounters::default();
     let mut add = |s: &Slot| {
-        c.allocated_bytes = c.allocated_bytes.saturating_add(s.allocated_bytes.load(Relaxed));
+        c.allocated_bytes = c
+            .allocated_bytes
+            .saturating_add(s.allocated_bytes.load(Relaxed));
         c.freed_bytes = c.freed_bytes.saturating_add(s.freed_bytes.load(Relaxed));
         c.allocs = c.allocs.saturating_add(s.allocs.load(Relaxed));
         c.frees = c.frees.saturating_add(s.frees.load(Relaxed));
@@ -392,7 +394,9 @@ fn record_sample(t0: Instant) {
         let next = next_period(&l.rng);
         l.period.set(next);
         l.countdown.set(next);
-        let estimate = elapsed.saturating_sub(cost).saturating_mul(u64::from(period));
+        let estimate = elapsed
+            .saturating_sub(cost)
+            .saturating_mul(u64::from(period));
         let p = l.slot.get();
         if p.is_null() {
             FALLBACK.cpu_ns.fetch_add(estimate, Relaxed);

@@ -235,7 +235,10 @@ fn number(value: &str, min: u64, max: u64) -> Option<u64> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    value.parse::<u64>().ok().filter(|v| (min..=max).contains(v))
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|v| (min..=max).contains(v))
 }
 
 fn period(item: &str, value: &str, min: u64) -> Result<u64, ConfigError> {
@@ -282,8 +285,9 @@ mod tests {
 
     #[test]
     fn bad_items_are_reported_and_the_rest_applies() {
-        let (cfg, problems) =
-            Config::parse("schedtrace,gctrace=9,=1,schedtrace=-5,gcpoll=0,format=xml,gctrace=1,x=1");
+        let (cfg, problems) = Config::parse(
+            "schedtrace,gctrace=9,=1,schedtrace=-5,gcpoll=0,format=xml,gctrace=1,x=1",
+        );
         assert_eq!(cfg.gctrace, 1);
         assert_eq!(cfg.schedtrace_ms, 0);
         assert_eq!(cfg.gcpoll_ms, 100);
@@ -291,7 +295,15 @@ mod tests {
         let items: Vec<_> = problems.iter().map(|p| p.item.as_str()).collect();
         assert_eq!(
             items,
-            ["schedtrace", "gctrace=9", "=1", "schedtrace=-5", "gcpoll=0", "format=xml", "x=1"]
+            [
+                "schedtrace",
+                "gctrace=9",
+                "=1",
+                "schedtrace=-5",
+                "gcpoll=0",
+                "format=xml",
+                "x=1"
+            ]
         );
     }
 

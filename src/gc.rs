@@ -186,7 +186,9 @@ impl Tracker {
     /// Allocator CPU share since the origin: (sampled allocator-call time + jemalloc background
     /// threads' CPU) / (wall time × procs).
     fn update_cpu(&mut self, at: Instant) -> f64 {
-        let counted = alloc_counters().alloc_cpu_ns.saturating_sub(self.cpu_at_origin);
+        let counted = alloc_counters()
+            .alloc_cpu_ns
+            .saturating_sub(self.cpu_at_origin);
         let cpu = counted.saturating_add(self.background_cpu_ns());
         let wall = at.saturating_duration_since(self.origin).as_nanos() as f64;
         let share = if wall > 0.0 {
@@ -262,7 +264,9 @@ impl Tracker {
         if last <= after {
             return (0, after);
         }
-        let first = after.saturating_add(1).max(last.saturating_sub(RING as u64 - 1));
+        let first = after
+            .saturating_add(1)
+            .max(last.saturating_sub(RING as u64 - 1));
         for n in first..=last {
             f(&self.ring[(n % RING as u64) as usize]);
         }

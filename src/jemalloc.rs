@@ -90,7 +90,9 @@ fn mibs() -> Option<&'static Mibs> {
         let m = |name: &CStr| Mib::lookup(name);
         let arena = |stat: &str| {
             let name = format!("stats.arenas.{ARENAS_ALL}.{stat}\0");
-            CStr::from_bytes_with_nul(name.as_bytes()).ok().and_then(Mib::lookup)
+            CStr::from_bytes_with_nul(name.as_bytes())
+                .ok()
+                .and_then(Mib::lookup)
         };
         let page = m(c"arenas.page")?.read::<usize>()? as u64;
         Some(Mibs {
@@ -145,7 +147,9 @@ impl HeapSample {
     /// `active + dirty + muzzy`: memory jemalloc holds for the heap, including freed pages not
     /// yet returned to the OS.
     pub(crate) fn footprint(&self) -> u64 {
-        self.active.saturating_add(self.dirty).saturating_add(self.muzzy)
+        self.active
+            .saturating_add(self.dirty)
+            .saturating_add(self.muzzy)
     }
 }
 

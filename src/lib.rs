@@ -129,6 +129,8 @@ use tokio::runtime::Handle;
 pub use alloc::{Alloc, AllocCounters, alloc_counters};
 pub use config::{Config, ConfigError, Format};
 pub use mem::{MemStats, free_os_memory, memstats};
+#[doc(hidden)]
+pub use reporter::TickForBench;
 pub use reporter::{Builder, Reporter, ReporterStats};
 pub use sched::{SchedStats, WorkerStats, sched_stats};
 
@@ -211,7 +213,11 @@ fn start_from_env(strict: bool) -> Result<(), Error> {
         if let (Some(_), Ok(h)) = (GLOBAL.get(), Handle::try_current()) {
             sched::watch(&h, None);
         }
-        return if strict { Err(Error::AlreadyStarted) } else { Ok(()) };
+        return if strict {
+            Err(Error::AlreadyStarted)
+        } else {
+            Ok(())
+        };
     }
     let Some(raw) = std::env::var_os("RDEBUG") else {
         *started = true;

@@ -23,7 +23,12 @@ pub(crate) fn sched(out: &mut Vec<u8>, fmt: Format, ms: u64, label: Option<&str>
     };
 }
 
-fn sched_text(out: &mut Vec<u8>, ms: u64, label: Option<&str>, s: &SchedStats) -> std::io::Result<()> {
+fn sched_text(
+    out: &mut Vec<u8>,
+    ms: u64,
+    label: Option<&str>,
+    s: &SchedStats,
+) -> std::io::Result<()> {
     write!(out, "SCHED {ms}ms: ")?;
     if let Some(l) = label {
         write!(out, "runtime={l} ")?;
@@ -51,13 +56,22 @@ fn sched_text(out: &mut Vec<u8>, ms: u64, label: Option<&str>, s: &SchedStats) -
     Ok(())
 }
 
-fn sched_json(out: &mut Vec<u8>, ms: u64, label: Option<&str>, s: &SchedStats) -> std::io::Result<()> {
+fn sched_json(
+    out: &mut Vec<u8>,
+    ms: u64,
+    label: Option<&str>,
+    s: &SchedStats,
+) -> std::io::Result<()> {
     write!(out, "{{\"type\":\"sched\",\"ms\":{ms}")?;
     if let Some(l) = label {
         out.extend_from_slice(b",\"runtime\":");
         json_str(out, l);
     }
-    write!(out, ",\"workers\":{},\"idleworkers\":{}", s.workers, s.idle_workers)?;
+    write!(
+        out,
+        ",\"workers\":{},\"idleworkers\":{}",
+        s.workers, s.idle_workers
+    )?;
     if let Some(t) = s.threads {
         write!(out, ",\"threads\":{t}")?;
     }
@@ -102,9 +116,13 @@ pub(crate) fn worker_detail(
                     w.park_count,
                     w.busy_ns / 1_000_000
                 )?;
-                if let (Some(p), Some(st), Some(no), Some(q), Some(mp)) =
-                    (w.polls, w.steals, w.noops, w.local_queue_depth, w.mean_poll_ns)
-                {
+                if let (Some(p), Some(st), Some(no), Some(q), Some(mp)) = (
+                    w.polls,
+                    w.steals,
+                    w.noops,
+                    w.local_queue_depth,
+                    w.mean_poll_ns,
+                ) {
                     write!(
                         out,
                         " polls={p} steals={st} noops={no} runqsize={q} meanpoll={}us",
@@ -126,9 +144,13 @@ pub(crate) fn worker_detail(
                     w.park_count,
                     w.busy_ns / 1_000_000
                 )?;
-                if let (Some(p), Some(st), Some(no), Some(q), Some(mp)) =
-                    (w.polls, w.steals, w.noops, w.local_queue_depth, w.mean_poll_ns)
-                {
+                if let (Some(p), Some(st), Some(no), Some(q), Some(mp)) = (
+                    w.polls,
+                    w.steals,
+                    w.noops,
+                    w.local_queue_depth,
+                    w.mean_poll_ns,
+                ) {
                     write!(
                         out,
                         ",\"polls\":{p},\"steals\":{st},\"noops\":{no},\"runqsize\":{q},\"meanpoll_us\":{}",
@@ -205,7 +227,13 @@ pub(crate) fn gc(out: &mut Vec<u8>, fmt: Format, c: &Cycle) {
 /// sweeps and bytes purged, and where memory stands.
 pub(crate) fn gc_detail(out: &mut Vec<u8>, fmt: Format, c: &Cycle) {
     let secs = c.span.as_secs_f64();
-    let rate = |v: u64| if secs > 0.0 { (v as f64 / secs) as u64 } else { 0 };
+    let rate = |v: u64| {
+        if secs > 0.0 {
+            (v as f64 / secs) as u64
+        } else {
+            0
+        }
+    };
     let k = &c.counted;
     let h = &c.heap;
     let _ = match fmt {
@@ -348,6 +376,10 @@ mod tests {
             "gc 3 @1.685s 2%: 5->3->2 MB, 4 MB goal, 2 P (forced)\n"
         );
         let json = text(|o| gc(o, Format::Json, &c));
-        assert!(json.starts_with("{\"type\":\"gc\",\"gc\":3,\"s\":1.685,\"cpu_pct\":2,\"before_mb\":5,"));
+        assert!(
+            json.starts_with(
+                "{\"type\":\"gc\",\"gc\":3,\"s\":1.685,\"cpu_pct\":2,\"before_mb\":5,"
+            )
+        );
     }
 }

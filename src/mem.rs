@@ -1,7 +1,7 @@
 //! [`MemStats`]: Go's `runtime.MemStats` for jemalloc, and [`free_os_memory`].
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::alloc::{alloc_counters, is_installed};
@@ -114,7 +114,10 @@ pub fn memstats() -> MemStats {
         });
         t.unwrap_or_default()
     };
-    let heap_idle = heap.dirty.saturating_add(heap.muzzy).saturating_add(heap.retained);
+    let heap_idle = heap
+        .dirty
+        .saturating_add(heap.muzzy)
+        .saturating_add(heap.retained);
     MemStats {
         alloc: heap.allocated,
         total_alloc: counters.allocated_bytes,
@@ -206,7 +209,8 @@ pub(crate) fn missing_figures() -> Option<&'static str> {
 /// Checked once: `rdebug::Alloc` is; otherwise a 1 MiB allocation must show in `stats.allocated`.
 pub(crate) fn heap_is_jemalloc() -> bool {
     static ANSWER: OnceLock<bool> = OnceLock::new();
-    *ANSWER.get_or_init(|| jemalloc::available() && (is_installed() || allocation_shows_in_jemalloc()))
+    *ANSWER
+        .get_or_init(|| jemalloc::available() && (is_installed() || allocation_shows_in_jemalloc()))
 }
 
 fn allocation_shows_in_jemalloc() -> bool {

@@ -29,7 +29,11 @@ impl ProcFile {
     }
 
     /// Reads the whole file (up to `buf.len()` bytes) and hands the bytes to `f`.
-    pub(crate) fn read_with<T>(&self, buf: &mut [u8], f: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
+    pub(crate) fn read_with<T>(
+        &self,
+        buf: &mut [u8],
+        f: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<T> {
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::fs::FileExt;
@@ -127,9 +131,9 @@ impl ProcessFiles {
     /// Resident set size in bytes: `/proc/self/statm` field 2 times the page size.
     pub(crate) fn rss(&self) -> Option<u64> {
         let mut buf = [0u8; 256];
-        let pages = self.statm.read_with(&mut buf, |b| {
-            parse_u64(b.split(|&c| c == b' ').nth(1)?)
-        })?;
+        let pages = self
+            .statm
+            .read_with(&mut buf, |b| parse_u64(b.split(|&c| c == b' ').nth(1)?))?;
         Some(pages.saturating_mul(self.page))
     }
 }
@@ -185,7 +189,11 @@ pub(crate) fn threads_named(name: &str) -> Vec<i64> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
             continue;
         };
         if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm"))
@@ -225,7 +233,10 @@ mod tests {
             .unwrap();
         let from_stat = files.threads().unwrap();
         // Other tests run threads meanwhile; the two reads are close in time.
-        assert!(from_stat.abs_diff(from_status) <= 4, "{from_stat} vs {from_status}");
+        assert!(
+            from_stat.abs_diff(from_status) <= 4,
+            "{from_stat} vs {from_status}"
+        );
         assert!(files.rss().unwrap() > 1 << 20);
     }
 }

@@ -217,20 +217,7 @@ impl Builder {
             sched::watch(h, name.as_deref());
         }
         gc::set_gcpercent(self.config.gcpercent);
-        let shared = Arc::new(Shared {
-            control: Mutex::new(Control {
-                config: self.config.clone(),
-                generation: 0,
-                stop: false,
-            }),
-            wake: Condvar::new(),
-            ticks: AtomicU64::new(0),
-            lines: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            thread_allocs: AtomicU64::new(0),
-            thread_alloc_bytes: AtomicU64::new(0),
-            thread_cpu_ns: AtomicU64::new(0),
-        });
+        let shared = Shared::new(self.config.clone());
         let sink = match self.writer {
             Some(w) => Sink::Writer(w),
             None => Sink::Stderr(Stderr::open()),
@@ -264,7 +251,9 @@ pub struct Reporter {
 
 impl std::fmt::Debug for Reporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reporter").field("config", &self.config()).finish()
+        f.debug_struct("Reporter")
+            .field("config", &self.config())
+            .finish()
     }
 }
 
@@ -382,6 +371,23 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(config: Config) -> Arc<Self> {
+        Arc::new(Shared {
+            control: Mutex::new(Control {
+                config,
+                generation: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            ticks: AtomicU64::new(0),
+            lines: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            thread_allocs: AtomicU64::new(0),
+            thread_alloc_bytes: AtomicU64::new(0),
+            thread_cpu_ns: AtomicU64::new(0),
+        })
+    }
+
     fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -424,6 +430,7 @@ impl Worker {
 
     fn run(&mut self) {
         self.cpu = crate::os::ThreadCpu::current();
+        self.started = Instant::now();
         self.printed_gc = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);
         let mut generation = self.shared.control().generation;
         self.apply_config();
@@ -532,7 +539,8 @@ impl Worker {
     fn sched_tick(&mut self, now: Instant) {
         let fmt = self.config.format;
         let detail = self.config.scheddetail;
-        let ms = u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(now.saturating_duration_since(self.started).as_millis())
+            .unwrap_or(u64::MAX);
         let threads = sched::process_files().threads();
         let mut list = sched::watched();
         let mut i = 0;
@@ -559,7 +567,8 @@ impl Worker {
                 w.prev_at = now;
                 for (k, ws) in w.stats.per_worker.iter().enumerate() {
                     let prev = w.prev_busy.get(k).copied().unwrap_or(0);
-                    let share = (ws.busy_ns.saturating_sub(prev).saturating_mul(100) / span).min(100);
+                    let share =
+                        (ws.busy_ns.saturating_sub(prev).saturating_mul(100) / span).min(100);
                     if let Some(p) = w.prev_busy.get_mut(k) {
                         *p = ws.busy_ns;
                     }
@@ -601,7 +610,12 @@ impl Worker {
         drop(guard);
         self.printed_gc = last;
         if lost > 0 {
-            lines::note(&mut self.buf, fmt, "note", "gc lines were lost: the reporter fell behind");
+            lines::note(
+                &mut self.buf,
+                fmt,
+                "note",
+                "gc lines were lost: the reporter fell behind",
+            );
             self.end_line();
         }
     }
@@ -631,6 +645,42 @@ impl Worker {
         if let Some(ns) = self.cpu.cpu_ns() {
             s.thread_cpu_ns.store(ns, Relaxed);
         }
+    }
+}
+
+/// One reporter tick run on the caller's thread, for benchmarks: not part of the API.
+#[doc(hidden)]
+pub struct TickForBench(Worker);
+
+impl TickForBench {
+    /// A worker with `config`, writing to `writer`, watching the current runtime if any.
+    pub fn new(config: Config, writer: impl Write + Send + 'static) -> Self {
+        if let Ok(h) = Handle::try_current() {
+            sched::watch(&h, None);
+        }
+        let shared = Shared::new(config.clone());
+        let mut w = Worker::new(shared, Sink::Writer(Box::new(writer)), config);
+        w.apply_config();
+        TickForBench(w)
+    }
+
+    /// One SCHED tick and one allocator sample, with their lines written.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        if self.0.config.schedtrace_ms > 0 {
+            self.0.sched_tick(now);
+        }
+        if self.0.config.gctrace > 0 {
+            self.0.gc_tick();
+        }
+        self.0.flush();
+        self.0.publish_stats();
+    }
+}
+
+impl Drop for TickForBench {
+    fn drop(&mut self) {
+        self.0.set_polling(false);
     }
 }
 

@@ -199,14 +199,19 @@ impl Drop for AliveGuard {
 
 fn is_watched(handle: &Handle) -> bool {
     let id = handle.id();
-    watched().iter().any(|w| w.id == id && w.alive.load(Relaxed))
+    watched()
+        .iter()
+        .any(|w| w.id == id && w.alive.load(Relaxed))
 }
 
 /// Starts watching `handle` (or renames it if watched already). Returns false if it was watched.
 pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
     let id = handle.id();
     let mut list = watched();
-    if let Some(w) = list.iter_mut().find(|w| w.id == id && w.alive.load(Relaxed)) {
+    if let Some(w) = list
+        .iter_mut()
+        .find(|w| w.id == id && w.alive.load(Relaxed))
+    {
         if let Some(name) = name {
             w.label = Some(name.to_owned());
         }
