@@ -109,6 +109,8 @@
 //! - `procfs` is not used: it allocates on every read, and the reporter must not; rdebug reads
 //!   `/proc` itself into stack buffers through files kept open.
 
+#![doc = include_str!("../docs/failure-modes.md")]
+
 mod alloc;
 mod clock;
 mod config;
