@@ -96,15 +96,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Quotes an item for a message: control characters escaped, cut to `MAX_QUOTE` characters.
+/// Quotes an item for a message: control characters and invisible or bidirectional formatting
+/// characters escaped (`\u{202e}`), cut to `MAX_QUOTE` characters as shown, escapes included.
 fn quote(item: &str) -> String {
     let mut out = String::new();
-    for (i, c) in item.chars().enumerate() {
-        if i == MAX_QUOTE {
+    let mut shown = 0;
+    for c in item.chars() {
+        let escape = c.is_control() || (!c.is_ascii() && c.escape_debug().len() > 1);
+        let width = if escape { c.escape_default().len() } else { 1 };
+        if shown + width > MAX_QUOTE {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        shown += width;
+        if escape {
             out.extend(c.escape_default());
         } else {
             out.push(c);

@@ -225,7 +225,7 @@ fn start_from_env(strict: bool) -> Result<(), Error> {
         *started = true;
         return Ok(());
     };
-    let text = raw.to_string_lossy();
+    let text = env_text(&raw);
     let (config, problems) = Config::parse(&text);
     if strict {
         if let Some(p) = problems.into_iter().next() {
@@ -243,16 +243,58 @@ fn start_from_env(strict: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// One warning line per problem, in the configured format.
+/// `RDEBUG` as text. Bytes that are not UTF-8 become `\xNN` escapes, so a warning shows what
+/// was there (and no such item can ever be valid).
+fn env_text(raw: &std::ffi::OsStr) -> String {
+    #[cfg(unix)]
+    {
+        use std::fmt::Write;
+        use std::os::unix::ffi::OsStrExt;
+        let mut text = String::with_capacity(raw.len());
+        for chunk in raw.as_bytes().utf8_chunks() {
+            text.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                let _ = write!(text, "\\x{b:02x}");
+            }
+        }
+        text
+    }
+    #[cfg(not(unix))]
+    {
+        raw.to_string_lossy().into_owned()
+    }
+}
+
+/// Bad items named one per line; past this many, one line counts the rest.
+const MAX_WARNINGS: usize = 16;
+
+/// One warning line per distinct problem, in the configured format; a flood of bad items (a
+/// 100 kB `RDEBUG`) names the first [`MAX_WARNINGS`] and counts the rest in one line.
 fn warn(format: Format, problems: &[ConfigError]) {
     if problems.is_empty() {
         return;
     }
     let mut sink = output::Sink::Stderr(output::Stderr::open());
     let mut line = Vec::new();
+    let mut said: Vec<&ConfigError> = Vec::new();
+    let mut more = 0usize;
     for p in problems {
+        if said.contains(&p) {
+            continue;
+        }
+        if said.len() == MAX_WARNINGS {
+            more += 1;
+            continue;
+        }
+        said.push(p);
         line.clear();
         lines::note(&mut line, format, "warning", &format!("{p}, ignoring it"));
+        sink.line(&line);
+    }
+    if more > 0 {
+        line.clear();
+        let message = format!("{more} more unusable RDEBUG items, ignoring them");
+        lines::note(&mut line, format, "warning", &message);
         sink.line(&line);
     }
 }
