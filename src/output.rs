@@ -9,6 +9,11 @@
 //! - a terminal or other character device: `poll` with a zero timeout first, then `write`.
 //! - a regular file, `/dev/null`: a plain `write`.
 //!
+//! A write to a pipe whose reader went away raises `SIGPIPE`, which kills a program that restored
+//! the signal's default action (Rust programs ignore it unless built otherwise; C hosts do not):
+//! the reporter thread blocks `SIGPIPE` for good, and a write from any other thread (a warning at
+//! `init`, the panic hook) blocks it for the write and takes the signal back off (Linux).
+//!
 //! Dropped lines are counted and reported in one line (`rdebug: N lines dropped ...`) as soon as a
 //! write goes through again. Any other error (`EBADF`, `EPIPE`, `EIO`) ends output for good; the
 //! figures stay readable from code.
@@ -145,6 +150,12 @@ impl Stderr {
                 return Outcome::Closed;
             }
         }
+        // A pipe whose reader went away answers EPIPE and raises SIGPIPE, which kills a program
+        // that restored its default action: hold it off for this write.
+        let sigpipe = match self.kind {
+            Kind::Socket => None,
+            _ => SigpipeGuard::new(),
+        };
         while !bytes.is_empty() {
             // SAFETY: `bytes` is a valid buffer; the fd is ours to write.
             let n = unsafe {
@@ -166,7 +177,12 @@ impl Stderr {
                 Some(libc::EINTR) => continue,
                 // Lines are shorter than PIPE_BUF, so a pipe takes all of one or none of it.
                 Some(libc::EAGAIN) => return Outcome::Full,
-                _ => {
+                e => {
+                    if e == Some(libc::EPIPE)
+                        && let Some(g) = &sigpipe
+                    {
+                        g.consume();
+                    }
                     self.kind = Kind::Dead;
                     return Outcome::Closed;
                 }
@@ -182,6 +198,98 @@ impl Stderr {
         } else {
             Outcome::Closed
         }
+    }
+}
+
+#[cfg(target_os = "linux")]
+std::thread_local! {
+    /// Set on a thread that blocks SIGPIPE for good (the reporter thread).
+    static SIGPIPE_BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Blocks SIGPIPE on the calling thread for good, so its writes need no [`SigpipeGuard`]. A
+/// SIGPIPE raised by one of its writes then stays pending on this thread, never delivered.
+pub(crate) fn block_sigpipe_on_this_thread() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain signal-set calls on a local set; no old mask is asked for.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0 {
+            let _ = SIGPIPE_BLOCKED.try_with(|b| b.set(true));
+        }
+    }
+}
+
+/// SIGPIPE blocked on this thread for the life of the guard; a SIGPIPE the guarded write raised
+/// is taken off the pending set ([`consume`](Self::consume)) before the old mask comes back.
+/// Elsewhere than Linux there is no guard (`sigtimedwait` is missing): a program there that
+/// restored SIGPIPE's default action dies of a broken stderr pipe, as it would with `eprintln!`.
+#[cfg(unix)]
+struct SigpipeGuard {
+    #[cfg(target_os = "linux")]
+    old: libc::sigset_t,
+    #[cfg(target_os = "linux")]
+    was_pending: bool,
+}
+
+#[cfg(unix)]
+impl SigpipeGuard {
+    /// `None` when this thread blocks SIGPIPE already.
+    fn new() -> Option<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            if SIGPIPE_BLOCKED.try_with(|b| b.get()).unwrap_or(false) {
+                return None;
+            }
+            // SAFETY: signal-set calls on local sets.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                let mut old: libc::sigset_t = std::mem::zeroed();
+                let mut pending: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGPIPE);
+                if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+                    return None;
+                }
+                libc::sigemptyset(&mut pending);
+                libc::sigpending(&mut pending);
+                let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+                Some(SigpipeGuard { old, was_pending })
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+
+    /// Takes the SIGPIPE our write raised off the pending set (one that was pending before is
+    /// left alone).
+    fn consume(&self) {
+        #[cfg(target_os = "linux")]
+        if !self.was_pending {
+            // SAFETY: a local set and a zero timeout: returns at once.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGPIPE);
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for SigpipeGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
 }
 

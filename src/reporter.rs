@@ -429,6 +429,7 @@ impl Worker {
     }
 
     fn run(&mut self) {
+        crate::output::block_sigpipe_on_this_thread();
         self.cpu = crate::os::ThreadCpu::current();
         self.started = Instant::now();
         self.printed_gc = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);

@@ -94,9 +94,14 @@ pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-/// The first line from `lines` starting with `prefix`, with the prefix removed; panics after
-/// `timeout`.
-pub fn expect_line(lines: &mpsc::Receiver<String>, prefix: &str, timeout: Duration) -> String {
+/// The first line from `lines` starting with `prefix`, with the prefix removed; the lines before
+/// it are pushed to `seen`. Panics after `timeout`.
+pub fn expect_line(
+    lines: &mpsc::Receiver<String>,
+    prefix: &str,
+    timeout: Duration,
+    seen: &mut Vec<String>,
+) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -105,6 +110,7 @@ pub fn expect_line(lines: &mpsc::Receiver<String>, prefix: &str, timeout: Durati
                 if let Some(rest) = l.strip_prefix(prefix) {
                     return rest.to_owned();
                 }
+                seen.push(l);
             }
             Err(e) => panic!("no line starting with {prefix:?} from the child: {e}"),
         }
