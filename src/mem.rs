@@ -1,7 +1,7 @@
 //! [`MemStats`]: Go's `runtime.MemStats` for jemalloc, and [`free_os_memory`].
 
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::alloc::{alloc_counters, is_installed};
@@ -87,6 +87,10 @@ pub struct MemStats {
 /// a sum of the per-thread counters, and one `/proc` read. When no reporter samples the allocator
 /// (`gctrace` off), the read also checks for a closed cycle, so `num_gc` still moves.
 ///
+/// When the global allocator is not [`Alloc`](crate::Alloc), the figures it alone can give are
+/// zero, and the first read in the process (unless the `gctrace` reporter said it already) writes
+/// one `rdebug: note:` line on stderr saying which ones are missing and why.
+///
 /// ```
 /// #[global_allocator]
 /// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -97,6 +101,9 @@ pub struct MemStats {
 /// drop(held);
 /// ```
 pub fn memstats() -> MemStats {
+    if let Some(missing) = missing_figures_once() {
+        say_missing(missing);
+    }
     let heap = if heap_is_jemalloc() {
         jemalloc::sample().unwrap_or_default()
     } else {
@@ -183,6 +190,26 @@ pub fn free_os_memory() {
         let rss = sched::process_files().rss().unwrap_or(0);
         t.observe(now, rss, true);
     }
+}
+
+/// Set once the missing figures have been said, by the reporter or by [`memstats`].
+static SAID_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// [`missing_figures`], the first time it is asked for in this process; `None` after that.
+pub(crate) fn missing_figures_once() -> Option<&'static str> {
+    if SAID_MISSING.load(Relaxed) {
+        return None;
+    }
+    let missing = missing_figures()?;
+    (!SAID_MISSING.swap(true, Relaxed)).then_some(missing)
+}
+
+/// The note, on stderr (never blocking), in the format of the running reporter if any.
+fn say_missing(missing: &str) {
+    let format = crate::reporter().map_or(crate::Format::Text, |r| r.config().format);
+    let mut line = Vec::new();
+    crate::lines::note(&mut line, format, "note", missing);
+    crate::output::Sink::Stderr(crate::output::Stderr::open()).line(&line);
 }
 
 /// Which figures this process can have, said once when they are first needed.

@@ -513,7 +513,7 @@ impl Worker {
         }
         if self.config.gctrace > 0 && !self.noted_allocator {
             self.noted_allocator = true;
-            if let Some(missing) = mem::missing_figures() {
+            if let Some(missing) = mem::missing_figures_once() {
                 lines::note(&mut self.buf, fmt, "note", missing);
                 self.end_line();
             }

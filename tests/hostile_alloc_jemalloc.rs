@@ -1,0 +1,148 @@
+//! A program whose global allocator is plain `tikv_jemallocator::Jemalloc`, not `rdebug::Alloc`:
+//! SCHED lines work; jemalloc's own figures and the allocator cycles work (a 64 MiB allocation
+//! shows in `heap_alloc` and closes a growth cycle; `free_os_memory()` closes a forced one); the
+//! counts only `rdebug::Alloc` keeps are zero, and rdebug says so once, plainly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{field, is_child, run_child};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const HOLD: usize = 64 << 20;
+const NOTE: &str = "rdebug: note: the global allocator is not rdebug::Alloc";
+
+fn scenario() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async { rdebug::init() });
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rdebug::memstats();
+    let held = std::hint::black_box(vec![1u8; HOLD]);
+    std::thread::sleep(Duration::from_millis(300));
+    let during = rdebug::memstats();
+    drop(held);
+    rdebug::free_os_memory();
+    let after = rdebug::memstats();
+    for (name, m) in [("before", &before), ("during", &during), ("after", &after)] {
+        println!(
+            "MEM {name} rss={} mallocs={} frees={} total_alloc={} heap_objects={} heap_alloc={} \
+             dirty={} num_gc={} num_forced_gc={}",
+            m.rss,
+            m.mallocs,
+            m.frees,
+            m.total_alloc,
+            m.heap_objects,
+            m.heap_alloc,
+            m.dirty,
+            m.num_gc,
+            m.num_forced_gc
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+fn mem_line<'a>(stdout: &'a str, name: &str) -> &'a str {
+    let prefix = format!("MEM {name} ");
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"))
+}
+
+fn check_memstats(stdout: &str) {
+    let before = mem_line(stdout, "before");
+    let during = mem_line(stdout, "during");
+    let after = mem_line(stdout, "after");
+    for l in [before, during, after] {
+        for key in ["mallocs", "frees", "total_alloc", "heap_objects"] {
+            assert_eq!(field(l, key), Some(0), "{key} is not counted here: {l}");
+        }
+    }
+    // What jemalloc knows is right: the 64 MiB held shows in the live heap (give or take the
+    // runtime's own MiB) and leaves after.
+    let f = |l, k| field(l, k).unwrap();
+    assert!(
+        f(during, "heap_alloc") + (1 << 20) >= f(before, "heap_alloc") + HOLD as u64,
+        "{before}\n{during}"
+    );
+    assert!(
+        f(after, "heap_alloc") + (HOLD as u64) / 2 <= f(during, "heap_alloc"),
+        "{during}\n{after}"
+    );
+    assert!(
+        f(during, "num_gc") >= 1,
+        "the growth closed no cycle: {during}"
+    );
+    assert_eq!(f(after, "num_forced_gc"), 1, "{after}");
+    assert!(f(after, "dirty") < (HOLD as u64) / 2, "not purged: {after}");
+}
+
+#[test]
+fn plain_jemalloc_with_the_trace_on() {
+    const NAME: &str = "plain_jemalloc_with_the_trace_on";
+    if is_child(NAME) {
+        return scenario();
+    }
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=50,gctrace=1,gcpoll=10")],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let sched = out.lines_starting("SCHED ");
+    assert!(
+        sched.len() >= 8,
+        "{} SCHED lines\n{}",
+        sched.len(),
+        out.stderr
+    );
+    let notes = out.lines_starting(NOTE);
+    assert_eq!(notes.len(), 1, "said once:\n{}", out.stderr);
+    assert!(
+        notes[0].contains("mallocs") && notes[0].contains("#[global_allocator]"),
+        "{}",
+        notes[0]
+    );
+    // gc lines: a growth cycle with the 64 MiB live, and the forced one.
+    let gcs = out.lines_starting("gc ");
+    let live_mb = |l: &str| -> u64 {
+        let arrows = l.split(": ").nth(1).and_then(|r| r.split(" MB").next());
+        arrows
+            .and_then(|a| a.rsplit("->").next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("malformed gc line {l:?}"))
+    };
+    assert!(
+        gcs.iter()
+            .any(|l| live_mb(l) >= 64 && !l.ends_with("(forced)")),
+        "no growth cycle with 64 MB live:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        gcs.iter().filter(|l| l.ends_with("(forced)")).count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    check_memstats(&out.stdout);
+}
+
+#[test]
+fn plain_jemalloc_memstats_without_a_trace() {
+    const NAME: &str = "plain_jemalloc_memstats_without_a_trace";
+    if is_child(NAME) {
+        return scenario();
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(60));
+    out.assert_success();
+    assert_eq!(out.lines_starting(NOTE).len(), 1, "{}", out.stderr);
+    assert!(out.lines_starting("gc ").is_empty(), "{}", out.stderr);
+    check_memstats(&out.stdout);
+}

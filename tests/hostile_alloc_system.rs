@@ -1,0 +1,134 @@
+//! A program whose global allocator is `std::alloc::System`, not `rdebug::Alloc` nor jemalloc:
+//! SCHED lines work; the memory figures that can be had (RSS) are right; the ones that cannot
+//! (allocation counts, heap figures, allocator cycles) are zero, and rdebug says so once, plainly,
+//! whether the trace or `memstats()` asked first.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{field, is_child, run_child};
+
+#[global_allocator]
+static ALLOC: std::alloc::System = std::alloc::System;
+
+const HOLD: usize = 64 << 20;
+const NOTE: &str = "rdebug: note: the global allocator is neither rdebug::Alloc nor jemalloc";
+
+/// Holds `HOLD` bytes (touched) and prints memstats() before, while held, and after.
+fn scenario() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async { rdebug::init() });
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rdebug::memstats();
+    let held = std::hint::black_box(vec![1u8; HOLD]);
+    std::thread::sleep(Duration::from_millis(300));
+    let during = rdebug::memstats();
+    drop(held);
+    rdebug::free_os_memory();
+    let after = rdebug::memstats();
+    for (name, m) in [("before", &before), ("during", &during), ("after", &after)] {
+        println!(
+            "MEM {name} rss={} mallocs={} frees={} total_alloc={} heap_objects={} heap_alloc={} \
+             heap_sys={} sys={} num_gc={} num_forced_gc={}",
+            m.rss,
+            m.mallocs,
+            m.frees,
+            m.total_alloc,
+            m.heap_objects,
+            m.heap_alloc,
+            m.heap_sys,
+            m.sys,
+            m.num_gc,
+            m.num_forced_gc
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+fn mem_line<'a>(stdout: &'a str, name: &str) -> &'a str {
+    let prefix = format!("MEM {name} ");
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"))
+}
+
+fn check_memstats(stdout: &str) {
+    let before = mem_line(stdout, "before");
+    let during = mem_line(stdout, "during");
+    let after = mem_line(stdout, "after");
+    for l in [before, during, after] {
+        for key in [
+            "mallocs",
+            "frees",
+            "total_alloc",
+            "heap_objects",
+            "heap_alloc",
+            "heap_sys",
+            "sys",
+            "num_gc",
+            "num_forced_gc",
+        ] {
+            assert_eq!(field(l, key), Some(0), "{key} cannot be known here: {l}");
+        }
+    }
+    // What can be had: the RSS, which must show the 64 MiB held.
+    let grew = field(during, "rss").unwrap() - field(before, "rss").unwrap();
+    assert!(grew >= (HOLD as u64) * 9 / 10, "rss grew by {grew} only");
+}
+
+#[test]
+fn system_allocator_with_the_trace_on() {
+    const NAME: &str = "system_allocator_with_the_trace_on";
+    if is_child(NAME) {
+        return scenario();
+    }
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=50,gctrace=1,gcpoll=10")],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let sched = out.lines_starting("SCHED ");
+    assert!(
+        sched.len() >= 8,
+        "{} SCHED lines\n{}",
+        sched.len(),
+        out.stderr
+    );
+    for l in &sched {
+        assert_eq!(field(l, "workers"), Some(2), "{l}");
+    }
+    let notes = out.lines_starting(NOTE);
+    assert_eq!(notes.len(), 1, "said once:\n{}", out.stderr);
+    assert!(
+        notes[0].contains("not available") && notes[0].contains("#[global_allocator]"),
+        "says what is missing and how to get it: {}",
+        notes[0]
+    );
+    assert!(out.lines_starting("gc ").is_empty(), "{}", out.stderr);
+    check_memstats(&out.stdout);
+}
+
+#[test]
+fn system_allocator_memstats_without_a_trace() {
+    const NAME: &str = "system_allocator_memstats_without_a_trace";
+    if is_child(NAME) {
+        return scenario();
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(60));
+    out.assert_success();
+    assert_eq!(
+        out.lines_starting(NOTE).len(),
+        1,
+        "memstats() says once what it cannot give:\n{}",
+        out.stderr
+    );
+    assert!(out.lines_starting("SCHED").is_empty(), "{}", out.stderr);
+    check_memstats(&out.stdout);
+}
