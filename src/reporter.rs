@@ -543,6 +543,14 @@ impl Worker {
         let ms = u64::try_from(now.saturating_duration_since(self.started).as_millis())
             .unwrap_or(u64::MAX);
         let threads = sched::process_files().threads();
+        for label in sched::take_gone() {
+            let message = format!(
+                "runtime {} shut down; its SCHED lines stop",
+                label.as_deref().unwrap_or("main")
+            );
+            lines::note(&mut self.buf, fmt, "note", &message);
+            self.ends.push(self.buf.len());
+        }
         let mut list = sched::watched();
         let mut i = 0;
         while i < list.len() {

@@ -208,6 +208,7 @@ fn is_watched(handle: &Handle) -> bool {
 pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
     let id = handle.id();
     let mut list = watched();
+    forget_dead(&mut list);
     if let Some(w) = list
         .iter_mut()
         .find(|w| w.id == id && w.alive.load(Relaxed))
@@ -242,6 +243,33 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         prev_at: Instant::now(),
     });
     true
+}
+
+/// Labels of watched runtimes that shut down and were dropped from the list before a reporter
+/// announced it (at most [`MAX_GONE`]): the reporter announces them at its next SCHED tick.
+static GONE: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+const MAX_GONE: usize = 64;
+
+/// Drops the runtimes that shut down from the list, keeping their order otherwise, so that a
+/// program that watches many short-lived runtimes does not keep them all (each `Handle` holds
+/// its runtime's driver and queues) when no SCHED reporter prunes the list.
+fn forget_dead(list: &mut Vec<Watched>) {
+    if list.iter().all(|w| w.alive.load(Relaxed)) {
+        return;
+    }
+    let mut gone = GONE.lock().unwrap_or_else(|e| e.into_inner());
+    for w in std::mem::take(list) {
+        if w.alive.load(Relaxed) {
+            list.push(w);
+        } else if gone.len() < MAX_GONE {
+            gone.push(w.label);
+        }
+    }
+}
+
+/// Takes the labels [`forget_dead`] kept for the reporter (no allocation when there are none).
+pub(crate) fn take_gone() -> Vec<Option<String>> {
+    std::mem::take(&mut *GONE.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Workers of the first watched runtime that is still alive (the `P` of gc lines).

@@ -1,0 +1,215 @@
+//! Runtimes coming and going around the reporter: runtimes built after `init()` and watched
+//! later, a `current_thread` runtime (idle and busy as they are), watched runtimes shut down
+//! (dropped, `shutdown_background`) while the reporter runs, and many short-lived watched
+//! runtimes (rdebug's memory for them stays bounded).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{field, is_child, run_child};
+
+#[global_allocator]
+static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+
+const PERIOD_MS: u64 = 20;
+
+/// SCHED lines of runtime `label` (`None`: the unlabelled main one) between `PHASE <from>` and
+/// the next `PHASE` line.
+fn phase<'a>(stderr: &'a str, from: &str, label: Option<&str>) -> Vec<&'a str> {
+    let marker = format!("PHASE {from}");
+    stderr
+        .lines()
+        .skip_while(|l| *l != marker)
+        .skip(1)
+        .take_while(|l| !l.starts_with("PHASE "))
+        .filter(|l| l.starts_with("SCHED ") && runtime_of(l) == label)
+        .collect()
+}
+
+fn runtime_of(line: &str) -> Option<&str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("runtime="))
+}
+
+fn spin(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn runtimes_come_and_go_while_the_reporter_runs() {
+    const NAME: &str = "runtimes_come_and_go_while_the_reporter_runs";
+    if is_child(NAME) {
+        let main_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        main_rt.block_on(async { rdebug::init() });
+        // Built after init(), watched later.
+        let b = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime b");
+        rdebug::watch_named(b.handle(), "b");
+        let d = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime d");
+        rdebug::watch_named(d.handle(), "d");
+        let c = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime c");
+        rdebug::watch_named(c.handle(), "c");
+        let b_handle = b.handle().clone();
+        std::thread::sleep(Duration::from_millis(100));
+
+        eprintln!("PHASE c-idle");
+        c.block_on(async { tokio::time::sleep(Duration::from_millis(400)).await });
+        eprintln!("PHASE c-busy");
+        c.block_on(async { spin(Duration::from_millis(400)) });
+        eprintln!("PHASE b-down");
+        drop(b);
+        std::thread::sleep(Duration::from_millis(300));
+        eprintln!("PHASE d-down");
+        d.shutdown_background();
+        std::thread::sleep(Duration::from_millis(300));
+        eprintln!("PHASE end");
+        // A dead runtime's handle can still be read, and watching it again does nothing.
+        let s = rdebug::sched_stats(&b_handle);
+        rdebug::watch_named(&b_handle, "b-again");
+        std::thread::sleep(Duration::from_millis(100));
+        println!("DEAD workers={} tasks={}", s.workers, s.tasks);
+        return;
+    }
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", &format!("schedtrace={PERIOD_MS}"))],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let err = &out.stderr;
+    let ratio = |lines: &[&str], idle: u64| {
+        lines
+            .iter()
+            .filter(|l| field(l, "idleworkers") == Some(idle))
+            .count() as f64
+            / lines.len().max(1) as f64
+    };
+
+    // current_thread: idle while its block_on waits, busy while it runs.
+    let idle = phase(err, "c-idle", Some("c"));
+    let busy = phase(err, "c-busy", Some("c"));
+    assert!(
+        idle.len() >= 10,
+        "{} lines for c while idle\n{err}",
+        idle.len()
+    );
+    assert!(
+        busy.len() >= 10,
+        "{} lines for c while busy\n{err}",
+        busy.len()
+    );
+    for l in idle.iter().chain(&busy) {
+        assert_eq!(field(l, "workers"), Some(1), "{l}");
+    }
+    assert!(
+        ratio(&idle, 1) >= 0.9,
+        "c not idle while parked:\n{idle:#?}"
+    );
+    assert!(
+        ratio(&busy, 0) >= 0.9,
+        "c not busy while spinning:\n{busy:#?}"
+    );
+
+    // b and d: lines while alive, at most one in flight after their shutdown, and one note.
+    for (rt, down) in [("b", "b-down"), ("d", "d-down")] {
+        let before = phase(err, "c-idle", Some(rt));
+        assert!(before.len() >= 10, "{} lines for {rt}\n{err}", before.len());
+        let after: usize = [down, "d-down", "end"]
+            .iter()
+            .skip(usize::from(rt == "d"))
+            .map(|p| phase(err, p, Some(rt)).len())
+            .sum();
+        assert!(
+            after <= 1,
+            "{after} lines for {rt} after its shutdown\n{err}"
+        );
+        let note = format!("rdebug: note: runtime {rt} shut down; its SCHED lines stop");
+        assert_eq!(out.lines_starting(&note).len(), 1, "{err}");
+    }
+    assert!(
+        out.lines_starting("SCHED ")
+            .iter()
+            .all(|l| runtime_of(l) != Some("b-again"))
+    );
+
+    // The main runtime goes on through everything.
+    for p in ["c-idle", "c-busy", "b-down", "d-down"] {
+        let n = phase(err, p, None).len();
+        assert!(n >= 8, "{n} main lines in phase {p}\n{err}");
+    }
+    assert!(
+        out.stdout.contains("DEAD workers=1 tasks=0"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// With only `gctrace` on, nothing prints SCHED lines, so nothing notices dead runtimes while
+/// printing: watching 500 short-lived runtimes must not keep them (or their drivers) alive.
+#[test]
+fn many_short_lived_watched_runtimes_stay_bounded() {
+    const NAME: &str = "many_short_lived_watched_runtimes_stay_bounded";
+    if is_child(NAME) {
+        let make = || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rdebug::watch(rt.handle());
+            rt.block_on(async { tokio::task::yield_now().await });
+            drop(rt);
+        };
+        for _ in 0..20 {
+            make();
+        }
+        let before = rdebug::alloc_counters().live_bytes;
+        for _ in 0..500 {
+            make();
+        }
+        let after = rdebug::alloc_counters().live_bytes;
+        println!("LIVE before={before} after={after}");
+        return;
+    }
+    for rdebug in ["gctrace=1", "schedtrace=10", ""] {
+        let env: &[(&str, &str)] = if rdebug.is_empty() {
+            &[]
+        } else {
+            &[("RDEBUG", rdebug)]
+        };
+        let out = run_child(NAME, env, Duration::from_secs(60));
+        out.assert_success();
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("LIVE "))
+            .unwrap_or_else(|| panic!("{}", out.stdout));
+        let (before, after) = (
+            field(line, "before").unwrap(),
+            field(line, "after").unwrap(),
+        );
+        // A dead runtime kept alive costs kilobytes (its driver, timer wheel and queues): 500 of
+        // them would be megabytes.
+        assert!(
+            after < before + (256 << 10),
+            "RDEBUG={rdebug:?}: live heap grew from {before} to {after} bytes over 500 runtimes"
+        );
+    }
+}
