@@ -65,24 +65,40 @@ fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
         eprintln!("PHASE end");
         return;
     }
-    let out = run_child(NAME, &[("RDEBUG", "schedtrace=100")], Duration::from_secs(30));
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=100")],
+        Duration::from_secs(30),
+    );
     out.assert_success();
     let idle = phase(&out.stderr, "idle");
-    assert!(!idle.is_empty(), "no SCHED lines while idle:\n{}", out.stderr);
+    assert!(
+        !idle.is_empty(),
+        "no SCHED lines while idle:\n{}",
+        out.stderr
+    );
     for l in &idle {
         assert_eq!(field(l, "workers"), Some(2), "{l}");
         assert_eq!(field(l, "idleworkers"), Some(2), "{l}");
         assert_eq!(field(l, "runqueue"), Some(0), "{l}");
     }
     let blocked = phase(&out.stderr, "blocked");
-    assert!(blocked.len() >= 3, "too few lines while blocked:\n{}", out.stderr);
+    assert!(
+        blocked.len() >= 3,
+        "too few lines while blocked:\n{}",
+        out.stderr
+    );
     for l in &blocked {
         assert_eq!(field(l, "idleworkers"), Some(0), "{l}");
         assert!(field(l, "runqueue").unwrap() >= 55, "{l}");
         assert!(field(l, "tasks").unwrap() >= 60, "{l}");
     }
     let drained = phase(&out.stderr, "drained");
-    assert!(!drained.is_empty(), "no lines after draining:\n{}", out.stderr);
+    assert!(
+        !drained.is_empty(),
+        "no lines after draining:\n{}",
+        out.stderr
+    );
     for l in &drained {
         assert_eq!(field(l, "idleworkers"), Some(2), "{l}");
         assert_eq!(field(l, "runqueue"), Some(0), "{l}");
@@ -131,7 +147,11 @@ fn threads_follow_the_process_thread_count() {
         }
         return;
     }
-    let out = run_child(NAME, &[("RDEBUG", "schedtrace=50")], Duration::from_secs(30));
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=50")],
+        Duration::from_secs(30),
+    );
     out.assert_success();
     let truth = |tag: &str| -> (u64, Vec<&str>) {
         let marker = out
@@ -152,7 +172,11 @@ fn threads_follow_the_process_thread_count() {
     let (before, before_lines) = truth("before");
     let (after, after_lines) = truth("after");
     assert_eq!(after, before + 10, "the test's own ground truth");
-    assert!(!before_lines.is_empty() && !after_lines.is_empty(), "{}", out.stderr);
+    assert!(
+        !before_lines.is_empty() && !after_lines.is_empty(),
+        "{}",
+        out.stderr
+    );
     for (n, lines) in [(before, before_lines), (after, after_lines)] {
         for l in lines {
             let t = field(l, "threads").expect("threads=");
@@ -171,7 +195,11 @@ fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
         std::thread::sleep(Duration::from_millis(350));
         return;
     }
-    let out = run_child(NAME, &[("RDEBUG", "schedtrace=50")], Duration::from_secs(30));
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=50")],
+        Duration::from_secs(30),
+    );
     out.assert_success();
     let sched = out.lines_starting("SCHED ");
     assert!(sched.len() >= 3, "{}", out.stderr);
@@ -228,11 +256,21 @@ fn local_queues_and_the_blocking_pool_are_right() {
         eprintln!("PHASE end");
         return;
     }
-    let out = run_child(NAME, &[("RDEBUG", "schedtrace=50")], Duration::from_secs(30));
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=50")],
+        Duration::from_secs(30),
+    );
     out.assert_success();
     let local = |l: &str| -> Vec<u64> {
-        let inner = l.split_once('[').and_then(|(_, r)| r.strip_suffix(']')).expect("[..]");
-        inner.split(' ').map(|v| v.parse().expect("depth")).collect()
+        let inner = l
+            .split_once('[')
+            .and_then(|(_, r)| r.strip_suffix(']'))
+            .expect("[..]");
+        inner
+            .split(' ')
+            .map(|v| v.parse().expect("depth"))
+            .collect()
     };
     let blocked = phase(&out.stderr, "blocked");
     assert!(!blocked.is_empty(), "{}", out.stderr);
