@@ -120,6 +120,7 @@ mod lines;
 mod mem;
 mod os;
 mod output;
+mod panic_hook;
 mod reporter;
 mod sched;
 
@@ -240,6 +241,7 @@ fn start_from_env(strict: bool) -> Result<(), Error> {
     }
     let reporter = Builder::new().config_from(config).start()?;
     let _ = GLOBAL.set(reporter);
+    panic_hook::install();
     Ok(())
 }
 

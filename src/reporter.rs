@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -353,6 +353,37 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// The SCHED lines a panic prints ([`crate::panic_hook`]): one per watched runtime, now, in
+    /// this reporter's format, if it runs with `schedtrace` on. Waits at most a few ms for each
+    /// lock it needs; false when there is nothing to print.
+    pub(crate) fn panic_lines(&self, out: &mut Vec<u8>) -> bool {
+        let Some(&started) = self.shared.started.get() else {
+            return false;
+        };
+        let Some(c) = crate::panic_hook::lock_briefly(&self.shared.control) else {
+            return false;
+        };
+        let (fmt, on) = (c.config.format, c.config.schedtrace_ms > 0 && !c.stop);
+        drop(c);
+        if !on {
+            return false;
+        }
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let threads = sched::process_files().threads();
+        let Some(list) = sched::watched_briefly() else {
+            return false;
+        };
+        let mut stats = sched::SchedStats::default();
+        for w in list.iter().filter(|w| w.alive.load(Relaxed)) {
+            sched::fill(&w.handle.metrics(), 1, &mut stats);
+            stats.threads = threads;
+            lines::sched(out, fmt, ms, w.label.as_deref(), &stats);
+        }
+        !out.is_empty()
+    }
+}
+
 struct Control {
     config: Config,
     generation: u64,
@@ -361,6 +392,8 @@ struct Control {
 
 struct Shared {
     control: Mutex<Control>,
+    /// When the thread started: the origin of the `ms` of SCHED lines (set by the thread).
+    started: OnceLock<Instant>,
     wake: Condvar,
     ticks: AtomicU64,
     lines: AtomicU64,
@@ -378,6 +411,7 @@ impl Shared {
                 generation: 0,
                 stop: false,
             }),
+            started: OnceLock::new(),
             wake: Condvar::new(),
             ticks: AtomicU64::new(0),
             lines: AtomicU64::new(0),
@@ -432,6 +466,7 @@ impl Worker {
         crate::output::block_sigpipe_on_this_thread();
         self.cpu = crate::os::ThreadCpu::current();
         self.started = Instant::now();
+        let _ = self.shared.started.set(self.started);
         self.printed_gc = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);
         let mut generation = self.shared.control().generation;
         self.apply_config();
