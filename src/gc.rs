@@ -116,7 +116,7 @@ pub(crate) fn goal(live: u64, percent: Option<u64>) -> u64 {
     match percent {
         None => u64::MAX,
         Some(p) => {
-            let grown = (live as u128) * (100 + p as u128) / 100;
+            let grown = (live as u128).saturating_mul(100 + p as u128) / 100;
             MIN_GOAL.max(u64::try_from(grown).unwrap_or(u64::MAX))
         }
     }
@@ -296,6 +296,67 @@ mod tests {
         assert_eq!(goal(10 << 20, Some(0)), 10 << 20);
         assert_eq!(goal(u64::MAX, Some(100)), u64::MAX);
         assert_eq!(goal(1, None), u64::MAX);
+        assert_eq!(goal(u64::MAX, Some(u64::MAX)), u64::MAX);
+    }
+
+    /// Months of running: counters at the top of their range, counters that go backwards, a
+    /// clock that did not advance. Nothing panics, nothing wraps.
+    #[test]
+    fn counters_at_their_limits_neither_wrap_nor_panic() {
+        let mut t = Tracker::new(Instant::now());
+        // A clock that did not advance: no share rather than a division by zero.
+        assert_eq!(t.update_cpu(t.origin), 0.0);
+        t.observe(sample(0, 0), 0, false);
+        let mut huge = sample(u64::MAX - 1, u64::MAX - 1);
+        huge.purged = u64::MAX;
+        huge.dirty = u64::MAX;
+        huge.muzzy = u64::MAX;
+        t.observe(huge, u64::MAX, false);
+        assert_eq!(t.totals().num_gc, 1);
+        assert_eq!(t.totals().next_gc, u64::MAX, "the goal saturates");
+        // Sweeps and purged bytes that went backwards (e.g. a destroyed arena): no cycle...
+        let mut back = sample(1, 0);
+        back.purged = 0;
+        t.observe(back, 0, false);
+        t.observe(back, 0, false);
+        assert_eq!(t.totals().num_gc, 1);
+        // ... and no negative delta when one closes.
+        t.observe(back, 0, true);
+        let mut last = None;
+        t.cycles_after(1, |c| last = Some(*c));
+        let c = last.expect("the forced cycle");
+        assert_eq!((c.n, c.purge_sweeps, c.purged), (2, 0, 0));
+        // The cycle number at its limit: it stays there, and printing after it shows nothing.
+        t.totals.num_gc = u64::MAX - 1;
+        t.observe(back, 0, true);
+        t.observe(back, 0, true);
+        assert_eq!(t.totals().num_gc, u64::MAX);
+        assert_eq!(t.totals().num_forced_gc, 3);
+        let mut seen = 0;
+        assert_eq!(t.cycles_after(u64::MAX - 1, |_| seen += 1), (0, u64::MAX));
+        assert_eq!(t.cycles_after(u64::MAX, |_| seen += 1), (0, u64::MAX));
+        assert_eq!(seen, 1);
+        t.add_pause(Duration::MAX);
+        t.add_pause(Duration::MAX);
+        assert_eq!(t.totals().pause_total_ns, u64::MAX);
+    }
+
+    #[test]
+    fn cycle_deltas_saturate() {
+        let a = AllocCounters {
+            allocated_bytes: 10,
+            allocs: 5,
+            ..AllocCounters::default()
+        };
+        let d = counters_delta(&a, &AllocCounters::default());
+        assert_eq!((d.allocated_bytes, d.allocs), (0, 0));
+        let top = AllocCounters {
+            allocated_bytes: u64::MAX,
+            allocs: u64::MAX,
+            ..AllocCounters::default()
+        };
+        let d = counters_delta(&AllocCounters::default(), &top);
+        assert_eq!((d.allocated_bytes, d.allocs), (u64::MAX, u64::MAX));
     }
 
     fn sample(allocated: u64, sweeps: u64) -> HeapSample {

@@ -382,4 +382,54 @@ mod tests {
             )
         );
     }
+
+    /// Rates from deltas: a counter that did not move, a clock that did not advance, counters at
+    /// the top of their range, a CPU share that is not a number. Lines still come out whole.
+    #[test]
+    fn rates_survive_still_counters_a_still_clock_and_huge_values() {
+        let mut c = Cycle {
+            n: u64::MAX,
+            at: Duration::MAX,
+            cpu_fraction: f64::NAN,
+            before: u64::MAX,
+            after: u64::MAX,
+            live: u64::MAX,
+            goal: u64::MAX,
+            procs: u64::MAX,
+            span: Duration::ZERO,
+            ..Cycle::default()
+        };
+        c.counted.allocated_bytes = u64::MAX;
+        c.counted.allocs = u64::MAX;
+        for fmt in [Format::Text, Format::Json] {
+            let line = text(|o| gc(o, fmt, &c));
+            assert!(
+                line.ends_with('\n') && line.matches('\n').count() == 1,
+                "{line}"
+            );
+            let detail = text(|o| gc_detail(o, fmt, &c));
+            assert!(detail.ends_with('\n'), "{detail}");
+        }
+        let detail = text(|o| gc_detail(o, Format::Text, &c));
+        assert!(
+            detail.contains("(0 MB/s 0/s)"),
+            "a zero span gives zero rates: {detail}"
+        );
+        // A counter that did not move over a real span.
+        c.span = Duration::from_secs(1);
+        c.counted = Default::default();
+        let detail = text(|o| gc_detail(o, Format::Text, &c));
+        assert!(detail.contains("alloc 0 B 0 objs (0 MB/s 0/s)"), "{detail}");
+        // Shares out of range print as whole numbers.
+        for share in [f64::INFINITY, f64::NEG_INFINITY, -1.0, 1e300] {
+            c.cpu_fraction = share;
+            let line = text(|o| gc(o, Format::Text, &c));
+            assert!(line.starts_with(&format!("gc {} @", u64::MAX)), "{line}");
+        }
+        // A tiny span with a huge count: the rate saturates, it does not wrap.
+        c.span = Duration::from_nanos(1);
+        c.counted.allocs = u64::MAX;
+        let detail = text(|o| gc_detail(o, Format::Text, &c));
+        assert!(detail.contains(&format!("{}/s", u64::MAX)), "{detail}");
+    }
 }

@@ -728,8 +728,62 @@ impl Drop for TickForBench {
     }
 }
 
-/// The next deadline after `prev`: one period on, or one period from now if far behind.
+/// The next deadline after `prev`: one period on, or one period from now if far behind. A period
+/// too long for the clock (`Config` fields are public: `schedtrace_ms = u64::MAX`) means a year.
 fn advance(prev: Instant, period: Duration, now: Instant) -> Instant {
-    let next = prev + period;
-    if next <= now { now + period } else { next }
+    match prev.checked_add(period) {
+        Some(next) if next > now => next,
+        _ => now
+            .checked_add(period)
+            .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+            .unwrap_or(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_survive_periods_too_long_for_the_clock() {
+        let now = Instant::now();
+        assert!(advance(now, Duration::MAX, now) > now);
+        assert!(advance(now, Duration::from_millis(u64::MAX), now) > now);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(
+            advance(now, Duration::from_secs(1), later),
+            later + Duration::from_secs(1)
+        );
+        assert_eq!(
+            advance(now, Duration::from_secs(1), now),
+            now + Duration::from_secs(1)
+        );
+        // A clock that did not advance: the next deadline is still ahead.
+        assert!(advance(now, Duration::ZERO, now) >= now);
+    }
+
+    #[test]
+    fn a_reporter_with_the_longest_periods_keeps_running() {
+        let r = Builder::new()
+            .schedtrace(Duration::MAX)
+            .gctrace(1)
+            .gcpoll(Duration::MAX)
+            .writer(std::io::sink())
+            .start()
+            .expect("start");
+        std::thread::sleep(Duration::from_millis(50));
+        let mut cfg = r.config();
+        cfg.schedtrace_ms = u64::MAX;
+        cfg.gcpoll_ms = u64::MAX;
+        cfg.gcpercent = Some(u64::MAX);
+        r.reconfigure(cfg);
+        std::thread::sleep(Duration::from_millis(50));
+        // The thread ticked (the first SCHED line and sample are due at once) and is alive to
+        // take a new setting.
+        assert!(r.stats().ticks >= 2, "{:?}", r.stats());
+        r.reconfigure(Config::parse_strict("schedtrace=10").unwrap());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(r.stats().ticks >= 5, "{:?}", r.stats());
+        r.stop();
+    }
 }
