@@ -1,0 +1,230 @@
+//! The counting allocator's totals against allocations the tests make themselves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{is_child, run_child};
+
+#[global_allocator]
+static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+
+/// Prints `RESULT a b c ...` for the parent to read.
+fn result(values: &[u64]) {
+    let text: Vec<String> = values.iter().map(u64::to_string).collect();
+    println!("RESULT {}", text.join(" "));
+}
+
+fn read_result(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("RESULT line")
+        .split(' ')
+        .map(|v| v.parse().expect("number"))
+        .collect()
+}
+
+#[test]
+fn a_known_number_of_allocations_moves_the_counters_by_exactly_that() {
+    const NAME: &str = "a_known_number_of_allocations_moves_the_counters_by_exactly_that";
+    if is_child(NAME) {
+        let mut boxes: Vec<Box<[u8; 100]>> = Vec::with_capacity(1000);
+        let _ = rdebug::memstats(); // warm up: first reads set up lazily
+        let m0 = rdebug::memstats();
+        for i in 0..1000 {
+            boxes.push(Box::new([i as u8; 100]));
+        }
+        let m1 = rdebug::memstats();
+        boxes.clear();
+        let m2 = rdebug::memstats();
+        result(&[
+            m1.mallocs - m0.mallocs,
+            m1.total_alloc - m0.total_alloc,
+            m1.frees - m0.frees,
+            m2.frees - m1.frees,
+            m2.mallocs - m1.mallocs,
+            m2.heap_objects,
+            m2.mallocs - m2.frees,
+        ]);
+        return;
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(30));
+    out.assert_success();
+    let r = read_result(&out.stdout);
+    assert_eq!(r[0], 1000, "mallocs");
+    assert_eq!(r[1], 100_000, "total_alloc");
+    assert_eq!(r[2], 0, "frees while holding");
+    assert_eq!(r[3], 1000, "frees after dropping");
+    assert_eq!(r[4], 0, "mallocs while dropping");
+    assert_eq!(r[5], r[6], "heap_objects == mallocs - frees");
+}
+
+/// Spawns `n` threads one after another, each allocating (and freeing) `bytes` once.
+fn threads_allocating(n: usize, bytes: usize) {
+    for _ in 0..n {
+        std::thread::spawn(move || {
+            if bytes > 0 {
+                std::hint::black_box(vec![1u8; bytes]);
+            }
+        })
+        .join()
+        .expect("thread");
+    }
+}
+
+#[test]
+fn threads_that_exit_lose_nothing() {
+    const NAME: &str = "threads_that_exit_lose_nothing";
+    if is_child(NAME) {
+        threads_allocating(20, 0); // warm up
+        // What spawning 200 threads costs by itself...
+        let a = rdebug::alloc_counters();
+        threads_allocating(200, 0);
+        let b = rdebug::alloc_counters();
+        // ...and with 1 MiB allocated on each.
+        threads_allocating(200, 1 << 20);
+        let c = rdebug::alloc_counters();
+        result(&[
+            (c.allocated_bytes - b.allocated_bytes) - (b.allocated_bytes - a.allocated_bytes),
+            (c.allocs - b.allocs) - (b.allocs - a.allocs),
+            (c.frees - b.frees) - (b.frees - a.frees),
+            (c.freed_bytes - b.freed_bytes) - (b.freed_bytes - a.freed_bytes),
+            c.slots,
+            c.live_bytes.abs_diff(a.live_bytes),
+        ]);
+        return;
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(60));
+    out.assert_success();
+    let r = read_result(&out.stdout);
+    assert_eq!(r[0], 200 << 20, "allocated bytes of the exited threads");
+    assert_eq!(r[1], 200, "allocations of the exited threads");
+    assert_eq!(r[2], 200, "frees of the exited threads");
+    assert_eq!(r[3], 200 << 20, "freed bytes of the exited threads");
+    assert!(r[4] <= 8, "slots are reused, not one per thread: {}", r[4]);
+    assert!(r[5] < 64 << 10, "live bytes back where they were: {}", r[5]);
+}
+
+#[test]
+fn heap_objects_is_mallocs_minus_frees_at_every_read() {
+    const NAME: &str = "heap_objects_is_mallocs_minus_frees_at_every_read";
+    if is_child(NAME) {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn: Vec<_> = (0..3)
+            .map(|t| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut keep = Vec::new();
+                    let mut i = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        keep.push(vec![t as u8; 16 + i % 2048]);
+                        if keep.len() > 512 {
+                            keep.drain(..256);
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut reads = 0u64;
+        let mut bad = 0u64;
+        let mut prev = rdebug::memstats();
+        for _ in 0..2000 {
+            let m = rdebug::memstats();
+            reads += 1;
+            if m.heap_objects != m.mallocs - m.frees
+                || m.mallocs < prev.mallocs
+                || m.frees < prev.frees
+                || m.total_alloc < prev.total_alloc
+            {
+                bad += 1;
+            }
+            prev = m;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in churn {
+            t.join().expect("churn thread");
+        }
+        result(&[reads, bad, prev.mallocs]);
+        return;
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(60));
+    out.assert_success();
+    let r = read_result(&out.stdout);
+    assert_eq!(r[0], 2000);
+    assert_eq!(
+        r[1], 0,
+        "reads where heap_objects != mallocs - frees or a counter went back"
+    );
+    assert!(r[2] > 10_000, "the churn threads allocated");
+}
+
+#[test]
+fn num_gc_and_next_gc_agree_with_the_printed_lines() {
+    const NAME: &str = "num_gc_and_next_gc_agree_with_the_printed_lines";
+    if is_child(NAME) {
+        rdebug::init();
+        let mut leak = Vec::new();
+        for round in 0..3 {
+            for _ in 0..24 {
+                leak.push(vec![round as u8 + 1; 1 << 20]);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if round == 1 {
+                leak.truncate(8);
+                rdebug::free_os_memory();
+            }
+        }
+        // Quiet: nothing is freed, so no purge sweep and no growth; let the reporter print.
+        std::thread::sleep(Duration::from_millis(300));
+        let m = rdebug::memstats();
+        eprintln!(
+            "MEMSTATS num_gc={} num_forced_gc={} next_gc={}",
+            m.num_gc, m.num_forced_gc, m.next_gc
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        std::hint::black_box(leak);
+        return;
+    }
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "gctrace=1,gcpoll=10")],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let before_marker: Vec<&str> = out
+        .stderr
+        .lines()
+        .take_while(|l| !l.starts_with("MEMSTATS "))
+        .filter(|l| l.starts_with("gc "))
+        .collect();
+    let marker = out.lines_starting("MEMSTATS ");
+    assert_eq!(marker.len(), 1, "{}", out.stderr);
+    let num_gc = common::field(marker[0], "num_gc").unwrap();
+    let num_forced = common::field(marker[0], "num_forced_gc").unwrap();
+    let next_gc = common::field(marker[0], "next_gc").unwrap();
+    assert!(num_gc >= 3, "{}", out.stderr);
+    assert_eq!(num_gc as usize, before_marker.len(), "{}", out.stderr);
+    assert_eq!(
+        num_forced as usize,
+        before_marker
+            .iter()
+            .filter(|l| l.ends_with("(forced)"))
+            .count()
+    );
+    let last = before_marker.last().expect("a gc line");
+    let live_mb: u64 = last
+        .split("->")
+        .nth(2)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("live MB");
+    let want = (2 * live_mb).max(4);
+    let next_mb = next_gc >> 20;
+    assert!(
+        next_mb == want || next_mb == want + 1,
+        "next_gc {next_mb} MB vs last live {live_mb} MB:\n{}",
+        out.stderr
+    );
+}

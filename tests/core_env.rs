@@ -1,0 +1,171 @@
+//! `RDEBUG` as the program sees it: unset, partly bad, strict.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{is_child, run_child};
+
+#[global_allocator]
+static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+
+/// Names of this process's threads.
+fn thread_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let path = entry.expect("task entry").path().join("comm");
+        names.push(
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        );
+    }
+    names
+}
+
+#[test]
+fn unset_starts_no_thread_and_prints_nothing() {
+    const NAME: &str = "unset_starts_no_thread_and_prints_nothing";
+    if is_child(NAME) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let before = thread_names().len();
+        rt.block_on(async {
+            rdebug::init();
+            rdebug::init();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let names = thread_names();
+        let tasks = rdebug::sched_stats(rt.handle()).tasks;
+        println!(
+            "RESULT threads_before={before} threads_after={} rdebug_threads={} tasks={tasks} reporter={}",
+            names.len(),
+            names.iter().filter(|n| *n == "rdebug").count(),
+            rdebug::reporter().is_some()
+        );
+        return;
+    }
+    let out = run_child(NAME, &[], Duration::from_secs(30));
+    out.assert_success();
+    assert_eq!(out.stderr, "", "nothing on stderr");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .expect("RESULT");
+    let f = |k| common::field(line, k).unwrap();
+    assert_eq!(f("threads_before"), f("threads_after"), "{line}");
+    assert_eq!(f("rdebug_threads"), 0, "{line}");
+    assert_eq!(f("tasks"), 0, "no watcher task either: {line}");
+    assert!(line.ends_with("reporter=false"), "{line}");
+}
+
+#[test]
+fn each_bad_item_warns_once_and_the_rest_applies() {
+    const NAME: &str = "each_bad_item_warns_once_and_the_rest_applies";
+    if is_child(NAME) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            rdebug::init();
+            rdebug::init();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let cfg = rdebug::reporter().expect("a reporter").config();
+        println!(
+            "RESULT schedtrace={} gcpercent={}",
+            cfg.schedtrace_ms,
+            cfg.gcpercent.unwrap_or(0)
+        );
+        return;
+    }
+    let out = run_child(
+        NAME,
+        &[(
+            "RDEBUG",
+            "schedtrace=50, bogus=1 ,gctrace=9,gcpercent=50,schedtrace",
+        )],
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    let warnings = out.lines_starting("rdebug: warning: ");
+    assert_eq!(
+        warnings,
+        [
+            "rdebug: warning: bogus=1: unknown key (keys: schedtrace, scheddetail, gctrace, gcpercent, gcpoll, format), ignoring it",
+            "rdebug: warning: gctrace=9: expected 0, 1 or 2, ignoring it",
+            "rdebug: warning: schedtrace: expected key=value (keys: schedtrace, scheddetail, gctrace, gcpercent, gcpoll, format), ignoring it",
+        ],
+        "{}",
+        out.stderr
+    );
+    // The valid items took effect: SCHED lines every 50 ms for the 3-worker runtime.
+    let sched = out.lines_starting("SCHED ");
+    assert!(sched.len() >= 4, "{}", out.stderr);
+    assert!(sched.iter().all(|l| l.contains("workers=3 ")));
+    assert!(out.stdout.contains("RESULT schedtrace=50 gcpercent=50"));
+}
+
+#[test]
+fn try_init_names_the_bad_item_and_starts_nothing() {
+    const NAME: &str = "try_init_names_the_bad_item_and_starts_nothing";
+    if is_child(NAME) {
+        let err = rdebug::try_init().expect_err("format=xml is not accepted");
+        std::thread::sleep(Duration::from_millis(200));
+        let rdebug_threads = thread_names().iter().filter(|n| *n == "rdebug").count();
+        println!("RESULT {err} | threads={rdebug_threads}");
+        return;
+    }
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=10,format=xml")],
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("RESULT RDEBUG item format=xml: expected text or json | threads=0"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stderr, "",
+        "strict mode prints nothing, it returns the error"
+    );
+}
+
+#[test]
+fn try_init_with_good_items_starts_the_reporter() {
+    const NAME: &str = "try_init_with_good_items_starts_the_reporter";
+    if is_child(NAME) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async { rdebug::try_init() })
+            .expect("valid RDEBUG");
+        let again = rdebug::try_init();
+        std::thread::sleep(Duration::from_millis(200));
+        println!("RESULT again_is_err={}", again.is_err());
+        return;
+    }
+    let out = run_child(
+        NAME,
+        &[("RDEBUG", "schedtrace=50")],
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    assert!(out.stdout.contains("RESULT again_is_err=true"));
+    let sched = out.lines_starting("SCHED ");
+    assert!(sched.len() >= 3, "{}", out.stderr);
+    // A current_thread runtime has one worker: the thread in block_on, gone idle now.
+    assert!(
+        sched.iter().all(|l| l.contains("workers=1 ")),
+        "{}",
+        out.stderr
+    );
+}
