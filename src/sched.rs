@@ -91,9 +91,11 @@ pub struct WorkerStats {
 /// ```
 /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 /// # async fn main() {
-/// let s = rdebug::sched_stats(&tokio::runtime::Handle::current());
+/// let s = tokio::spawn(async { rdebug::sched_stats(&tokio::runtime::Handle::current()) })
+///     .await
+///     .unwrap();
 /// assert_eq!(s.workers, 2);
-/// assert!(s.idle_workers <= 1); // this task is running on one of them
+/// assert!(s.idle_workers <= 1); // the task reading it runs on one of them
 /// # }
 /// ```
 pub fn sched_stats(handle: &Handle) -> SchedStats {
