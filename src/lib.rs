@@ -236,6 +236,8 @@ fn start_from_env(strict: bool) -> Result<(), Error> {
         warn(config.format, &problems);
     }
     *started = true;
+    // `gcpercent` sets the goal `memstats().next_gc` reports even when no trace is on.
+    gc::set_gcpercent(config.gcpercent);
     if !config.any_trace() {
         return Ok(());
     }
