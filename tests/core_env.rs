@@ -169,3 +169,36 @@ fn try_init_with_good_items_starts_the_reporter() {
         out.stderr
     );
 }
+
+#[test]
+fn gcpercent_alone_sets_the_goal_without_starting_a_reporter() {
+    const NAME: &str = "gcpercent_alone_sets_the_goal_without_starting_a_reporter";
+    if is_child(NAME) {
+        rdebug::init();
+        let held = vec![3u8; 40 << 20];
+        rdebug::free_os_memory(); // closes a cycle: the goal follows the live heap
+        let m = rdebug::memstats();
+        println!(
+            "RESULT live={} next_gc={} reporter={}",
+            m.heap_alloc,
+            m.next_gc,
+            rdebug::reporter().is_some()
+        );
+        std::hint::black_box(held);
+        return;
+    }
+    let out = run_child(NAME, &[("RDEBUG", "gcpercent=50")], Duration::from_secs(30));
+    out.assert_success();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .expect("RESULT");
+    let live = common::field(line, "live").unwrap() as f64;
+    let next_gc = common::field(line, "next_gc").unwrap() as f64;
+    assert!(live >= (40 << 20) as f64, "{line}");
+    // 1.5 × live, not the default 2 × live.
+    assert!((next_gc / live - 1.5).abs() < 0.02, "{line}");
+    assert!(line.ends_with("reporter=false"), "{line}");
+    assert_eq!(out.stderr, "");
+}
