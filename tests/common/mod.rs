@@ -29,7 +29,10 @@ pub struct ChildOutput {
 impl ChildOutput {
     /// stderr lines starting with `prefix`.
     pub fn lines_starting(&self, prefix: &str) -> Vec<&str> {
-        self.stderr.lines().filter(|l| l.starts_with(prefix)).collect()
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
     }
 
     /// Panics with the child's output unless it exited successfully.
