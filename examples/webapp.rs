@@ -8,7 +8,9 @@
 //! * `GET /search?q=…` – case-insensitive substring search over a generated
 //!   corpus of a few hundred lines (`q` is capped at 256 bytes);
 //! * `POST /cache` – appends the request body to a server-side cache that is
-//!   cleared whenever it reaches 64 MiB, so the heap visibly grows and shrinks.
+//!   cleared whenever it reaches 64 MiB, so the heap visibly grows and shrinks;
+//! * `GET /debug/memstats` – `rdebug::memstats()` and `rdebug::sched_stats()`
+//!   of the server's runtime as JSON (what Go programs export with expvar).
 //!
 //! There are three ways to run it.
 //!
@@ -296,6 +298,7 @@ fn app() -> Router {
     Router::new()
         .route("/sendjson", get(send_json).post(send_json))
         .route("/search", get(search))
+        .route("/debug/memstats", get(debug_memstats))
         .route(
             "/cache",
             post(cache).layer(DefaultBodyLimit::max(CACHE_MAX_ENTRY)),
@@ -315,6 +318,20 @@ async fn log_request(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     log::debug!("{method} {uri} -> {}", response.status());
     response
+}
+
+#[derive(Serialize)]
+struct DebugStats {
+    memstats: rdebug::MemStats,
+    sched: rdebug::SchedStats,
+}
+
+/// `GET /debug/memstats`: the allocator and scheduler figures rdebug reads.
+async fn debug_memstats() -> Json<DebugStats> {
+    Json(DebugStats {
+        memstats: rdebug::memstats(),
+        sched: rdebug::sched_stats(&tokio::runtime::Handle::current()),
+    })
 }
 
 #[derive(Serialize)]

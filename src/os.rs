@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn stat_fields_survive_odd_command_names() {
-        let line = b"42 (a) b (c) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 7 19\n";
+        let line = b"42 (a) b (c) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 7 18 19\n";
         assert_eq!(stat_field(line, 3), None); // "R" is not a number
         assert_eq!(stat_field(line, 4), Some(1));
         assert_eq!(stat_field(line, 14), Some(11));
