@@ -8,6 +8,12 @@
 //! alive at once. Slots are never freed: their memory comes from the system allocator, never from
 //! [`Alloc`] itself.
 //!
+//! The fast path, taken by all calls but about 1 in 256, is one thread-local countdown (which also
+//! says the thread has a slot) and two adds to the thread's slot around jemalloc's own call. The
+//! thread's first call, its sampled (timed) calls and calls made without a slot go through an
+//! out-of-line slow path. What an alloc+free pair costs, and what was tried to make it cheaper, is
+//! in `BENCHMARKS.md`.
+//!
 //! A call made while the thread's slot is being set up, or after its thread-local storage was torn
 //! down, is counted in one shared fallback slot with atomic adds: rare, and still exact.
 
@@ -54,23 +60,81 @@ impl Alloc {
 // SAFETY: every call is forwarded unchanged to jemalloc; the counting around it never allocates
 // through the global allocator (slots come from `System`) and never unwinds.
 unsafe impl GlobalAlloc for Alloc {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let started = sample_start();
+        let Some(s) = fast_slot() else {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.alloc_slow(layout, false) };
+        };
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.alloc(layout) };
-        sample_end(started);
         if !p.is_null() {
-            count_alloc(layout.size());
+            s.add_alloc(layout.size());
         }
         p
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let started = sample_start();
+        let Some(s) = fast_slot() else {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.alloc_slow(layout, true) };
+        };
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
+        if !p.is_null() {
+            s.add_alloc(layout.size());
+        }
+        p
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match fast_slot() {
+            Some(s) => {
+                // A free cannot fail: counting it first lets jemalloc's call be the last one.
+                s.add_free(layout.size());
+                // SAFETY: forwarded with the caller's guarantees.
+                unsafe { self.inner.dealloc(ptr, layout) }
+            }
+            // SAFETY: forwarded with the caller's guarantees.
+            None => unsafe { self.dealloc_slow(ptr, layout) },
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some(s) = fast_slot() else {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.realloc_slow(ptr, layout, new_size) };
+        };
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // A reallocation is counted as what it is: the old block freed, a new one allocated.
+            s.add_free(layout.size());
+            s.add_alloc(new_size);
+        }
+        p
+    }
+}
+
+/// The slow paths: a thread's first call, a sampled (timed) call, and calls made while the thread
+/// has no slot of its own (being set up, or torn down). Kept out of line so the fast path stays a
+/// few instructions around jemalloc's own call.
+impl Alloc {
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let started = slow_start();
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        };
         sample_end(started);
         if !p.is_null() {
             count_alloc(layout.size());
@@ -78,23 +142,24 @@ unsafe impl GlobalAlloc for Alloc {
         p
     }
 
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let started = sample_start();
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+        let started = slow_start();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.dealloc(ptr, layout) };
         sample_end(started);
         count_free(layout.size());
     }
 
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let started = sample_start();
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let started = slow_start();
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         sample_end(started);
         if !p.is_null() {
-            // A reallocation is counted as what it is: the old block freed, a new one allocated.
             count_realloc(layout.size(), new_size);
         }
         p
@@ -225,6 +290,20 @@ struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
+    /// Counts one allocation of `size` bytes; owning thread only.
+    #[inline(always)]
+    fn add_alloc(&self, size: usize) {
+        add_owned(&self.allocs, 1);
+        add_owned(&self.allocated_bytes, size as u64);
+    }
+
+    /// Counts one free of `size` bytes; owning thread only.
+    #[inline(always)]
+    fn add_free(&self, size: usize) {
+        add_owned(&self.frees, 1);
+        add_owned(&self.freed_bytes, size as u64);
+    }
+
     const fn new() -> Self {
         Slot {
             allocated_bytes: AtomicU64::new(0),
@@ -257,11 +336,15 @@ const SAMPLE_MEAN: u32 = 256;
 
 /// Per-thread state. `const`-initialised and without `Drop`, so reaching it never allocates and
 /// never registers a destructor, and it stays readable while the thread is being torn down.
+///
+/// One countdown gates the fast path: above 1, the call is neither timed nor the thread's first,
+/// and `slot` is set. It starts at 0 (so the first call sets the thread up), is set above 1 only
+/// once the slot is ready, and back to 0 when the thread hands its slot back.
 struct Local {
+    /// Calls left until the next timed one (0 while the thread has no slot of its own).
+    countdown: Cell<u32>,
     slot: Cell<*const Slot>,
     state: Cell<u8>,
-    /// Calls left until the next timed one.
-    countdown: Cell<u32>,
     /// Calls the next sample stands for.
     period: Cell<u32>,
     rng: Cell<u32>,
@@ -270,9 +353,9 @@ struct Local {
 thread_local! {
     static LOCAL: Local = const {
         Local {
+            countdown: Cell::new(0),
             slot: Cell::new(ptr::null()),
             state: Cell::new(STATE_NEW),
-            countdown: Cell::new(SAMPLE_MEAN),
             period: Cell::new(SAMPLE_MEAN),
             rng: Cell::new(0),
         }
@@ -286,6 +369,8 @@ struct ReleaseOnExit;
 impl Drop for ReleaseOnExit {
     fn drop(&mut self) {
         let _ = LOCAL.try_with(|l| {
+            // Later calls on this thread take the slow path and count in the fallback slot.
+            l.countdown.set(0);
             let p = l.slot.replace(ptr::null());
             l.state.set(STATE_GONE);
             if !p.is_null() {
@@ -296,39 +381,90 @@ impl Drop for ReleaseOnExit {
     }
 }
 
-/// The slot this thread writes, setting it up on the thread's first call.
+/// The fast path: this thread's slot, with the sampling countdown moved on; `None` when the call
+/// must take the slow path (timed, the thread's first, or the thread has no slot of its own).
+#[inline(always)]
+fn fast_slot() -> Option<&'static Slot> {
+    LOCAL
+        .try_with(|l| {
+            let c = l.countdown.get();
+            if c > 1 {
+                l.countdown.set(c - 1);
+                let p = l.slot.get();
+                // SAFETY: a countdown above 1 means the slot is set (see `Local`); slots are
+                // never freed, and only this thread writes this one.
+                unsafe {
+                    std::hint::assert_unchecked(!p.is_null());
+                    Some(&*p)
+                }
+            } else {
+                None
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// The slow path's start: sets the thread up on its first call, and returns the start time when
+/// this call is the sampled one (the countdown ran out while the thread owns a slot).
+#[inline]
+fn slow_start() -> Option<Instant> {
+    let due = LOCAL
+        .try_with(|l| match l.state.get() {
+            STATE_NEW => {
+                set_up(l);
+                false
+            }
+            STATE_READY => !l.slot.get().is_null(),
+            _ => false,
+        })
+        .unwrap_or(false);
+    if due { Some(Instant::now()) } else { None }
+}
+
+/// Takes a slot for this thread and arms the fast path.
+#[cold]
+fn set_up(l: &Local) {
+    l.state.set(STATE_SETTING_UP);
+    let s = acquire_slot();
+    l.slot.set(s);
+    l.rng.set(seed(s));
+    // Touching RELEASE registers its destructor; if that allocates, the nested calls see a
+    // countdown of 0 and STATE_SETTING_UP: they take the slow path, untimed, and are counted.
+    let _ = RELEASE.try_with(|_| ());
+    l.state.set(STATE_READY);
+    if !s.is_null() {
+        let first = next_period(&l.rng);
+        l.period.set(first);
+        l.countdown.set(first);
+    }
+}
+
+/// The slot this thread writes (owned), or the shared fallback slot.
 #[inline]
 fn with_slot(f: impl FnOnce(&Slot, bool)) {
     let _ = LOCAL.try_with(|l| {
         let p = l.slot.get();
-        if !p.is_null() {
+        if p.is_null() {
+            f(&FALLBACK, false);
+        } else {
             // SAFETY: slots are never freed; only this thread writes this one.
             f(unsafe { &*p }, true);
-            return;
         }
-        if l.state.get() == STATE_NEW {
-            l.state.set(STATE_SETTING_UP);
-            let s = acquire_slot();
-            l.slot.set(s);
-            l.rng.set(seed(s));
-            // Touching RELEASE registers its destructor; if that allocates, the nested calls see
-            // STATE_SETTING_UP and go to the fallback slot.
-            let _ = RELEASE.try_with(|_| ());
-            l.state.set(STATE_READY);
-            if !s.is_null() {
-                // SAFETY: as above.
-                f(unsafe { &*s }, true);
-                return;
-            }
-        }
-        f(&FALLBACK, false);
     });
+}
+
+/// Adds to a counter only its owning thread writes: a plain load and store, no `lock` prefix.
+/// Wrapping: a u64 of bytes takes decades to wrap even at 10 GB/s.
+#[inline(always)]
+fn add_owned(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
 #[inline]
 fn bump(counter: &AtomicU64, by: u64, owned: bool) {
     if owned {
-        counter.store(counter.load(Relaxed).saturating_add(by), Relaxed);
+        add_owned(counter, by);
     } else {
         counter.fetch_add(by, Relaxed);
     }
@@ -360,23 +496,6 @@ fn count_realloc(old: usize, new: usize) {
     });
 }
 
-/// Decides whether this call is timed; returns the start time if so.
-#[inline]
-fn sample_start() -> Option<Instant> {
-    let due = LOCAL
-        .try_with(|l| {
-            let c = l.countdown.get();
-            if c > 1 {
-                l.countdown.set(c - 1);
-                false
-            } else {
-                true
-            }
-        })
-        .unwrap_or(false);
-    if due { Some(Instant::now()) } else { None }
-}
-
 #[inline]
 fn sample_end(started: Option<Instant>) {
     if let Some(t0) = started {
@@ -390,6 +509,10 @@ fn record_sample(t0: Instant) {
     let elapsed = t0.elapsed().as_nanos() as u64;
     let cost = clock_cost_ns();
     let _ = LOCAL.try_with(|l| {
+        let p = l.slot.get();
+        if p.is_null() {
+            return;
+        }
         let period = l.period.get();
         let next = next_period(&l.rng);
         l.period.set(next);
@@ -397,13 +520,8 @@ fn record_sample(t0: Instant) {
         let estimate = elapsed
             .saturating_sub(cost)
             .saturating_mul(u64::from(period));
-        let p = l.slot.get();
-        if p.is_null() {
-            FALLBACK.cpu_ns.fetch_add(estimate, Relaxed);
-        } else {
-            // SAFETY: slots are never freed; only this thread writes this one.
-            bump(&unsafe { &*p }.cpu_ns, estimate, true);
-        }
+        // SAFETY: slots are never freed; only this thread writes this one.
+        add_owned(&unsafe { &*p }.cpu_ns, estimate);
     });
 }
 
