@@ -7,7 +7,8 @@
 //! - `sched_stats/rdebug` vs `sched_stats/by_hand` (the same tokio metrics read by hand into a
 //!   stack array) and `sched_stats/by_hand_proc` (that plus the `/proc/self/stat` thread count,
 //!   from a file kept open), on a 4-worker runtime;
-//! - `tick/*`: one reporter tick (`rdebug::TickForBench`) writing to `io::sink()`.
+//! - `tick/*`: one reporter tick (`rdebug::TickForBench`) writing to `io::sink()`, in a busy
+//!   program (`sched_gc`, `detail`) and an idle one (`idle`).
 //!
 //! jemalloc's `epoch` advance, which every `memstats()` and every allocator sample of the reporter
 //! starts with, costs a few µs *per arena in use*. jemalloc gives a new thread a fresh arena
@@ -258,17 +259,29 @@ fn sched_stats(c: &mut Criterion) {
     g.finish();
 }
 
+/// One reporter tick. `sched_gc` and `detail` allocate (and free) one box before each tick, as a
+/// busy program does between two ticks, so every tick samples jemalloc for real; `idle` does not,
+/// so after two samples the reporter sees that nothing can have changed and skips jemalloc's
+/// `epoch`.
 fn tick(c: &mut Criterion, rt: &Runtime, arenas: u32) {
     let _enter = rt.enter(); // TickForBench watches the current runtime
     let mut g = group(c, "tick");
-    for (id, items) in [
-        ("sched_gc", "schedtrace=1000,gctrace=1"),
-        ("detail", "schedtrace=1000,scheddetail=1,gctrace=2"),
+    for (id, items, busy) in [
+        ("sched_gc", "schedtrace=1000,gctrace=1", true),
+        ("detail", "schedtrace=1000,scheddetail=1,gctrace=2", true),
+        ("idle", "schedtrace=1000,gctrace=1", false),
     ] {
         let config = rdebug::Config::parse_strict(items).unwrap();
         let mut t = rdebug::TickForBench::new(config, std::io::sink());
         t.tick();
-        g.bench_function(format!("{id}/{arenas}"), |b| b.iter(|| t.tick()));
+        g.bench_function(format!("{id}/{arenas}"), |b| {
+            b.iter(|| {
+                if busy {
+                    drop(black_box(Box::new(0u64)));
+                }
+                t.tick()
+            })
+        });
     }
     g.finish();
 }

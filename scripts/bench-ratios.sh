@@ -69,6 +69,7 @@ for r in $(seq 1 "$rounds"); do
     echo "V alloc_counters/8threads $(median alloc_counters 8threads)"
     echo "V tick/sched_gc/$arenas $(median tick/sched_gc "$arenas")"
     echo "V tick/detail/$arenas $(median tick/detail "$arenas")"
+    echo "V tick/idle/$arenas $(median tick/idle "$arenas")"
   } >"$out/round$r"
   for n in 1 4; do
     _RJEM_MALLOC_CONF=narenas:$n bench reads 'memstats|tick'
@@ -77,6 +78,7 @@ for r in $(seq 1 "$rounds"); do
       echo "R memstats+rss/$n $(median memstats/baseline_rss "$n") $(median memstats/rdebug "$n")"
       echo "V tick/sched_gc/$n $(median tick/sched_gc "$n")"
       echo "V tick/detail/$n $(median tick/detail "$n")"
+      echo "V tick/idle/$n $(median tick/idle "$n")"
     } >>"$out/round$r"
   done
   echo "round $r of $rounds done (load $(cut -d' ' -f1 /proc/loadavg))" >&2

@@ -442,6 +442,20 @@ struct Worker {
     noted_unstable: bool,
     noted_allocator: bool,
     cpu: crate::os::ThreadCpu,
+    /// What the last allocator samples saw, to skip jemalloc's `epoch` while nothing changes.
+    quiet: Quiet,
+}
+
+/// The last allocator sample and the activity around it (see `Quiet::sample_allocator`).
+#[derive(Default)]
+struct Quiet {
+    /// `[allocs + frees, threads, slots, num_gc]` when the last real sample was taken.
+    key: [u64; 4],
+    sample: Option<crate::jemalloc::HeapSample>,
+    /// The last two real samples saw the same key.
+    confirmed: bool,
+    /// `rdebug::Alloc` is the global allocator, so its counters see every allocator call.
+    counted: bool,
 }
 
 impl Worker {
@@ -459,6 +473,7 @@ impl Worker {
             noted_allocator: false,
             // Replaced on the thread itself.
             cpu: crate::os::ThreadCpu::open(-1),
+            quiet: Quiet::default(),
         }
     }
 
@@ -555,6 +570,9 @@ impl Worker {
         }
         self.flush();
         self.set_polling(self.config.gctrace > 0 && mem::heap_is_jemalloc());
+        if self.polling {
+            self.quiet.counted = crate::alloc::is_installed();
+        }
     }
 
     fn set_polling(&mut self, on: bool) {
@@ -640,7 +658,7 @@ impl Worker {
         let mut guard = gc::tracker();
         let Some(t) = guard.as_mut() else { return };
         t.set_procs(procs);
-        t.poll(rss);
+        self.quiet.sample_allocator(t, rss);
         let buf = &mut self.buf;
         let ends = &mut self.ends;
         let (lost, last) = t.cycles_after(self.printed_gc, |c| {
@@ -689,6 +707,43 @@ impl Worker {
         if let Some(ns) = self.cpu.cpu_ns() {
             s.thread_cpu_ns.store(ns, Relaxed);
         }
+    }
+}
+
+impl Quiet {
+    /// Samples the allocator for cycles: `Tracker::poll`, which advances jemalloc's `epoch` (it
+    /// takes every arena's locks and merges their statistics: ~7 µs per arena in use with warm
+    /// caches, several times that with the cold caches of a thread that wakes every 100 ms), or,
+    /// when the allocator cannot have changed, the last sample again, which is what `epoch` would
+    /// have returned. An idle program's reporter thus stops touching jemalloc.
+    ///
+    /// It cannot have changed when no call went through `rdebug::Alloc` on any thread, no thread
+    /// took or handed back a counter slot, no cycle was closed by anyone else (`free_os_memory`),
+    /// jemalloc runs no background threads (those purge on their own) and this is the only
+    /// poller; and, to let the jemalloc work of a thread that just exited land, only after two
+    /// real samples in a row saw it so.
+    fn sample_allocator(&mut self, t: &mut gc::Tracker, rss: u64) {
+        let c = crate::alloc::alloc_counters();
+        let key = [
+            c.allocs.wrapping_add(c.frees),
+            c.threads,
+            c.slots,
+            t.totals().num_gc,
+        ];
+        if let Some(s) = self.sample
+            && self.confirmed
+            && self.counted
+            && self.key == key
+            && s.background_threads == 0
+            && gc::POLLER_ACTIVE.load(Relaxed) == 1
+        {
+            t.observe(s, rss, false);
+            return;
+        }
+        let s = t.poll(rss);
+        self.confirmed = self.sample.is_some() && s.is_some() && self.key == key;
+        self.key = key;
+        self.sample = s;
     }
 }
 
