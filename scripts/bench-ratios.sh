@@ -32,7 +32,7 @@ crit=target/criterion
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# median point estimate in ns of <group>/<id>
+# median point estimate in ns of <group>/<id> (criterion writes an id "a/b" as "a_b")
 median() { jq -r '.median.point_estimate' "$crit/$1/$2/new/estimates.json"; }
 
 # bench NAME [criterion args...]: run one bench binary quietly, failing loudly.
@@ -62,23 +62,23 @@ for r in $(seq 1 "$rounds"); do
       echo "R alloc/$t $(median alloc_jemalloc "$t") $(median alloc_rdebug "$t")"
     done
     awk '{ printf "Q alloc_paired/%sthr %s\n", $2, $9 }' "$out/paired"
-    echo "R memstats/$arenas $(median memstats/baseline "$arenas") $(median memstats/rdebug "$arenas")"
-    echo "R memstats+rss/$arenas $(median memstats/baseline_rss "$arenas") $(median memstats/rdebug "$arenas")"
+    echo "R memstats/$arenas $(median memstats "baseline_$arenas") $(median memstats "rdebug_$arenas")"
+    echo "R memstats+rss/$arenas $(median memstats "baseline_rss_$arenas") $(median memstats "rdebug_$arenas")"
     echo "R sched_stats $(median sched_stats by_hand) $(median sched_stats rdebug)"
     echo "R sched_stats+proc $(median sched_stats by_hand_proc) $(median sched_stats rdebug)"
     echo "V alloc_counters/8threads $(median alloc_counters 8threads)"
-    echo "V tick/sched_gc/$arenas $(median tick/sched_gc "$arenas")"
-    echo "V tick/detail/$arenas $(median tick/detail "$arenas")"
-    echo "V tick/idle/$arenas $(median tick/idle "$arenas")"
+    echo "V tick/sched_gc/$arenas $(median tick "sched_gc_$arenas")"
+    echo "V tick/detail/$arenas $(median tick "detail_$arenas")"
+    echo "V tick/idle/$arenas $(median tick "idle_$arenas")"
   } >"$out/round$r"
   for n in 1 4; do
     _RJEM_MALLOC_CONF=narenas:$n bench reads 'memstats|tick'
     {
-      echo "R memstats/$n $(median memstats/baseline "$n") $(median memstats/rdebug "$n")"
-      echo "R memstats+rss/$n $(median memstats/baseline_rss "$n") $(median memstats/rdebug "$n")"
-      echo "V tick/sched_gc/$n $(median tick/sched_gc "$n")"
-      echo "V tick/detail/$n $(median tick/detail "$n")"
-      echo "V tick/idle/$n $(median tick/idle "$n")"
+      echo "R memstats/$n $(median memstats "baseline_$n") $(median memstats "rdebug_$n")"
+      echo "R memstats+rss/$n $(median memstats "baseline_rss_$n") $(median memstats "rdebug_$n")"
+      echo "V tick/sched_gc/$n $(median tick "sched_gc_$n")"
+      echo "V tick/detail/$n $(median tick "detail_$n")"
+      echo "V tick/idle/$n $(median tick "idle_$n")"
     } >>"$out/round$r"
   done
   echo "round $r of $rounds done (load $(cut -d' ' -f1 /proc/loadavg))" >&2
