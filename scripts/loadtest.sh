@@ -4,7 +4,8 @@
 # CPU, and RSS.
 #
 # usage: scripts/loadtest.sh [ROUNDS] [PORT] [REQUESTS]
-#   ROUNDS    rounds of three runs each (default 5): RDEBUG unset ("off"),
+#   ROUNDS    rounds of three runs each (default 5; on a 2-core machine that hey shares with the
+#             server, one run's throughput varies by +-15%, so use 20 or more): RDEBUG unset ("off"),
 #             RDEBUG=schedtrace=1000,gctrace=1 ("on") and
 #             RDEBUG=schedtrace=1000,scheddetail=1,gctrace=2 ("detail"); the order rotates every
 #             round, so no configuration always runs first or last
@@ -134,17 +135,17 @@ echo
 awk '
   function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
   function stats(a, m) { sort(a, m); return sprintf("%.3f / %.3f / %.3f", a[1], a[int((m + 1) / 2)], a[m]) }
-  { rps[$1, $2] = $3; p99[$1, $2] = $4; wall[$1, $2] = $5; rcpu[$1, $2] = $6; rss[$1, $2] = $8; lines[$1, $2] = $9; if ($2 > R) R = $2 }
+  { rps[$1, $2] = $3; p99[$1, $2] = $4; wall[$1, $2] = $5; rcpu[$1, $2] = $6; pcpu[$1, $2] = $7; rss[$1, $2] = $8; lines[$1, $2] = $9; if ($2 > R) R = $2 }
   END {
     split("on detail", ms, " ")
     for (k = 1; k <= 2; k++) {
-      m = ms[k]; split("", a); split("", b); split("", c); split("", d); split("", e); split("", f); split("", g)
+      m = ms[k]; split("", a); split("", b); split("", c); split("", d); split("", e); split("", f); split("", g); split("", h)
       for (r = 1; r <= R; r++) {
-        a[r] = rps[m, r] / rps["off", r]; b[r] = p99[m, r] / p99["off", r]
+        a[r] = rps[m, r] / rps["off", r]; b[r] = p99[m, r] / p99["off", r]; h[r] = pcpu[m, r] / pcpu["off", r]
         c[r] = 100 * rcpu[m, r] / (wall[m, r] * 1e6); d[r] = (rss[m, r] - rss["off", r]) / 1024
         e[r] = rps[m, r]; f[r] = p99[m, r] * 1000; g[r] = lines[m, r]
       }
-      printf "%-7s throughput on/off %s   p99 on/off %s\n", m, stats(a, R), stats(b, R)
+      printf "%-7s throughput on/off %s   p99 on/off %s   server CPU per request on/off %s\n", m, stats(a, R), stats(b, R), stats(h, R)
       printf "%-7s req/s %s   p99 ms %s\n", "", stats(e, R), stats(f, R)
       printf "%-7s rdebug thread CPU, %% of one core %s   RSS on-off MiB %s   stderr lines %s\n", "", stats(c, R), stats(d, R), stats(g, R)
     }
