@@ -52,9 +52,9 @@ fn last_sched_lines() {
     }
 }
 
-/// Takes `m` if it comes free within a few milliseconds (a poisoned lock is taken over).
+/// Takes `m` if it comes free within 50 ms (a poisoned lock is taken over).
 pub(crate) fn lock_briefly<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    let deadline = Instant::now() + Duration::from_millis(10);
+    let deadline = Instant::now() + Duration::from_millis(50);
     loop {
         match m.try_lock() {
             Ok(g) => return Some(g),

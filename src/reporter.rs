@@ -358,9 +358,14 @@ impl Reporter {
     /// this reporter's format, if it runs with `schedtrace` on. Waits at most a few ms for each
     /// lock it needs; false when there is nothing to print.
     pub(crate) fn panic_lines(&self, out: &mut Vec<u8>) -> bool {
-        let Some(&started) = self.shared.started.get() else {
-            return false;
-        };
+        // A thread not yet scheduled (a panic right after init, a loaded machine) has printed
+        // nothing: this line is then its 0 ms line.
+        let started = self
+            .shared
+            .started
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now);
         let Some(c) = crate::panic_hook::lock_briefly(&self.shared.control) else {
             return false;
         };

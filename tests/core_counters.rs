@@ -25,39 +25,58 @@ fn read_result(stdout: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The counters are process-wide, and the test harness's own threads may allocate now and then:
+/// such a stray call can only add to a window, never take from it. So the window is measured five
+/// times: no window may show less than the known number, and a quiet one must show exactly it.
 #[test]
 fn a_known_number_of_allocations_moves_the_counters_by_exactly_that() {
     const NAME: &str = "a_known_number_of_allocations_moves_the_counters_by_exactly_that";
     if is_child(NAME) {
         let mut boxes: Vec<Box<[u8; 100]>> = Vec::with_capacity(1000);
         let _ = rdebug::memstats(); // warm up: first reads set up lazily
-        let m0 = rdebug::memstats();
-        for i in 0..1000 {
-            boxes.push(Box::new([i as u8; 100]));
+        for _ in 0..5 {
+            let m0 = rdebug::memstats();
+            for i in 0..1000 {
+                boxes.push(Box::new([i as u8; 100]));
+            }
+            let m1 = rdebug::memstats();
+            boxes.clear();
+            let m2 = rdebug::memstats();
+            result(&[
+                m1.mallocs - m0.mallocs,
+                m1.total_alloc - m0.total_alloc,
+                m1.frees - m0.frees,
+                m2.frees - m1.frees,
+                m2.mallocs - m1.mallocs,
+                m2.heap_objects,
+                m2.mallocs - m2.frees,
+            ]);
         }
-        let m1 = rdebug::memstats();
-        boxes.clear();
-        let m2 = rdebug::memstats();
-        result(&[
-            m1.mallocs - m0.mallocs,
-            m1.total_alloc - m0.total_alloc,
-            m1.frees - m0.frees,
-            m2.frees - m1.frees,
-            m2.mallocs - m1.mallocs,
-            m2.heap_objects,
-            m2.mallocs - m2.frees,
-        ]);
         return;
     }
     let out = run_child(NAME, &[], Duration::from_secs(30));
     out.assert_success();
-    let r = read_result(&out.stdout);
-    assert_eq!(r[0], 1000, "mallocs");
-    assert_eq!(r[1], 100_000, "total_alloc");
-    assert_eq!(r[2], 0, "frees while holding");
-    assert_eq!(r[3], 1000, "frees after dropping");
-    assert_eq!(r[4], 0, "mallocs while dropping");
-    assert_eq!(r[5], r[6], "heap_objects == mallocs - frees");
+    let rounds: Vec<Vec<u64>> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .map(|l| l.split(' ').map(|v| v.parse().expect("number")).collect())
+        .collect();
+    assert_eq!(rounds.len(), 5, "{}", out.stdout);
+    for r in &rounds {
+        assert!(
+            r[0] >= 1000 && r[1] >= 100_000 && r[3] >= 1000,
+            "counts lost: {r:?}"
+        );
+        assert_eq!(r[5], r[6], "heap_objects == mallocs - frees");
+    }
+    // Strays only add, so the smallest window is the quiet one, and it must be exact.
+    let least = |i: usize| rounds.iter().map(|r| r[i]).min().unwrap_or(0);
+    assert_eq!(least(0), 1000, "mallocs: {rounds:?}");
+    assert_eq!(least(1), 100_000, "total_alloc: {rounds:?}");
+    assert_eq!(least(3), 1000, "frees after dropping: {rounds:?}");
+    assert_eq!(least(2), 0, "frees while holding: {rounds:?}");
+    assert_eq!(least(4), 0, "mallocs while dropping: {rounds:?}");
 }
 
 /// Spawns `n` threads one after another, each allocating (and freeing) `bytes` once.
