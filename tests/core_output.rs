@@ -87,7 +87,7 @@ fn json_lines_parse_and_carry_the_text_fields() {
                     assert!(obj.contains_key(k), "{k} missing in {line}");
                 }
             }
-            "gcdetail" | "worker" | "warning" | "note" => {}
+            "gcdetail" | "worker" | "blocking" | "warning" | "note" => {}
             other => panic!("unexpected type {other}: {line}"),
         }
         kinds.insert(kind);
