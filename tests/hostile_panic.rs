@@ -12,8 +12,8 @@ mod hostile_support;
 
 use std::time::{Duration, Instant};
 
+use common::{child_command, collect};
 use common::{field, is_child, run_child};
-use hostile_support::{child_command, collect};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();

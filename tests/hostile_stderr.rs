@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::is_child;
-use hostile_support::{child_command, expect_line, load, num, server, stdout_lines, wait};
+use common::{child_command, wait};
+use hostile_support::{expect_line, load, num, server, stdout_lines};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();

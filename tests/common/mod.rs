@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Set in the child to the name of the test it runs.
@@ -51,6 +51,16 @@ impl ChildOutput {
 /// Re-runs this test binary for test `name` with `env` set (and `RDEBUG` removed unless `env`
 /// sets it). Kills the child after `timeout`.
 pub fn run_child(name: &str, env: &[(&str, &str)], timeout: Duration) -> ChildOutput {
+    let mut cmd = child_command(name);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    collect(cmd.spawn().expect("spawn test child"), timeout)
+}
+
+/// A command that re-runs this test binary for test `name` (with `RDEBUG` removed), stdin null,
+/// stdout and stderr piped; the caller may change anything before spawning it.
+pub fn child_command(name: &str) -> Command {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
@@ -59,39 +69,57 @@ pub fn run_child(name: &str, env: &[(&str, &str)], timeout: Duration) -> ChildOu
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
+    cmd
+}
+
+/// Waits for `child` (killing it after `timeout`) and collects whatever it printed on the pipes
+/// it has.
+pub fn collect(mut child: Child, timeout: Duration) -> ChildOutput {
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        pipe.map(|mut p| {
+            std::thread::spawn(move || {
+                let mut s = Vec::new();
+                let _ = p.read_to_end(&mut s);
+                s
+            })
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = wait(&mut child, timeout);
+    let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        let bytes = h.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    ChildOutput {
+        status,
+        stdout: text(out),
+        stderr: text(err),
     }
-    let mut child = cmd.spawn().expect("spawn test child");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
+}
+
+/// Waits for `child`, killing it after `timeout`.
+pub fn wait(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
-    let status = loop {
+    loop {
         if let Some(st) = child.try_wait().expect("wait for child") {
-            break st;
+            return st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            break child.wait().expect("wait for killed child");
+            return child.wait().expect("wait for killed child");
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
-    ChildOutput {
-        status,
-        stdout,
-        stderr,
     }
 }
 

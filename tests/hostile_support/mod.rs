@@ -6,26 +6,12 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::{CHILD_ENV, ChildOutput};
-
-/// A command that re-runs this test binary for test `name` (with `RDEBUG` removed), stdin null,
-/// stdout and stderr piped; `setup` may change anything before it is spawned.
-pub fn child_command(name: &str) -> Command {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = Command::new(exe);
-    cmd.args([name, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(CHILD_ENV, name)
-        .env_remove("RDEBUG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
+use crate::common::{ChildOutput, child_command, collect};
 
 /// Runs test `name` in a child with `RDEBUG` set to `rdebug` (any bytes), collecting its output.
 pub fn run_child_os(name: &str, rdebug: &OsStr, timeout: Duration) -> ChildOutput {
@@ -33,50 +19,6 @@ pub fn run_child_os(name: &str, rdebug: &OsStr, timeout: Duration) -> ChildOutpu
     cmd.env("RDEBUG", rdebug);
     let child = cmd.spawn().expect("spawn test child");
     collect(child, timeout)
-}
-
-/// Waits for `child` (killing it after `timeout`) and collects whatever it printed on the pipes
-/// it has.
-pub fn collect(mut child: Child, timeout: Duration) -> ChildOutput {
-    let out = child.stdout.take().map(|mut p| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = p.read_to_end(&mut s);
-            s
-        })
-    });
-    let err = child.stderr.take().map(|mut p| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = p.read_to_end(&mut s);
-            s
-        })
-    });
-    let status = wait(&mut child, timeout);
-    let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-        let bytes = h.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    ChildOutput {
-        status,
-        stdout: text(out),
-        stderr: text(err),
-    }
-}
-
-/// Waits for `child`, killing it after `timeout`.
-pub fn wait(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().expect("wait for child") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return child.wait().expect("wait for killed child");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Lines of `child`'s stdout, as they come, on a channel (the reader thread ends with the pipe).
