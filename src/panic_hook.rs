@@ -12,7 +12,7 @@
 //! the ones a tokio task catches (they are a snapshot of the scheduler when that task failed, next
 //! to the message std's default hook prints for it anyway).
 //!
-//! The hook never blocks: it waits at most a few milliseconds for rdebug's locks (a panic may
+//! The hook never blocks: it waits at most 50 ms for each of rdebug's locks (a panic may
 //! come from a thread holding one, and then prints nothing), and writes with the same
 //! non-blocking writes as the reporter.
 
