@@ -190,7 +190,7 @@ pub(crate) fn watched() -> MutexGuard<'static, Vec<Watched>> {
     WATCHED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The list, if it comes free within a few ms (for the panic hook, which must not block).
+/// The list, if it comes free within 50 ms (for the panic hook, which must not block).
 pub(crate) fn watched_briefly() -> Option<MutexGuard<'static, Vec<Watched>>> {
     crate::panic_hook::lock_briefly(&WATCHED)
 }
