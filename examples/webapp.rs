@@ -60,6 +60,16 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
+/// `eprintln!` in one `write`: std's unbuffered stderr writes each formatted piece separately,
+/// and rdebug's reporter writes its lines from another thread in between.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
@@ -126,7 +136,7 @@ fn main() -> ExitCode {
     let opts = match parse_args(std::env::args().skip(1)) {
         Ok(opts) => opts,
         Err(msg) => {
-            eprintln!("webapp: {msg}; {USAGE}");
+            say!("webapp: {msg}; {USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -151,12 +161,12 @@ fn main() -> ExitCode {
     };
     let addr = match resolve(opts.addr.as_deref().unwrap_or(default_addr)) {
         Ok(addr) if opts.demo.is_some() && !addr.ip().is_loopback() => {
-            eprintln!("webapp: --demo only loads a loopback address, not {addr}; {USAGE}");
+            say!("webapp: --demo only loads a loopback address, not {addr}; {USAGE}");
             return ExitCode::from(2);
         }
         Ok(addr) => addr,
         Err(msg) => {
-            eprintln!("webapp: {msg}; {USAGE}");
+            say!("webapp: {msg}; {USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -168,7 +178,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("webapp: cannot start the tokio runtime: {e}");
+            say!("webapp: cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -180,7 +190,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("webapp: {msg}");
+            say!("webapp: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -209,8 +219,8 @@ fn demo(runtime: Runtime, addr: SocketAddr, load_for: Duration) -> Result<(), St
         bind(addr).await
     })?;
     log::info!("listening on http://{local}");
-    eprintln!("webapp: listening on http://{local}");
-    eprintln!(
+    say!("webapp: listening on http://{local}");
+    say!(
         "webapp: demo: {idle} s idle, then {DEMO_CONNS} connections of load on /sendjson, \
          /search and /cache for {secs} s, then {idle} s idle, then exit",
         idle = DEMO_IDLE.as_secs(),
@@ -250,7 +260,7 @@ fn demo(runtime: Runtime, addr: SocketAddr, load_for: Duration) -> Result<(), St
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
 
-    eprintln!(
+    say!(
         "webapp: demo done: {} requests, {} errors, {:.0} req/s",
         summary.requests,
         summary.errors,
