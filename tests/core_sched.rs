@@ -22,19 +22,11 @@ fn phase<'a>(stderr: &'a str, from: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn two_worker_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
     const NAME: &str = "blocked_workers_and_a_flooded_global_queue_show_then_drain";
     if is_child(NAME) {
-        let rt = two_worker_runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(250));
         eprintln!("PHASE idle");
@@ -120,7 +112,7 @@ fn os_threads() -> u64 {
 fn threads_follow_the_process_thread_count() {
     const NAME: &str = "threads_follow_the_process_thread_count";
     if is_child(NAME) {
-        let rt = two_worker_runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("PHASE before {}", os_threads());
@@ -190,7 +182,7 @@ fn threads_follow_the_process_thread_count() {
 fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
     const NAME: &str = "without_tokio_unstable_the_fields_are_left_out_with_one_note";
     if is_child(NAME) {
-        let rt = two_worker_runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(350));
         return;
@@ -222,7 +214,7 @@ fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
 fn local_queues_and_the_blocking_pool_are_right() {
     const NAME: &str = "local_queues_and_the_blocking_pool_are_right";
     if is_child(NAME) {
-        let rt = two_worker_runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(200));
         let (tx, rx) = std::sync::mpsc::channel();

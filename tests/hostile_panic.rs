@@ -34,20 +34,12 @@ fn message(info: &std::panic::PanicHookInfo<'_>) -> &'static str {
         .unwrap_or("?")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn a_fatal_panic_prints_a_last_sched_line_and_every_hook_runs() {
     const NAME: &str = "a_fatal_panic_prints_a_last_sched_line_and_every_hook_runs";
     if is_child(NAME) {
         std::panic::set_hook(Box::new(|info| eprintln!("HOOK before: {}", message(info))));
-        let rt = runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         // Three tasks that never finish: the last line must show them.
         for _ in 0..3 {
@@ -99,7 +91,7 @@ fn a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on() {
     const NAME: &str = "a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on";
     if is_child(NAME) {
         std::panic::set_hook(Box::new(|_| eprintln!("HOOK program")));
-        let rt = runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async {
             rdebug::init();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -144,9 +136,9 @@ fn the_hook_never_blocks_on_a_full_stderr() {
     const NAME: &str = "the_hook_never_blocks_on_a_full_stderr";
     if is_child(NAME) {
         std::panic::set_hook(Box::new(|_| {}));
-        let rt = runtime();
+        let rt = common::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
-        fill_stderr_pipe();
+        common::fill_stderr_pipe();
         let t = Instant::now();
         let r = std::thread::spawn(|| panic!("in a full pipe")).join();
         println!(
@@ -172,23 +164,4 @@ fn the_hook_never_blocks_on_a_full_stderr() {
     assert!(line.contains("panicked=true"), "{line}");
     let ms = field(line, "ms").unwrap();
     assert!(ms < 1000, "the panicking thread took {ms} ms");
-}
-
-/// Fills the stderr pipe through a non-blocking description of our own, then closes it.
-fn fill_stderr_pipe() {
-    // SAFETY: a NUL-terminated path; the fd is ours and closed below.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/fd/2".as_ptr(),
-            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    assert!(fd >= 0, "cannot reopen stderr");
-    let block = [b'#'; 4096];
-    for chunk in [&block[..], &block[..1]] {
-        // SAFETY: a valid buffer.
-        while unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) } > 0 {}
-    }
-    // SAFETY: our own fd.
-    unsafe { libc::close(fd) };
 }

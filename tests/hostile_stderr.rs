@@ -45,7 +45,7 @@ fn stderr_server_child() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     if scenario == "full" {
-        fill_stderr_pipe();
+        common::fill_stderr_pipe();
     }
     let started = Instant::now();
     std::thread::spawn(move || {
@@ -80,25 +80,6 @@ fn stderr_server_child() {
         s.dropped,
         started.elapsed().as_millis()
     );
-}
-
-/// Fills the stderr pipe through a non-blocking description of our own, then closes it.
-fn fill_stderr_pipe() {
-    // SAFETY: a NUL-terminated path; the fd is ours and closed below.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/fd/2".as_ptr(),
-            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    assert!(fd >= 0, "cannot reopen stderr");
-    let block = [b'#'; 4096];
-    for chunk in [&block[..], &block[..1]] {
-        // SAFETY: a valid buffer.
-        while unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) } > 0 {}
-    }
-    // SAFETY: our own fd.
-    unsafe { libc::close(fd) };
 }
 
 /// What a run showed.

@@ -129,3 +129,31 @@ pub fn field(line: &str, key: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
 }
+
+/// A multi-thread runtime with two workers and every driver on.
+pub fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Fills the stderr pipe through a non-blocking description of our own, then closes it.
+pub fn fill_stderr_pipe() {
+    // SAFETY: a NUL-terminated path; the fd is ours and closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/fd/2".as_ptr(),
+            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    assert!(fd >= 0, "cannot reopen stderr");
+    let block = [b'#'; 4096];
+    for chunk in [&block[..], &block[..1]] {
+        // SAFETY: a valid buffer.
+        while unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) } > 0 {}
+    }
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+}
