@@ -123,7 +123,9 @@ fn a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on() {
         out.stderr
     );
     for l in &sched[1..] {
-        assert!(ms_of(l) >= 100, "{l}");
+        // The panics come 100 ms after init(); the reporter thread starts its clock a little
+        // after init() returns, so its ms may read a little less.
+        assert!(ms_of(l) >= 80, "not a line from the panic: {l}");
         // The panicking task runs on a worker: it is not idle.
         assert!(field(l, "idleworkers").unwrap() <= 1, "{l}");
     }
