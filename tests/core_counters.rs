@@ -15,16 +15,6 @@ fn result(values: &[u64]) {
     println!("RESULT {}", text.join(" "));
 }
 
-fn read_result(stdout: &str) -> Vec<u64> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("RESULT line")
-        .split(' ')
-        .map(|v| v.parse().expect("number"))
-        .collect()
-}
-
 /// The counters are process-wide, and the test harness's own threads may allocate now and then:
 /// such a stray call can only add to a window, never take from it. So the window is measured five
 /// times: no window may show less than the known number, and a quiet one must show exactly it.
@@ -116,7 +106,7 @@ fn threads_that_exit_lose_nothing() {
     }
     let out = run_child(NAME, &[], Duration::from_secs(60));
     out.assert_success();
-    let r = read_result(&out.stdout);
+    let r = common::result_numbers(&out.stdout);
     assert_eq!(r[0], 200 << 20, "allocated bytes of the exited threads");
     assert_eq!(r[1], 200, "allocations of the exited threads");
     assert_eq!(r[2], 200, "frees of the exited threads");
@@ -170,7 +160,7 @@ fn heap_objects_is_mallocs_minus_frees_at_every_read() {
     }
     let out = run_child(NAME, &[], Duration::from_secs(60));
     out.assert_success();
-    let r = read_result(&out.stdout);
+    let r = common::result_numbers(&out.stdout);
     assert_eq!(r[0], 2000);
     assert_eq!(
         r[1], 0,

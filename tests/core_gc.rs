@@ -116,14 +116,7 @@ fn holding_64_mib_moves_heap_alloc_by_64_mib() {
     }
     let out = run_child(NAME, &[], Duration::from_secs(30));
     out.assert_success();
-    let nums: Vec<u64> = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("RESULT line")
-        .split(' ')
-        .map(|v| v.parse().expect("number"))
-        .collect();
+    let nums = common::result_numbers(&out.stdout);
     let grew = nums[1] as f64 - nums[0] as f64;
     let want = (64 * MIB) as f64;
     assert!(
@@ -224,14 +217,7 @@ fn free_os_memory_prints_a_forced_cycle_back_near_live() {
         f.after <= f.live + 4,
         "footprint after the purge is near live: {f:?}"
     );
-    let nums: Vec<u64> = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("RESULT")
-        .split(' ')
-        .map(|v| v.parse().expect("number"))
-        .collect();
+    let nums = common::result_numbers(&out.stdout);
     assert_eq!(nums[0], 1, "num_forced_gc");
     assert!(nums[1] > 0, "the purge took time: pause_total_ns");
     assert!(
@@ -283,13 +269,7 @@ fn an_allocating_thread_drives_the_cpu_share_above_zero() {
         "allocator CPU share stayed at 0%:\n{}",
         out.stderr
     );
-    let fraction: f64 = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("RESULT")
-        .parse()
-        .expect("f64");
+    let fraction: f64 = common::result_line(&out.stdout).parse().expect("f64");
     assert!(
         fraction > 0.01 && fraction < 1.0,
         "gc_cpu_fraction {fraction}"

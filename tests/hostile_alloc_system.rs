@@ -7,56 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{field, is_child, run_child};
+use common::{field, is_child, mem_line, run_child};
 
 #[global_allocator]
 static ALLOC: std::alloc::System = std::alloc::System;
 
 const HOLD: usize = 64 << 20;
 const NOTE: &str = "rdebug: note: the global allocator is neither rdebug::Alloc nor jemalloc";
-
-/// Holds `HOLD` bytes (touched) and prints memstats() before, while held, and after.
-fn scenario() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async { rdebug::init() });
-    std::thread::sleep(Duration::from_millis(200));
-    let before = rdebug::memstats();
-    let held = std::hint::black_box(vec![1u8; HOLD]);
-    std::thread::sleep(Duration::from_millis(300));
-    let during = rdebug::memstats();
-    drop(held);
-    rdebug::free_os_memory();
-    let after = rdebug::memstats();
-    for (name, m) in [("before", &before), ("during", &during), ("after", &after)] {
-        println!(
-            "MEM {name} rss={} mallocs={} frees={} total_alloc={} heap_objects={} heap_alloc={} \
-             heap_sys={} sys={} num_gc={} num_forced_gc={}",
-            m.rss,
-            m.mallocs,
-            m.frees,
-            m.total_alloc,
-            m.heap_objects,
-            m.heap_alloc,
-            m.heap_sys,
-            m.sys,
-            m.num_gc,
-            m.num_forced_gc
-        );
-    }
-    std::thread::sleep(Duration::from_millis(200));
-}
-
-fn mem_line<'a>(stdout: &'a str, name: &str) -> &'a str {
-    let prefix = format!("MEM {name} ");
-    stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"))
-}
 
 fn check_memstats(stdout: &str) {
     let before = mem_line(stdout, "before");
@@ -86,7 +43,7 @@ fn check_memstats(stdout: &str) {
 fn system_allocator_with_the_trace_on() {
     const NAME: &str = "system_allocator_with_the_trace_on";
     if is_child(NAME) {
-        return scenario();
+        return common::hold_and_report_memstats(HOLD);
     }
     let out = run_child(
         NAME,
@@ -119,7 +76,7 @@ fn system_allocator_with_the_trace_on() {
 fn system_allocator_memstats_without_a_trace() {
     const NAME: &str = "system_allocator_memstats_without_a_trace";
     if is_child(NAME) {
-        return scenario();
+        return common::hold_and_report_memstats(HOLD);
     }
     let out = run_child(NAME, &[], Duration::from_secs(60));
     out.assert_success();

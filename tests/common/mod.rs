@@ -157,3 +157,63 @@ pub fn fill_stderr_pipe() {
     // SAFETY: our own fd.
     unsafe { libc::close(fd) };
 }
+
+/// The text after `RESULT ` on the child's stdout (its scenario's figures for the parent).
+pub fn result_line(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in\n{stdout}"))
+}
+
+/// The numbers of the `RESULT a b c ...` line.
+pub fn result_numbers(stdout: &str) -> Vec<u64> {
+    result_line(stdout)
+        .split(' ')
+        .map(|v| v.parse().expect("number"))
+        .collect()
+}
+
+/// For a program whose global allocator is not `rdebug::Alloc`: starts rdebug in a two-worker
+/// runtime, holds `bytes` (touched) for a while, and prints `MEM before|during|after key=value
+/// ...` lines of `memstats()` read before, while held, and after freeing and
+/// `free_os_memory()`.
+pub fn hold_and_report_memstats(bytes: usize) {
+    let rt = two_worker_runtime();
+    rt.block_on(async { rdebug::init() });
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rdebug::memstats();
+    let held = std::hint::black_box(vec![1u8; bytes]);
+    std::thread::sleep(Duration::from_millis(300));
+    let during = rdebug::memstats();
+    drop(held);
+    rdebug::free_os_memory();
+    let after = rdebug::memstats();
+    for (name, m) in [("before", &before), ("during", &during), ("after", &after)] {
+        println!(
+            "MEM {name} rss={} mallocs={} frees={} total_alloc={} heap_objects={} heap_alloc={} \
+             heap_sys={} sys={} dirty={} num_gc={} num_forced_gc={}",
+            m.rss,
+            m.mallocs,
+            m.frees,
+            m.total_alloc,
+            m.heap_objects,
+            m.heap_alloc,
+            m.heap_sys,
+            m.sys,
+            m.dirty,
+            m.num_gc,
+            m.num_forced_gc
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// The `MEM <name> ...` line [`hold_and_report_memstats`] printed.
+pub fn mem_line<'a>(stdout: &'a str, name: &str) -> &'a str {
+    let prefix = format!("MEM {name} ");
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"))
+}
