@@ -42,17 +42,31 @@ fn sched_text(
         write!(out, "blocking={b} idleblocking={ib} ")?;
     }
     write!(out, "runqueue={}", s.global_queue_depth)?;
-    if s.per_worker.iter().all(|w| w.local_queue_depth.is_some()) && !s.per_worker.is_empty() {
-        out.extend_from_slice(b" [");
-        for (i, w) in s.per_worker.iter().enumerate() {
-            if i > 0 {
-                out.push(b' ');
-            }
-            write!(out, "{}", w.local_queue_depth.unwrap_or(0))?;
-        }
-        out.push(b']');
-    }
+    local_queues(out, s, b" [", b' ', b']')?;
     out.push(b'\n');
+    Ok(())
+}
+
+/// The per-worker local queue depths, `open` d0 `sep` d1 ... `close`; nothing when any depth is
+/// unknown (without `tokio_unstable`).
+fn local_queues(
+    out: &mut Vec<u8>,
+    s: &SchedStats,
+    open: &[u8],
+    sep: u8,
+    close: u8,
+) -> std::io::Result<()> {
+    if s.per_worker.is_empty() || s.per_worker.iter().any(|w| w.local_queue_depth.is_none()) {
+        return Ok(());
+    }
+    out.extend_from_slice(open);
+    for (i, w) in s.per_worker.iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        write!(out, "{}", w.local_queue_depth.unwrap_or(0))?;
+    }
+    out.push(close);
     Ok(())
 }
 
@@ -80,16 +94,7 @@ fn sched_json(
         write!(out, ",\"blocking\":{b},\"idleblocking\":{ib}")?;
     }
     write!(out, ",\"runqueue\":{}", s.global_queue_depth)?;
-    if s.per_worker.iter().all(|w| w.local_queue_depth.is_some()) && !s.per_worker.is_empty() {
-        out.extend_from_slice(b",\"local\":[");
-        for (i, w) in s.per_worker.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write!(out, "{}", w.local_queue_depth.unwrap_or(0))?;
-        }
-        out.push(b']');
-    }
+    local_queues(out, s, b",\"local\":[", b',', b']')?;
     out.extend_from_slice(b"}\n");
     Ok(())
 }
