@@ -38,17 +38,17 @@ median() { jq -r '.median.point_estimate' "$crit/$1/$2/new/estimates.json"; }
 # bench NAME [criterion args...]: run one bench binary quietly, failing loudly.
 bench() {
   local b=$1; shift
-  cargo bench -q --bench "$b" -- "$@" >/dev/null 2>"$out/$b.err" || { cat "$out/$b.err" >&2; exit 1; }
+  cargo bench -q --features _bench --bench "$b" -- "$@" >/dev/null 2>"$out/$b.err" || { cat "$out/$b.err" >&2; exit 1; }
 }
 
 exe_of() {
-  cargo bench -q --no-run --bench "$1" --message-format=json 2>/dev/null \
+  cargo bench -q --features _bench --no-run --bench "$1" --message-format=json 2>/dev/null \
     | jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable' | tail -1
 }
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1); $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "$(rustc --version); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-cargo bench -q --no-run --bench alloc_rdebug --bench alloc_jemalloc --bench reads 2>/dev/null
+cargo bench -q --features _bench --no-run --bench alloc_rdebug --bench alloc_jemalloc --bench reads 2>/dev/null
 paired_exe=$(exe_of alloc_rdebug)
 
 for r in $(seq 1 "$rounds"); do

@@ -2,10 +2,12 @@
 //!
 //! Pure functions, no I/O: [`Config::parse`] returns the settings plus one [`ConfigError`] per item
 //! it could not use (the lenient path of [`init`](crate::init)); [`Config::parse_strict`] fails on
-//! the first one (the strict path of [`try_init`](crate::try_init)).
+//! the first one (the strict path of [`try_init`](crate::try_init)). A [`Config`] cannot hold a
+//! value `RDEBUG` would refuse: its fields are private and its setters validate.
 
-use std::fmt;
 use std::time::Duration;
+
+use crate::error::ConfigError;
 
 /// How trace lines are written.
 #[non_exhaustive]
@@ -15,39 +17,39 @@ pub enum Format {
     /// Lines shaped like Go's (`SCHED 1000ms: ...`, `gc 1 @1.384s 2%: ...`).
     #[default]
     Text,
-    /// One JSON object per line with the same fields as the text line.
+    /// One JSON object per line; its keys are the serde names of [`SchedStats`](crate::SchedStats),
+    /// [`WorkerStats`](crate::WorkerStats) and [`GcCycle`](crate::GcCycle), so a line
+    /// deserializes into its struct.
     Json,
 }
 
 /// What the reporter prints and how often: everything `RDEBUG` can say.
 ///
-/// Build one from a string with [`Config::parse`] or field by field; hand it to
-/// [`Builder`](crate::Builder) or [`Reporter::reconfigure`](crate::Reporter::reconfigure).
+/// Build one from a string with [`Config::parse`], or start from [`Config::default`] and use the
+/// setters, which refuse what `RDEBUG` would refuse; hand it to [`Builder`](crate::Builder) or
+/// [`Reporter::reconfigure`](crate::Reporter::reconfigure).
 ///
 /// ```
 /// let (cfg, problems) = rdebug::Config::parse("schedtrace=1000,gctrace=1,gcpercent=50");
 /// assert!(problems.is_empty());
-/// assert_eq!(cfg.schedtrace_ms, 1000);
-/// assert_eq!(cfg.gctrace, 1);
-/// assert_eq!(cfg.gcpercent, Some(50));
+/// assert_eq!(cfg.schedtrace_ms(), 1000);
+/// assert_eq!(cfg.gctrace(), 1);
+/// assert_eq!(cfg.gcpercent(), Some(50));
+///
+/// let mut cfg = rdebug::Config::default();
+/// cfg.set_gcpoll_ms(20).unwrap();
+/// assert!(cfg.set_gcpoll_ms(0).is_err()); // as RDEBUG=gcpoll=0 is
+/// assert_eq!(cfg.gcpoll_ms(), 20);
 /// ```
-#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Config {
-    /// `schedtrace=N`: a SCHED line every N ms; 0 is off.
-    pub schedtrace_ms: u64,
-    /// `scheddetail=1`: with schedtrace, one more line per worker and one for the blocking pool.
-    pub scheddetail: bool,
-    /// `gctrace=1`: a line per allocator cycle; `2` adds a detail line per cycle; 0 is off.
-    pub gctrace: u8,
-    /// `gcpercent=N` (Go's `GOGC`): goal = live × (1 + N/100). `None` is `gcpercent=off`: the
-    /// goal is never reached, so only purge sweeps and forced cycles close cycles.
-    pub gcpercent: Option<u64>,
-    /// `gcpoll=N`: how often, in ms, the allocator is sampled for cycles.
-    pub gcpoll_ms: u64,
-    /// `format=text|json`.
-    pub format: Format,
+    schedtrace_ms: u64,
+    scheddetail: bool,
+    gctrace: u8,
+    gcpercent: Option<u64>,
+    gcpoll_ms: u64,
+    format: Format,
 }
 
 impl Default for Config {
@@ -64,37 +66,11 @@ impl Default for Config {
 }
 
 /// Longest `schedtrace` / `gcpoll` period accepted: one day.
-const MAX_PERIOD_MS: u64 = 86_400_000;
+pub(crate) const MAX_PERIOD_MS: u64 = 86_400_000;
+/// Largest `gcpercent` accepted.
+pub(crate) const MAX_GCPERCENT: u64 = 1_000_000;
 /// Longest item quoted back in a message.
 const MAX_QUOTE: usize = 40;
-
-/// One `RDEBUG` item that could not be used, with what is accepted instead.
-///
-/// Its `Display` is the warning line's text, without the `rdebug: warning: ` prefix.
-///
-/// ```
-/// let (_, problems) = rdebug::Config::parse("schedtrace=abc");
-/// assert_eq!(
-///     problems[0].to_string(),
-///     "schedtrace=abc: expected a whole number of milliseconds from 0 to 86400000"
-/// );
-/// ```
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The item as written (trimmed, cut to a readable length).
-    pub item: String,
-    /// What is accepted there.
-    pub expected: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.item, self.expected)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Quotes an item for a message: control characters and invisible or bidirectional formatting
 /// characters escaped (`\u{202e}`), cut to `MAX_QUOTE` characters as shown, escapes included.
@@ -134,8 +110,8 @@ impl Config {
     ///
     /// ```
     /// let (cfg, problems) = rdebug::Config::parse(" schedtrace=500 , bogus=1, gctrace=2");
-    /// assert_eq!(cfg.schedtrace_ms, 500);
-    /// assert_eq!(cfg.gctrace, 2);
+    /// assert_eq!(cfg.schedtrace_ms(), 500);
+    /// assert_eq!(cfg.gctrace(), 2);
     /// assert_eq!(problems.len(), 1);
     /// assert!(problems[0].to_string().starts_with("bogus=1: unknown key"));
     /// ```
@@ -181,43 +157,28 @@ impl Config {
             return Err(problem(item, format!("expected key=value (keys: {KEYS})")));
         };
         let (key, value) = (key.trim(), value.trim());
-        match key {
-            "schedtrace" => self.schedtrace_ms = period(item, value, 0)?,
-            "gcpoll" => self.gcpoll_ms = period(item, value, 1)?,
-            "scheddetail" => {
-                self.scheddetail = match value {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(problem(item, "expected 0 or 1")),
-                }
-            }
-            "gctrace" => {
-                self.gctrace = match value {
-                    "0" => 0,
-                    "1" => 1,
-                    "2" => 2,
-                    _ => return Err(problem(item, "expected 0, 1 or 2")),
-                }
-            }
-            "gcpercent" => {
-                self.gcpercent = if value == "off" {
-                    None
-                } else {
-                    Some(number(value, 0, 1_000_000).ok_or_else(|| {
-                        problem(item, "expected a percent from 0 to 1000000, or off")
-                    })?)
-                }
-            }
-            "format" => {
-                self.format = match value {
-                    "text" => Format::Text,
-                    "json" => Format::Json,
-                    _ => return Err(problem(item, "expected text or json")),
-                }
-            }
+        // The setters validate the range; what they refuse is reported with the whole item.
+        let result = match key {
+            "schedtrace" => whole(value).and_then(|v| self.set_schedtrace_ms(v).ok()),
+            "gcpoll" => whole(value).and_then(|v| self.set_gcpoll_ms(v).ok()),
+            "scheddetail" => matches!(value, "0" | "1").then(|| self.set_scheddetail(value == "1")),
+            "gctrace" => whole(value)
+                .filter(|_| value.len() == 1)
+                .and_then(|v| u8::try_from(v).ok())
+                .and_then(|v| self.set_gctrace(v).ok()),
+            "gcpercent" if value == "off" => self.set_gcpercent(None).ok(),
+            "gcpercent" => whole(value).and_then(|v| self.set_gcpercent(Some(v)).ok()),
+            "format" => match value {
+                "text" => Some(self.set_format(Format::Text)),
+                "json" => Some(self.set_format(Format::Json)),
+                _ => None,
+            },
             _ => return Err(problem(item, format!("unknown key (keys: {KEYS})"))),
+        };
+        match result {
+            Some(_) => Ok(()),
+            None => Err(problem(item, expected(key))),
         }
-        Ok(())
     }
 
     /// The SCHED period, or `None` when schedtrace is off.
@@ -231,28 +192,183 @@ impl Config {
     }
 
     /// Whether any trace is on (a reporter thread has work).
+    ///
+    /// ```
+    /// assert!(!rdebug::Config::default().any_trace());
+    /// assert!(rdebug::Config::parse_strict("gctrace=1").unwrap().any_trace());
+    /// ```
     pub fn any_trace(&self) -> bool {
         self.schedtrace_ms > 0 || self.gctrace > 0
     }
+
+    /// `schedtrace=N`: a SCHED line every N ms; 0 is off.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().schedtrace_ms(), 0);
+    /// ```
+    pub fn schedtrace_ms(&self) -> u64 {
+        self.schedtrace_ms
+    }
+
+    /// `scheddetail=1`: with schedtrace, one more line per worker and one for the blocking pool.
+    ///
+    /// ```
+    /// assert!(!rdebug::Config::default().scheddetail());
+    /// ```
+    pub fn scheddetail(&self) -> bool {
+        self.scheddetail
+    }
+
+    /// `gctrace=N`: 1 prints a line per allocator cycle, 2 adds a detail line; 0 is off.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().gctrace(), 0);
+    /// ```
+    pub fn gctrace(&self) -> u8 {
+        self.gctrace
+    }
+
+    /// `gcpercent=N` (Go's `GOGC`): goal = live × (1 + N/100). `None` is `gcpercent=off`: the goal
+    /// is never reached, so only purge sweeps and forced cycles close cycles.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().gcpercent(), Some(100));
+    /// ```
+    pub fn gcpercent(&self) -> Option<u64> {
+        self.gcpercent
+    }
+
+    /// `gcpoll=N`: how often, in ms, the allocator is sampled for cycles.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().gcpoll_ms(), 100);
+    /// ```
+    pub fn gcpoll_ms(&self) -> u64 {
+        self.gcpoll_ms
+    }
+
+    /// `format=text|json`.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().format(), rdebug::Format::Text);
+    /// ```
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Sets `schedtrace`: 0 (off) to one day (86,400,000 ms); anything else is refused and nothing
+    /// changes.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_schedtrace_ms(1000).unwrap();
+    /// assert!(cfg.set_schedtrace_ms(u64::MAX).is_err());
+    /// assert_eq!(cfg.schedtrace_ms(), 1000);
+    /// ```
+    pub fn set_schedtrace_ms(&mut self, ms: u64) -> Result<&mut Self, ConfigError> {
+        self.schedtrace_ms = in_range("schedtrace", ms, 0, MAX_PERIOD_MS)?;
+        Ok(self)
+    }
+
+    /// Sets `scheddetail`.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_scheddetail(true);
+    /// assert!(cfg.scheddetail());
+    /// ```
+    pub fn set_scheddetail(&mut self, on: bool) -> &mut Self {
+        self.scheddetail = on;
+        self
+    }
+
+    /// Sets `gctrace`: 0, 1 or 2; anything else is refused and nothing changes.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_gctrace(2).unwrap();
+    /// assert!(cfg.set_gctrace(3).is_err());
+    /// ```
+    pub fn set_gctrace(&mut self, level: u8) -> Result<&mut Self, ConfigError> {
+        if level > 2 {
+            return Err(problem(&format!("gctrace={level}"), expected("gctrace")));
+        }
+        self.gctrace = level;
+        Ok(self)
+    }
+
+    /// Sets `gcpercent`: `Some(0..=1_000_000)`, or `None` for off; anything else is
+    /// refused and nothing changes.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_gcpercent(Some(50)).unwrap();
+    /// cfg.set_gcpercent(None).unwrap();
+    /// assert!(cfg.set_gcpercent(Some(u64::MAX)).is_err());
+    /// assert_eq!(cfg.gcpercent(), None);
+    /// ```
+    pub fn set_gcpercent(&mut self, percent: Option<u64>) -> Result<&mut Self, ConfigError> {
+        self.gcpercent = match percent {
+            None => None,
+            Some(p) => Some(in_range("gcpercent", p, 0, MAX_GCPERCENT)?),
+        };
+        Ok(self)
+    }
+
+    /// Sets `gcpoll`: 1 to one day (86,400,000 ms); anything else is refused and nothing changes.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// assert!(cfg.set_gcpoll_ms(0).is_err());
+    /// ```
+    pub fn set_gcpoll_ms(&mut self, ms: u64) -> Result<&mut Self, ConfigError> {
+        self.gcpoll_ms = in_range("gcpoll", ms, 1, MAX_PERIOD_MS)?;
+        Ok(self)
+    }
+
+    /// Sets `format`.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_format(rdebug::Format::Json);
+    /// assert_eq!(cfg.format(), rdebug::Format::Json);
+    /// ```
+    pub fn set_format(&mut self, format: Format) -> &mut Self {
+        self.format = format;
+        self
+    }
 }
 
-fn number(value: &str, min: u64, max: u64) -> Option<u64> {
+/// What `key` accepts, as the warning says it.
+fn expected(key: &str) -> String {
+    match key {
+        "schedtrace" => {
+            format!("expected a whole number of milliseconds from 0 to {MAX_PERIOD_MS}")
+        }
+        "gcpoll" => format!("expected a whole number of milliseconds from 1 to {MAX_PERIOD_MS}"),
+        "scheddetail" => "expected 0 or 1".into(),
+        "gctrace" => "expected 0, 1 or 2".into(),
+        "gcpercent" => format!("expected a percent from 0 to {MAX_GCPERCENT}, or off"),
+        "format" => "expected text or json".into(),
+        _ => format!("unknown key (keys: {KEYS})"),
+    }
+}
+
+/// `value` if it is within `min..=max`, else the error for `key`.
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(problem(&format!("{key}={value}"), expected(key)))
+    }
+}
+
+/// A whole decimal number: digits only (no sign, no spaces), no overflow.
+fn whole(value: &str) -> Option<u64> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    value
-        .parse::<u64>()
-        .ok()
-        .filter(|v| (min..=max).contains(v))
-}
-
-fn period(item: &str, value: &str, min: u64) -> Result<u64, ConfigError> {
-    number(value, min, MAX_PERIOD_MS).ok_or_else(|| {
-        problem(
-            item,
-            format!("expected a whole number of milliseconds from {min} to {MAX_PERIOD_MS}"),
-        )
-    })
+    value.parse().ok()
 }
 
 #[cfg(test)]

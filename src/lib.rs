@@ -110,74 +110,30 @@
 //!   `/proc` itself into stack buffers through files kept open.
 
 #![doc = include_str!("../docs/failure-modes.md")]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod alloc;
 mod clock;
 mod config;
-mod gc;
-mod jemalloc;
-mod lines;
-mod mem;
-mod os;
-mod output;
-mod panic_hook;
-mod reporter;
-mod sched;
-
-use std::fmt;
-use std::sync::{Mutex, OnceLock};
+mod env;
+mod error;
+mod stats;
+mod sync;
+mod sys;
+mod trace;
 
 use tokio::runtime::Handle;
 
 pub use alloc::{Alloc, AllocCounters, alloc_counters};
-pub use config::{Config, ConfigError, Format};
-pub use mem::{MemStats, free_os_memory, memstats};
+pub use config::{Config, Format};
+pub use error::{ConfigError, Error};
+pub use stats::{
+    GcCycle, MemStats, SchedStats, WorkerStats, free_os_memory, memstats, sched_stats,
+};
+#[cfg(feature = "_bench")]
 #[doc(hidden)]
-pub use reporter::TickForBench;
-pub use reporter::{Builder, Reporter, ReporterStats};
-pub use sched::{SchedStats, WorkerStats, sched_stats};
-
-/// What can go wrong starting rdebug.
-///
-/// ```
-/// let err = rdebug::Builder::new().parse("format=xml").unwrap_err();
-/// assert_eq!(err.to_string(), "RDEBUG item format=xml: expected text or json");
-/// ```
-#[non_exhaustive]
-#[derive(Debug)]
-pub enum Error {
-    /// An `RDEBUG` item that cannot be used.
-    Config(ConfigError),
-    /// [`try_init`] was called after rdebug had already been started from `RDEBUG`.
-    AlreadyStarted,
-    /// The reporter thread could not be spawned.
-    Spawn(std::io::Error),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(e) => write!(f, "RDEBUG item {e}"),
-            Error::AlreadyStarted => f.write_str("rdebug was already started from RDEBUG"),
-            Error::Spawn(e) => write!(f, "cannot start the rdebug reporter thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Config(e) => Some(e),
-            Error::Spawn(e) => Some(e),
-            Error::AlreadyStarted => None,
-        }
-    }
-}
-
-/// The reporter started from `RDEBUG`, if any.
-static GLOBAL: OnceLock<Reporter> = OnceLock::new();
-/// Whether `RDEBUG` has been read successfully once.
-static STARTED: Mutex<bool> = Mutex::new(false);
+pub use trace::TickForBench;
+pub use trace::{Builder, Reporter, ReporterStats};
 
 /// Reads `RDEBUG` and starts the reporter if any trace is on: lenient.
 ///
@@ -191,7 +147,7 @@ static STARTED: Mutex<bool> = Mutex::new(false);
 /// rdebug::init(); // harmless
 /// ```
 pub fn init() {
-    let _ = start_from_env(false);
+    let _ = env::start_from_env(false);
 }
 
 /// Reads `RDEBUG` and starts the reporter if any trace is on: strict.
@@ -207,100 +163,7 @@ pub fn init() {
 /// # }
 /// ```
 pub fn try_init() -> Result<(), Error> {
-    start_from_env(true)
-}
-
-fn start_from_env(strict: bool) -> Result<(), Error> {
-    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    if *started {
-        if let (Some(_), Ok(h)) = (GLOBAL.get(), Handle::try_current()) {
-            sched::watch(&h, None);
-        }
-        return if strict {
-            Err(Error::AlreadyStarted)
-        } else {
-            Ok(())
-        };
-    }
-    let Some(raw) = std::env::var_os("RDEBUG") else {
-        *started = true;
-        return Ok(());
-    };
-    let text = env_text(&raw);
-    let (config, problems) = Config::parse(&text);
-    if strict {
-        if let Some(p) = problems.into_iter().next() {
-            return Err(Error::Config(p));
-        }
-    } else {
-        warn(config.format, &problems);
-    }
-    *started = true;
-    // `gcpercent` sets the goal `memstats().next_gc` reports even when no trace is on.
-    gc::set_gcpercent(config.gcpercent);
-    if !config.any_trace() {
-        return Ok(());
-    }
-    let reporter = Builder::new().config_from(config).start()?;
-    let _ = GLOBAL.set(reporter);
-    panic_hook::install();
-    Ok(())
-}
-
-/// `RDEBUG` as text. Bytes that are not UTF-8 become `\xNN` escapes, so a warning shows what
-/// was there (and no such item can ever be valid).
-fn env_text(raw: &std::ffi::OsStr) -> String {
-    #[cfg(unix)]
-    {
-        use std::fmt::Write;
-        use std::os::unix::ffi::OsStrExt;
-        let mut text = String::with_capacity(raw.len());
-        for chunk in raw.as_bytes().utf8_chunks() {
-            text.push_str(chunk.valid());
-            for b in chunk.invalid() {
-                let _ = write!(text, "\\x{b:02x}");
-            }
-        }
-        text
-    }
-    #[cfg(not(unix))]
-    {
-        raw.to_string_lossy().into_owned()
-    }
-}
-
-/// Bad items named one per line; past this many, one line counts the rest.
-const MAX_WARNINGS: usize = 16;
-
-/// One warning line per distinct problem, in the configured format; a flood of bad items (a
-/// 100 kB `RDEBUG`) names the first [`MAX_WARNINGS`] and counts the rest in one line.
-fn warn(format: Format, problems: &[ConfigError]) {
-    if problems.is_empty() {
-        return;
-    }
-    let mut sink = output::Sink::Stderr(output::Stderr::open());
-    let mut line = Vec::new();
-    let mut said: Vec<&ConfigError> = Vec::new();
-    let mut more = 0usize;
-    for p in problems {
-        if said.contains(&p) {
-            continue;
-        }
-        if said.len() == MAX_WARNINGS {
-            more += 1;
-            continue;
-        }
-        said.push(p);
-        line.clear();
-        lines::note(&mut line, format, "warning", &format!("{p}, ignoring it"));
-        sink.line(&line);
-    }
-    if more > 0 {
-        line.clear();
-        let message = format!("{more} more unusable RDEBUG items, ignoring them");
-        lines::note(&mut line, format, "warning", &message);
-        sink.line(&line);
-    }
+    env::start_from_env(true)
 }
 
 /// The reporter [`init`] or [`try_init`] started, to change its settings or read its stats.
@@ -309,12 +172,12 @@ fn warn(format: Format, problems: &[ConfigError]) {
 /// ```
 /// if let Some(r) = rdebug::reporter() {
 ///     let mut cfg = r.config();
-///     cfg.schedtrace_ms = 5000;
+///     cfg.set_schedtrace_ms(5000).unwrap();
 ///     r.reconfigure(cfg);
 /// }
 /// ```
 pub fn reporter() -> Option<&'static Reporter> {
-    GLOBAL.get()
+    env::global()
 }
 
 /// Watches another runtime: the reporter prints SCHED lines for it too, carrying
@@ -329,7 +192,7 @@ pub fn reporter() -> Option<&'static Reporter> {
 /// assert_eq!(rdebug::sched_stats(rt.handle()).tasks, 0);
 /// ```
 pub fn watch(handle: &Handle) {
-    sched::watch(handle, None);
+    stats::runtimes::watch(handle, None);
 }
 
 /// Watches another runtime under `name`: its SCHED lines carry `runtime=<name>`.
@@ -339,7 +202,7 @@ pub fn watch(handle: &Handle) {
 /// rdebug::watch_named(rt.handle(), "io");
 /// ```
 pub fn watch_named(handle: &Handle, name: &str) {
-    sched::watch(handle, Some(name));
+    stats::runtimes::watch(handle, Some(name));
 }
 
 #[cfg(doctest)]

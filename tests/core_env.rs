@@ -79,8 +79,8 @@ fn each_bad_item_warns_once_and_the_rest_applies() {
         let cfg = rdebug::reporter().expect("a reporter").config();
         println!(
             "RESULT schedtrace={} gcpercent={}",
-            cfg.schedtrace_ms,
-            cfg.gcpercent.unwrap_or(0)
+            cfg.schedtrace_ms(),
+            cfg.gcpercent().unwrap_or(0)
         );
         return;
     }

@@ -42,6 +42,17 @@ fn text_keys(line: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The JSON key (the struct's serde name) of a text line's Go-style key.
+fn json_key(text_key: &str) -> &str {
+    match text_key {
+        "idleworkers" => "idle_workers",
+        "blocking" => "blocking_threads",
+        "idleblocking" => "idle_blocking_threads",
+        "runqueue" => "global_queue_depth",
+        k => k,
+    }
+}
+
 #[test]
 fn json_lines_parse_and_carry_the_text_fields() {
     const NAME: &str = "json_lines_parse_and_carry_the_text_fields";
@@ -64,30 +75,51 @@ fn json_lines_parse_and_carry_the_text_fields() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{}", json.stderr));
         let kind = v["type"].as_str().expect("type").to_owned();
         let obj = v.as_object().expect("object");
+        // Every JSON line deserializes into the public struct whose serde names are its keys.
         match kind.as_str() {
             "sched" => {
                 let text_line = text.lines_starting("SCHED ")[0];
                 for k in text_keys(text_line) {
-                    assert!(obj.contains_key(&k), "{k} missing in {line}");
+                    let key = json_key(&k);
+                    assert!(obj.contains_key(key), "{key} ({k}) missing in {line}");
                 }
                 assert!(obj["ms"].is_u64());
+                let s: rdebug::SchedStats = serde_json::from_str(line).expect("SchedStats");
+                assert_eq!(s.workers, 2, "{line}");
+                assert_eq!(Some(s.idle_workers as u64), obj["idle_workers"].as_u64());
             }
             "gc" => {
                 for k in [
-                    "gc",
-                    "s",
-                    "cpu_pct",
-                    "before_mb",
-                    "after_mb",
-                    "live_mb",
-                    "goal_mb",
-                    "p",
+                    "num",
+                    "at_ms",
+                    "cpu_fraction",
+                    "before",
+                    "after",
+                    "live",
+                    "goal",
+                    "procs",
                     "forced",
                 ] {
                     assert!(obj.contains_key(k), "{k} missing in {line}");
                 }
+                let c: rdebug::GcCycle = serde_json::from_str(line).expect("GcCycle");
+                assert_eq!(Some(c.num), obj["num"].as_u64());
+                assert_eq!(c.procs, 2, "{line}");
             }
-            "gcdetail" | "worker" | "blocking" | "warning" | "note" => {}
+            "gcdetail" => {
+                let c: rdebug::GcCycle = serde_json::from_str(line).expect("GcCycle detail");
+                assert_eq!(Some(c.rss), obj["rss"].as_u64());
+                assert!(c.rss > 0, "{line}");
+            }
+            "worker" => {
+                let w: rdebug::WorkerStats = serde_json::from_str(line).expect("WorkerStats");
+                assert_eq!(Some(w.park_count), obj["park_count"].as_u64());
+            }
+            "blocking" => {
+                let s: rdebug::SchedStats = serde_json::from_str(line).expect("blocking");
+                assert!(s.blocking_threads.is_some(), "{line}");
+            }
+            "warning" | "note" => {}
             other => panic!("unexpected type {other}: {line}"),
         }
         kinds.insert(kind);
@@ -101,7 +133,7 @@ fn json_lines_parse_and_carry_the_text_fields() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["type"] == "gc")
-        .map(|v| v["gc"].as_u64().expect("gc number"))
+        .map(|v| v["num"].as_u64().expect("gc number"))
         .collect();
     assert_eq!(
         gc_numbers,

@@ -132,7 +132,8 @@ fn rdebug_values_warn_once_per_bad_item_and_the_rest_applies() {
                 let c = r.config();
                 println!(
                     "CONFIG schedtrace={} gctrace={}",
-                    c.schedtrace_ms, c.gctrace
+                    c.schedtrace_ms(),
+                    c.gctrace()
                 );
             }
             None => println!("CONFIG none"),
@@ -267,12 +268,12 @@ fn unprintable(c: char) -> bool {
 
 fn value_of(cfg: &rdebug::Config, key: &str) -> String {
     match key {
-        "schedtrace" => cfg.schedtrace_ms.to_string(),
-        "gcpoll" => cfg.gcpoll_ms.to_string(),
-        "scheddetail" => u8::from(cfg.scheddetail).to_string(),
-        "gctrace" => cfg.gctrace.to_string(),
-        "gcpercent" => cfg.gcpercent.map_or("off".into(), |p| p.to_string()),
-        "format" => match cfg.format {
+        "schedtrace" => cfg.schedtrace_ms().to_string(),
+        "gcpoll" => cfg.gcpoll_ms().to_string(),
+        "scheddetail" => u8::from(cfg.scheddetail()).to_string(),
+        "gctrace" => cfg.gctrace().to_string(),
+        "gcpercent" => cfg.gcpercent().map_or("off".into(), |p| p.to_string()),
+        "format" => match cfg.format() {
             rdebug::Format::Json => "json".into(),
             _ => "text".into(),
         },

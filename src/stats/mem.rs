@@ -4,8 +4,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
+use super::gc;
+use crate::alloc::jemalloc;
 use crate::alloc::{alloc_counters, is_installed};
-use crate::{gc, jemalloc, sched};
+use crate::sys::proc::process_files;
+use crate::sys::stderr;
 
 /// Memory figures, named as in Go's `runtime.MemStats` where Go has the figure.
 ///
@@ -24,7 +27,8 @@ use crate::{gc, jemalloc, sched};
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct MemStats {
     /// Bytes in live heap objects: jemalloc `stats.allocated` (same as `heap_alloc`).
     pub alloc: u64,
@@ -110,7 +114,7 @@ pub fn memstats() -> MemStats {
         jemalloc::HeapSample::default()
     };
     let counters = alloc_counters();
-    let rss = sched::process_files().rss().unwrap_or(0);
+    let rss = process_files().rss().unwrap_or(0);
     let totals = {
         let mut guard = gc::tracker();
         let t = guard.as_mut().map(|t| {
@@ -187,7 +191,7 @@ pub fn free_os_memory() {
     }
     t.add_pause(pause);
     if let Some(now) = jemalloc::sample() {
-        let rss = sched::process_files().rss().unwrap_or(0);
+        let rss = process_files().rss().unwrap_or(0);
         t.observe(now, rss, true);
     }
 }
@@ -206,10 +210,7 @@ pub(crate) fn missing_figures_once() -> Option<&'static str> {
 
 /// The note, on stderr (never blocking), in the format of the running reporter if any.
 fn say_missing(missing: &str) {
-    let format = crate::reporter().map_or(crate::Format::Text, |r| r.config().format);
-    let mut line = Vec::new();
-    crate::lines::note(&mut line, format, "note", missing);
-    crate::output::Sink::Stderr(crate::output::Stderr::open()).line(&line);
+    stderr::note("note", missing);
 }
 
 /// Which figures this process can have, said once when they are first needed.

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::alloc::jemalloc::{self, HeapSample};
 use crate::alloc::{AllocCounters, alloc_counters};
-use crate::jemalloc::{self, HeapSample};
-use crate::os::ThreadCpu;
+use crate::sys::proc::{ThreadCpu, threads_named};
 
 /// How many closed cycles are kept for the reporter to print.
 pub(crate) const RING: usize = 64;
@@ -25,36 +25,66 @@ pub(crate) const RING: usize = 64;
 pub(crate) const MIN_GOAL: u64 = 4 << 20;
 
 /// One closed allocator cycle: everything its `gc` line (and `gctrace=2` detail line) prints.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Cycle {
-    /// Cycle number, from 1.
-    pub n: u64,
-    /// When it closed, since the origin.
-    pub at: Duration,
-    /// Allocator CPU share since the origin, in percent (not truncated yet).
+///
+/// The JSON `gc` and `gcdetail` lines carry these fields under these names, so each line
+/// deserializes into a `GcCycle` (the fields the line does not carry stay at their defaults).
+///
+/// ```
+/// let c = rdebug::GcCycle::default();
+/// assert_eq!(c.num, 0);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+pub struct GcCycle {
+    /// Cycle number, from 1 (`N` of `gc N`).
+    pub num: u64,
+    /// When the cycle closed, ms since init (`@S.SSSs`).
+    pub at_ms: u64,
+    /// Allocator CPU share since init, 0 to 1 (`P%` prints it ×100, truncated).
     pub cpu_fraction: f64,
-    /// Footprint (`active + dirty + muzzy`) at the sample before the cycle.
+    /// Footprint (`active + dirty + muzzy`) at the sample just before the cycle, bytes (`B`).
     pub before: u64,
-    /// Footprint at the end of the cycle.
+    /// Footprint at the end of the cycle, bytes (`A`).
     pub after: u64,
-    /// Live heap (`stats.allocated`) at the end of the cycle.
+    /// Live heap at the end of the cycle, bytes (`L`).
     pub live: u64,
-    /// Goal in effect for this cycle.
+    /// Goal in effect for this cycle, bytes (`G`): `max(4 MiB, live at the previous cycle ×
+    /// (1 + gcpercent/100))`; 0 with `gcpercent=off`.
     pub goal: u64,
-    /// Workers (P) the CPU share is divided by.
+    /// Workers the CPU share is divided by (`W P`).
     pub procs: u64,
-    /// Closed by `free_os_memory()`.
+    /// Closed by [`free_os_memory`](crate::free_os_memory) (` (forced)`).
     pub forced: bool,
-    /// Time since the previous cycle closed (or since the origin).
-    pub span: Duration,
-    /// What the counting allocator saw during the cycle (zero without `rdebug::Alloc`).
-    pub counted: AllocCounters,
-    /// Purge sweeps during the cycle.
+    /// Time since the previous cycle closed (or since init), ms.
+    pub span_ms: u64,
+    /// Bytes allocated during the cycle, by requested size (rdebug's counters).
+    pub allocated_bytes: u64,
+    /// Allocation calls during the cycle.
+    pub allocs: u64,
+    /// Bytes freed during the cycle.
+    pub freed_bytes: u64,
+    /// Deallocation calls during the cycle.
+    pub frees: u64,
+    /// `allocated_bytes` per second of the cycle's span.
+    pub allocated_bytes_per_sec: u64,
+    /// `allocs` per second of the cycle's span.
+    pub allocs_per_sec: u64,
+    /// `freed_bytes` per second of the cycle's span.
+    pub freed_bytes_per_sec: u64,
+    /// `frees` per second of the cycle's span.
+    pub frees_per_sec: u64,
+    /// jemalloc purge sweeps completed during the cycle (`dirty_npurge + muzzy_npurge` grew by).
     pub purge_sweeps: u64,
     /// Bytes purged during the cycle.
     pub purged: u64,
-    /// jemalloc figures at the end of the cycle.
-    pub heap: HeapSample,
+    /// jemalloc `stats.resident` at the end of the cycle, bytes.
+    pub resident: u64,
+    /// jemalloc `stats.retained` at the end of the cycle, bytes.
+    pub retained: u64,
+    /// jemalloc `stats.metadata` at the end of the cycle, bytes.
+    pub metadata: u64,
     /// Process RSS at the end of the cycle, bytes (0 if unknown).
     pub rss: u64,
 }
@@ -83,7 +113,7 @@ pub(crate) struct Tracker {
     bg_threads: Vec<ThreadCpu>,
     bg_threads_seen: u64,
     totals: Totals,
-    ring: [Cycle; RING],
+    ring: [GcCycle; RING],
     procs: u64,
 }
 
@@ -95,7 +125,7 @@ static GCPERCENT: AtomicU64 = AtomicU64::new(100);
 
 /// The tracker, created on first use. A poisoned lock is taken over: the state is plain numbers.
 pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
-    let mut g = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = crate::sync::lock(&TRACKER);
     if g.is_none() {
         *g = Some(Tracker::new(crate::clock::origin()));
     }
@@ -142,7 +172,7 @@ impl Tracker {
                 next_gc: goal(0, percent),
                 ..Totals::default()
             },
-            ring: [Cycle::default(); RING],
+            ring: [GcCycle::default(); RING],
             procs: 1,
         }
     }
@@ -205,7 +235,7 @@ impl Tracker {
         if seen != self.bg_threads_seen {
             // Allocates, but only when jemalloc starts or stops background threads.
             self.bg_threads_seen = seen;
-            self.bg_threads = crate::os::threads_named("jemalloc_bg_thd")
+            self.bg_threads = threads_named("jemalloc_bg_thd")
                 .into_iter()
                 .map(ThreadCpu::open)
                 .collect();
@@ -228,26 +258,38 @@ impl Tracker {
         t.last_gc_unix_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let cycle = Cycle {
-            n: t.num_gc,
-            at: at.saturating_duration_since(self.origin),
+        let span = at.saturating_duration_since(start_at);
+        let counted = counters_delta(&start_counters, &counters);
+        let per_sec = |v: u64| per_second(v, span);
+        let cycle = GcCycle {
+            num: t.num_gc,
+            at_ms: millis(at.saturating_duration_since(self.origin)),
             cpu_fraction,
             before: before.footprint(),
             after: now.footprint(),
             live: now.allocated,
-            goal: t.next_gc,
+            goal: if t.next_gc == u64::MAX { 0 } else { t.next_gc },
             procs: self.procs,
             forced,
-            span: at.saturating_duration_since(start_at),
-            counted: counters_delta(&start_counters, &counters),
+            span_ms: millis(span),
+            allocated_bytes: counted.allocated_bytes,
+            allocs: counted.allocs,
+            freed_bytes: counted.freed_bytes,
+            frees: counted.frees,
+            allocated_bytes_per_sec: per_sec(counted.allocated_bytes),
+            allocs_per_sec: per_sec(counted.allocs),
+            freed_bytes_per_sec: per_sec(counted.freed_bytes),
+            frees_per_sec: per_sec(counted.frees),
             purge_sweeps: now.purge_sweeps.saturating_sub(start_heap.purge_sweeps),
             purged: now.purged.saturating_sub(start_heap.purged),
-            heap: now,
+            resident: now.resident,
+            retained: now.retained,
+            metadata: now.metadata,
             rss,
         };
         t.next_gc = goal(now.allocated, self.gcpercent);
         self.live_prev = now.allocated;
-        self.ring[(cycle.n % RING as u64) as usize] = cycle;
+        self.ring[(cycle.num % RING as u64) as usize] = cycle;
         self.cycle_start = (at, counters, now);
     }
 
@@ -259,7 +301,7 @@ impl Tracker {
 
     /// Calls `f` with every cycle after number `after`, oldest first; returns how many were
     /// lost because the ring had already overwritten them, and the last number seen.
-    pub(crate) fn cycles_after(&self, after: u64, mut f: impl FnMut(&Cycle)) -> (u64, u64) {
+    pub(crate) fn cycles_after(&self, after: u64, mut f: impl FnMut(&GcCycle)) -> (u64, u64) {
         let last = self.totals.num_gc;
         if last <= after {
             return (0, after);
@@ -272,6 +314,20 @@ impl Tracker {
         }
         (first - after - 1, last)
     }
+}
+
+/// `v` per second of `span` (0 for a span of zero), saturating.
+fn per_second(v: u64, span: Duration) -> u64 {
+    let secs = span.as_secs_f64();
+    if secs > 0.0 {
+        (v as f64 / secs) as u64
+    } else {
+        0
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn counters_delta(a: &AllocCounters, b: &AllocCounters) -> AllocCounters {
@@ -325,7 +381,7 @@ mod tests {
         let mut last = None;
         t.cycles_after(1, |c| last = Some(*c));
         let c = last.expect("the forced cycle");
-        assert_eq!((c.n, c.purge_sweeps, c.purged), (2, 0, 0));
+        assert_eq!((c.num, c.purge_sweeps, c.purged), (2, 0, 0));
         // The cycle number at its limit: it stays there, and printing after it shows nothing.
         t.totals.num_gc = u64::MAX - 1;
         t.observe(back, 0, true);
@@ -385,7 +441,7 @@ mod tests {
         let totals = t.totals();
         assert_eq!((totals.num_gc, totals.num_forced_gc), (3, 1));
         let mut seen = Vec::new();
-        let (lost, last) = t.cycles_after(0, |c| seen.push((c.n, c.goal >> 20, c.forced)));
+        let (lost, last) = t.cycles_after(0, |c| seen.push((c.num, c.goal >> 20, c.forced)));
         assert_eq!((lost, last), (0, 3));
         assert_eq!(seen, [(1, 4, false), (2, 4, false), (3, 10, true)]);
     }
@@ -399,7 +455,7 @@ mod tests {
         }
         let mut first = None;
         let (lost, last) = t.cycles_after(0, |c| {
-            first.get_or_insert(c.n);
+            first.get_or_insert(c.num);
         });
         assert_eq!(last, RING as u64 + 10);
         assert_eq!(first, Some(lost + 1));

@@ -105,6 +105,12 @@ pub(crate) fn page_size() -> u64 {
     4096
 }
 
+/// The process's `/proc` files, opened once.
+pub(crate) fn process_files() -> &'static ProcessFiles {
+    static FILES: std::sync::OnceLock<ProcessFiles> = std::sync::OnceLock::new();
+    FILES.get_or_init(ProcessFiles::open)
+}
+
 /// Readers for this process: `/proc/self/stat` (threads) and `/proc/self/statm` (RSS).
 #[derive(Debug)]
 pub(crate) struct ProcessFiles {

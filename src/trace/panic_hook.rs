@@ -16,32 +16,30 @@
 //! come from a thread holding one, and then prints nothing), and writes with the same
 //! non-blocking writes as the reporter.
 
-use std::sync::{Mutex, MutexGuard, Once, TryLockError};
-use std::time::{Duration, Instant};
+use std::sync::Once;
 
-use crate::output::{Sink, Stderr};
+use crate::sys::stderr::{Sink, Stderr};
+
+use super::Reporter;
 
 static INSTALL: Once = Once::new();
 
-/// Installs the hook, once per process.
-pub(crate) fn install() {
+/// Installs the hook for `reporter`, once per process.
+pub(crate) fn install(reporter: &'static Reporter) {
     if std::thread::panicking() {
         return; // take_hook/set_hook would panic
     }
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            last_sched_lines();
+            last_sched_lines(reporter);
             previous(info);
         }));
     });
 }
 
-/// Prints the SCHED lines of the reporter `init()` started, if it runs with `schedtrace` on.
-fn last_sched_lines() {
-    let Some(reporter) = crate::reporter() else {
-        return;
-    };
+/// Prints the SCHED lines of `reporter`, if it runs with `schedtrace` on.
+fn last_sched_lines(reporter: &Reporter) {
     let mut buf = Vec::new();
     if !reporter.panic_lines(&mut buf) {
         return;
@@ -49,20 +47,5 @@ fn last_sched_lines() {
     let mut sink = Sink::Stderr(Stderr::open());
     for line in buf.split_inclusive(|&b| b == b'\n') {
         sink.line(line);
-    }
-}
-
-/// Takes `m` if it comes free within 50 ms (a poisoned lock is taken over).
-pub(crate) fn lock_briefly<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    let deadline = Instant::now() + Duration::from_millis(50);
-    loop {
-        match m.try_lock() {
-            Ok(g) => return Some(g),
-            Err(TryLockError::Poisoned(e)) => return Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::yield_now();
-            }
-            Err(TryLockError::WouldBlock) => return None,
-        }
     }
 }

@@ -19,6 +19,7 @@
 //! figures stay readable from code.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A destination for lines.
 pub(crate) enum Sink {
@@ -100,7 +101,7 @@ impl Stderr {
         }
     }
 
-    fn line(&mut self, line: &[u8]) -> bool {
+    pub(crate) fn line(&mut self, line: &[u8]) -> bool {
         if self.dropped_pending > 0 {
             let mut buf = [0u8; 96];
             let mut cur = std::io::Cursor::new(&mut buf[..]);
@@ -330,4 +331,58 @@ fn classify() -> (i32, Kind, bool) {
 #[cfg(not(unix))]
 fn classify() -> (i32, Kind, bool) {
     (2, Kind::Plain, false)
+}
+
+/// Whether notes written outside the reporter thread (warnings at `init`, the missing-figures
+/// note) are JSON objects rather than `rdebug: ...` text: set from the `format` in effect.
+static NOTES_JSON: AtomicBool = AtomicBool::new(false);
+
+/// Sets the format of notes written with [`note`].
+pub(crate) fn set_notes_json(json: bool) {
+    NOTES_JSON.store(json, Relaxed);
+}
+
+/// Whether notes are JSON now.
+pub(crate) fn notes_json() -> bool {
+    NOTES_JSON.load(Relaxed)
+}
+
+/// Appends an `rdebug: <kind>: <message>` line, or `{"type":"<kind>","message":"..."}`.
+pub(crate) fn encode_note(out: &mut Vec<u8>, json: bool, kind: &str, message: &str) {
+    if json {
+        out.extend_from_slice(b"{\"type\":");
+        json_str(out, kind);
+        out.extend_from_slice(b",\"message\":");
+        json_str(out, message);
+        out.extend_from_slice(b"}\n");
+    } else {
+        let _ = writeln!(out, "rdebug: {kind}: {message}");
+    }
+}
+
+/// Writes one note line on stderr now, in the format set by [`set_notes_json`], never blocking.
+pub(crate) fn note(kind: &str, message: &str) {
+    let mut line = Vec::new();
+    encode_note(&mut line, notes_json(), kind, message);
+    Stderr::open().line(&line);
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }

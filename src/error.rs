@@ -1,0 +1,76 @@
+//! What can go wrong: [`Error`] for starting rdebug, [`ConfigError`] for one unusable `RDEBUG`
+//! item.
+
+use std::fmt;
+
+/// What can go wrong starting rdebug.
+///
+/// ```
+/// let err = rdebug::Builder::new().parse("format=xml").unwrap_err();
+/// assert_eq!(err.to_string(), "RDEBUG item format=xml: expected text or json");
+/// ```
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error {
+    /// An `RDEBUG` item that cannot be used.
+    Config(ConfigError),
+    /// [`try_init`](crate::try_init) was called after rdebug had already been started from
+    /// `RDEBUG`.
+    AlreadyStarted,
+    /// The reporter thread could not be spawned.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "RDEBUG item {e}"),
+            Error::AlreadyStarted => f.write_str("rdebug was already started from RDEBUG"),
+            Error::Spawn(e) => write!(f, "cannot start the rdebug reporter thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Spawn(e) => Some(e),
+            Error::AlreadyStarted => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+/// One `RDEBUG` item that could not be used, with what is accepted instead.
+///
+/// Its `Display` is the warning line's text, without the `rdebug: warning: ` prefix.
+///
+/// ```
+/// let (_, problems) = rdebug::Config::parse("schedtrace=abc");
+/// assert_eq!(
+///     problems[0].to_string(),
+///     "schedtrace=abc: expected a whole number of milliseconds from 0 to 86400000"
+/// );
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The item as written (trimmed, escaped, cut to a readable length).
+    pub item: String,
+    /// What is accepted there.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.item, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}

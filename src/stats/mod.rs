@@ -1,0 +1,17 @@
+//! Snapshots: what was sampled from tokio and the allocator, turned into the structs programs
+//! read ([`SchedStats`], [`MemStats`], [`GcCycle`]) and the one field table every presenter
+//! encodes them with ([`fields`]).
+//!
+//! Uses [`alloc`](crate::alloc) and [`sys`](crate::sys); nothing here calls up into a presenter.
+
+pub(crate) mod fields;
+pub(crate) mod gc;
+mod mem;
+pub(crate) mod runtimes;
+mod sched;
+
+pub use gc::GcCycle;
+pub use mem::{MemStats, free_os_memory, memstats};
+pub(crate) use mem::{heap_is_jemalloc, missing_figures_once};
+pub use sched::{SchedStats, WorkerStats, sched_stats};
+pub(crate) use sched::{UNSTABLE, fill, nanos};

@@ -1,0 +1,28 @@
+//! Presented on stderr: the reporter thread and its lines.
+//!
+//! - [`builder`]: [`Builder`], a reporter started from code;
+//! - [`handle`]: [`Reporter`], the running thread's handle, and [`ReporterStats`];
+//! - [`thread`]: the thread's loop; [`sched_tick`] and [`gc_tick`] its two jobs, [`epoch_skip`]
+//!   the policy that lets it skip jemalloc's `epoch`, [`lines`] its output buffer;
+//! - [`encode`]: text and JSON lines from the field tables;
+//! - [`panic_hook`]: the last SCHED lines of a panicking program.
+//!
+//! Uses [`stats`](crate::stats) and below.
+
+#[cfg(feature = "_bench")]
+mod bench;
+mod builder;
+mod encode;
+mod epoch_skip;
+mod gc_tick;
+mod handle;
+mod lines;
+pub(crate) mod panic_hook;
+mod sched_tick;
+mod thread;
+
+#[cfg(feature = "_bench")]
+pub use bench::TickForBench;
+pub use builder::Builder;
+pub(crate) use encode::note;
+pub use handle::{Reporter, ReporterStats};

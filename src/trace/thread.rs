@@ -1,0 +1,253 @@
+//! The reporter thread (`rdebug`): wakes when a SCHED line or an allocator sample is due, or when
+//! the handle changes its settings or stops it.
+//!
+//! It formats into buffers it reuses, so once warmed up a tick allocates nothing; it writes one
+//! line per `write`, and never holds a lock another thread needs while it writes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::stats::{self, gc};
+use crate::sys::proc::ThreadCpu;
+use crate::sys::stderr::{Sink, block_sigpipe_on_this_thread};
+
+use super::gc_tick::GcTicker;
+use super::handle::Shared;
+use super::lines::Lines;
+use super::sched_tick::SchedTicker;
+
+/// The thread's own state, by job: output, SCHED, allocator, and its own figures.
+pub(super) struct ReporterThread {
+    shared: Arc<Shared>,
+    config: Config,
+    pub(super) out: Lines,
+    pub(super) sched: SchedTicker,
+    pub(super) gc: GcTicker,
+    notes: Notes,
+    cpu: Option<ThreadCpu>,
+}
+
+/// Startup notes already said.
+#[derive(Default)]
+struct Notes {
+    unstable: bool,
+    allocator: bool,
+}
+
+impl ReporterThread {
+    pub(super) fn new(shared: Arc<Shared>, sink: Sink, config: Config) -> Self {
+        ReporterThread {
+            shared,
+            config,
+            out: Lines::new(sink),
+            sched: SchedTicker {
+                started: Instant::now(),
+            },
+            gc: GcTicker::default(),
+            notes: Notes::default(),
+            cpu: None,
+        }
+    }
+
+    #[cfg(feature = "_bench")]
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(super) fn run(&mut self) {
+        block_sigpipe_on_this_thread();
+        self.cpu = Some(ThreadCpu::current());
+        let started = Instant::now();
+        self.sched.started = started;
+        let _ = self.shared.started.set(started);
+        self.gc.printed = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);
+        let mut generation = self.shared.control().generation;
+        self.apply_config();
+        let mut next_sched = started;
+        let mut next_gc = started;
+        loop {
+            let now = Instant::now();
+            let mut worked = false;
+            if let Some(period) = self.config.sched_period()
+                && now >= next_sched
+            {
+                self.sched.tick(&mut self.out, &self.config, now);
+                next_sched = advance(next_sched, period, now);
+                worked = true;
+            }
+            if let Some(period) = self.config.gc_period()
+                && now >= next_gc
+            {
+                self.gc.tick(&mut self.out, &self.config);
+                next_gc = advance(next_gc, period, now);
+                worked = true;
+            }
+            if worked {
+                self.flush();
+                self.publish_stats();
+            }
+            let deadline = [
+                self.config.sched_period().map(|_| next_sched),
+                self.config.gc_period().map(|_| next_gc),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match self.wait(deadline, &mut generation) {
+                Wake::Stop => {
+                    self.gc.set_polling(false);
+                    return;
+                }
+                Wake::Reconfigured => {
+                    let now = Instant::now();
+                    next_sched = now;
+                    next_gc = now;
+                }
+                Wake::Due => {}
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`, a new configuration (applied here) or a stop.
+    fn wait(&mut self, deadline: Option<Instant>, generation: &mut u64) -> Wake {
+        let mut c = self.shared.control();
+        loop {
+            if c.stop {
+                return Wake::Stop;
+            }
+            if c.generation != *generation {
+                *generation = c.generation;
+                self.config = c.config.clone();
+                drop(c);
+                self.apply_config();
+                return Wake::Reconfigured;
+            }
+            let now = Instant::now();
+            let wait = match deadline {
+                Some(d) if d <= now => return Wake::Due,
+                Some(d) => d - now,
+                None => Duration::from_secs(3600),
+            };
+            c = match self.shared.wake.wait_timeout(c, wait) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    /// Startup notes for the settings now in effect, and the sampling flag.
+    pub(super) fn apply_config(&mut self) {
+        let fmt = self.config.format();
+        if self.config.schedtrace_ms() > 0 && !stats::UNSTABLE && !self.notes.unstable {
+            self.notes.unstable = true;
+            self.out.note(
+                fmt,
+                "note",
+                "built without --cfg tokio_unstable: per-worker run queues ([l0 l1 ...]), \
+                 blocking=/idleblocking= and per-worker polls are left out; build with \
+                 RUSTFLAGS=\"--cfg tokio_unstable\" to get them",
+            );
+        }
+        if self.config.gctrace() > 0 && !self.notes.allocator {
+            self.notes.allocator = true;
+            if let Some(missing) = stats::missing_figures_once() {
+                self.out.note(fmt, "note", missing);
+            }
+        }
+        self.flush();
+        self.gc.apply(&self.config);
+    }
+
+    /// Writes the lines of this tick, one `write` each.
+    pub(super) fn flush(&mut self) {
+        let (written, dropped) = self.out.flush();
+        self.shared.lines.fetch_add(written, Relaxed);
+        self.shared.dropped.store(dropped, Relaxed);
+    }
+
+    pub(super) fn publish_stats(&self) {
+        let s = &self.shared;
+        s.ticks.fetch_add(1, Relaxed);
+        let (allocs, bytes) = crate::alloc::this_thread_counters();
+        s.thread_allocs.store(allocs, Relaxed);
+        s.thread_alloc_bytes.store(bytes, Relaxed);
+        if let Some(ns) = self.cpu.as_ref().and_then(ThreadCpu::cpu_ns) {
+            s.thread_cpu_ns.store(ns, Relaxed);
+        }
+    }
+}
+
+/// Why [`ReporterThread::wait`] returned.
+enum Wake {
+    Due,
+    Reconfigured,
+    Stop,
+}
+
+/// The next deadline after `prev`: one period on, or one period from now if far behind. A period
+/// too long for the clock means a year.
+fn advance(prev: Instant, period: Duration, now: Instant) -> Instant {
+    match prev.checked_add(period) {
+        Some(next) if next > now => next,
+        _ => now
+            .checked_add(period)
+            .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+            .unwrap_or(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Builder;
+
+    #[test]
+    fn deadlines_survive_periods_too_long_for_the_clock() {
+        let now = Instant::now();
+        assert!(advance(now, Duration::MAX, now) > now);
+        assert!(advance(now, Duration::from_millis(u64::MAX), now) > now);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(
+            advance(now, Duration::from_secs(1), later),
+            later + Duration::from_secs(1)
+        );
+        assert_eq!(
+            advance(now, Duration::from_secs(1), now),
+            now + Duration::from_secs(1)
+        );
+        // A clock that did not advance: the next deadline is still ahead.
+        assert!(advance(now, Duration::ZERO, now) >= now);
+    }
+
+    #[test]
+    fn a_reporter_with_the_longest_periods_keeps_running() {
+        let r = Builder::new()
+            .schedtrace(Duration::MAX)
+            .gctrace(1)
+            .gcpoll(Duration::MAX)
+            .writer(std::io::sink())
+            .start()
+            .expect("start");
+        std::thread::sleep(Duration::from_millis(50));
+        let mut cfg = r.config();
+        // Values beyond what RDEBUG accepts are refused; the longest accepted ones are taken.
+        assert!(cfg.set_schedtrace_ms(u64::MAX).is_err());
+        assert!(cfg.set_gcpoll_ms(u64::MAX).is_err());
+        assert!(cfg.set_gcpercent(Some(u64::MAX)).is_err());
+        cfg.set_schedtrace_ms(crate::config::MAX_PERIOD_MS).unwrap();
+        cfg.set_gcpoll_ms(crate::config::MAX_PERIOD_MS).unwrap();
+        cfg.set_gcpercent(Some(crate::config::MAX_GCPERCENT))
+            .unwrap();
+        r.reconfigure(cfg);
+        std::thread::sleep(Duration::from_millis(50));
+        // The thread ticked (the first SCHED line and sample are due at once) and is alive to
+        // take a new setting.
+        assert!(r.stats().ticks >= 2, "{:?}", r.stats());
+        r.reconfigure(crate::Config::parse_strict("schedtrace=10").unwrap());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(r.stats().ticks >= 5, "{:?}", r.stats());
+        r.stop();
+    }
+}
