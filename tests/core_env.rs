@@ -1,10 +1,10 @@
 //! `RDEBUG` as the program sees it: unset, partly bad, strict.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{is_child, run_child};
+use support::{NO_ENV, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -48,7 +48,7 @@ fn unset_starts_no_thread_and_prints_nothing() {
         );
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(30));
+    let out = run_child(NAME, NO_ENV, Duration::from_secs(30));
     out.assert_success();
     assert_eq!(out.stderr, "", "nothing on stderr");
     let line = out
@@ -56,7 +56,7 @@ fn unset_starts_no_thread_and_prints_nothing() {
         .lines()
         .find(|l| l.starts_with("RESULT "))
         .expect("RESULT");
-    let f = |k| common::field(line, k).unwrap();
+    let f = |k| support::field(line, k).unwrap();
     assert_eq!(f("threads_before"), f("threads_after"), "{line}");
     assert_eq!(f("rdebug_threads"), 0, "{line}");
     assert_eq!(f("tasks"), 0, "no watcher task either: {line}");
@@ -194,8 +194,8 @@ fn gcpercent_alone_sets_the_goal_without_starting_a_reporter() {
         .lines()
         .find(|l| l.starts_with("RESULT "))
         .expect("RESULT");
-    let live = common::field(line, "live").unwrap() as f64;
-    let next_gc = common::field(line, "next_gc").unwrap() as f64;
+    let live = support::field(line, "live").unwrap() as f64;
+    let next_gc = support::field(line, "next_gc").unwrap() as f64;
     assert!(live >= (40 << 20) as f64, "{line}");
     // 1.5 × live, not the default 2 × live.
     assert!((next_gc / live - 1.5).abs() < 0.02, "{line}");

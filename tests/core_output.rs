@@ -1,23 +1,19 @@
 //! What the reporter writes and what it costs: JSON lines with the text lines' fields, no
 //! allocation per tick once warmed up, one `write` per line.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{is_child, run_child};
+use support::{is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 /// Keeps the reporter busy: a runtime, allocations, purges and forced cycles for `dur`.
 fn workload(dur: Duration) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::two_worker_runtime();
     rt.block_on(async {
         rdebug::init();
         let start = std::time::Instant::now();
@@ -143,7 +139,7 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
         .lines()
         .find(|l| l.starts_with("RESULT "))
         .expect("RESULT");
-    let f = |k| common::field(line, k).unwrap();
+    let f = |k| support::field(line, k).unwrap();
     assert!(f("ticks") >= 100, "{line}");
     assert!(f("lines") >= 100, "{line}");
     assert!(
@@ -174,7 +170,7 @@ fn each_line_is_one_write() {
     let exe = std::env::current_exe().expect("exe");
     let mut child = std::process::Command::new(exe)
         .args([NAME, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(common::CHILD_ENV, NAME)
+        .env(support::CHILD_ENV, NAME)
         .env("RDEBUG", "schedtrace=20,scheddetail=1,gctrace=2,gcpoll=10")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(theirs))

@@ -1,32 +1,20 @@
 //! SCHED lines against scheduler states the tests create: blocked workers, a flooded global
 //! queue, extra OS threads, and (under `tokio_unstable`) local queues and the blocking pool.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{field, is_child, run_child};
+use support::{field, is_child, phase, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
-
-/// stderr lines between the marker line `PHASE <from>` and the next `PHASE` line.
-fn phase<'a>(stderr: &'a str, from: &str) -> Vec<&'a str> {
-    let marker = format!("PHASE {from}");
-    stderr
-        .lines()
-        .skip_while(|l| *l != marker)
-        .skip(1)
-        .take_while(|l| !l.starts_with("PHASE "))
-        .filter(|l| l.starts_with("SCHED "))
-        .collect()
-}
 
 #[test]
 fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
     const NAME: &str = "blocked_workers_and_a_flooded_global_queue_show_then_drain";
     if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(250));
         eprintln!("PHASE idle");
@@ -112,7 +100,7 @@ fn os_threads() -> u64 {
 fn threads_follow_the_process_thread_count() {
     const NAME: &str = "threads_follow_the_process_thread_count";
     if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("PHASE before {}", os_threads());
@@ -151,14 +139,7 @@ fn threads_follow_the_process_thread_count() {
             .lines()
             .find_map(|l| l.strip_prefix(&format!("PHASE {tag} ")))
             .expect("marker");
-        let lines = out
-            .stderr
-            .lines()
-            .skip_while(|l| !l.starts_with(&format!("PHASE {tag} ")))
-            .skip(1)
-            .take_while(|l| !l.starts_with("PHASE "))
-            .filter(|l| l.starts_with("SCHED "))
-            .collect();
+        let lines = phase(&out.stderr, tag);
         (marker.parse().expect("thread count"), lines)
     };
     let (before, before_lines) = truth("before");
@@ -182,7 +163,7 @@ fn threads_follow_the_process_thread_count() {
 fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
     const NAME: &str = "without_tokio_unstable_the_fields_are_left_out_with_one_note";
     if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(350));
         return;
@@ -214,7 +195,7 @@ fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
 fn local_queues_and_the_blocking_pool_are_right() {
     const NAME: &str = "local_queues_and_the_blocking_pool_are_right";
     if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(200));
         let (tx, rx) = std::sync::mpsc::channel();

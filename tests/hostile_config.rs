@@ -4,16 +4,14 @@
 //! Each value runs in a child process (the variable is process-wide); the children run in
 //! parallel. A property test then checks the parser itself.
 
-mod common;
-mod hostile_support;
+mod support;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Duration;
 
-use common::is_child;
-use hostile_support::run_child_os;
 use proptest::prelude::*;
+use support::{is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -120,11 +118,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn rdebug_values_warn_once_per_bad_item_and_the_rest_applies() {
     if is_child(CHILD) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(RUN);
         match rdebug::reporter() {
@@ -143,7 +137,7 @@ fn rdebug_values_warn_once_per_bad_item_and_the_rest_applies() {
     let outputs: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
             .iter()
-            .map(|c| s.spawn(|| run_child_os(CHILD, &c.value, Duration::from_secs(60))))
+            .map(|c| s.spawn(|| run_child(CHILD, &[("RDEBUG", &c.value)], Duration::from_secs(60))))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -203,9 +197,12 @@ fn try_init_refuses_the_first_bad_item() {
         println!("REPORTER {}", rdebug::reporter().is_some());
         return;
     }
-    let out = run_child_os(
+    let out = run_child(
         NAME,
-        OsStr::from_bytes(b"schedtrace=50,gctrace=9,format=xml"),
+        &[(
+            "RDEBUG",
+            OsStr::from_bytes(b"schedtrace=50,gctrace=9,format=xml"),
+        )],
         Duration::from_secs(30),
     );
     out.assert_success();

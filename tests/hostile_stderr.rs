@@ -11,8 +11,7 @@
 //! `/proc/<pid>/task/*/syscall`), that the reporter kept ticking, and that the child's live heap
 //! stayed flat.
 
-mod common;
-mod hostile_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -22,9 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::is_child;
-use common::{child_command, wait};
-use hostile_support::{expect_line, load, num, server, stdout_lines};
+use support::{child_command, expect_line, is_child, load, num, server, stdout_lines, wait};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -45,7 +42,7 @@ fn stderr_server_child() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     if scenario == "full" {
-        common::fill_stderr_pipe();
+        support::fill_stderr_pipe();
     }
     let started = Instant::now();
     std::thread::spawn(move || {
@@ -60,11 +57,7 @@ fn stderr_server_child() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::two_worker_runtime();
     rt.block_on(async {
         let t = Instant::now();
         rdebug::init();

@@ -4,14 +4,17 @@
 //! Process-wide behaviour (the `RDEBUG` variable, the global allocator's counters, the reporter
 //! thread, stderr) is only tested this way, so tests never see each other's threads or output.
 
-#![allow(dead_code)]
-
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Set in the child to the name of the test it runs.
 pub const CHILD_ENV: &str = "RDEBUG_TEST_CHILD";
+
+/// No environment variables for [`run_child`] (only `RDEBUG` removed).
+pub const NO_ENV: &[(&str, &str)] = &[];
 
 /// True in the child process running test `name`: the test then runs its scenario.
 pub fn is_child(name: &str) -> bool {
@@ -21,7 +24,7 @@ pub fn is_child(name: &str) -> bool {
 /// What a child printed and how it ended.
 #[derive(Debug)]
 pub struct ChildOutput {
-    pub status: std::process::ExitStatus,
+    pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
 }
@@ -49,8 +52,9 @@ impl ChildOutput {
 }
 
 /// Re-runs this test binary for test `name` with `env` set (and `RDEBUG` removed unless `env`
-/// sets it). Kills the child after `timeout`.
-pub fn run_child(name: &str, env: &[(&str, &str)], timeout: Duration) -> ChildOutput {
+/// sets it); values may be any bytes (`&str`, `String`, `OsStr`, …). Kills the child after
+/// `timeout`.
+pub fn run_child<V: AsRef<OsStr>>(name: &str, env: &[(&str, V)], timeout: Duration) -> ChildOutput {
     let mut cmd = child_command(name);
     for (k, v) in env {
         cmd.env(k, v);
@@ -109,7 +113,7 @@ pub fn collect(mut child: Child, timeout: Duration) -> ChildOutput {
 }
 
 /// Waits for `child`, killing it after `timeout`.
-pub fn wait(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+pub fn wait(child: &mut Child, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(st) = child.try_wait().expect("wait for child") {
@@ -123,97 +127,40 @@ pub fn wait(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// Value of `key=<number>` in a line, e.g. `field(line, "idleworkers")`.
-pub fn field(line: &str, key: &str) -> Option<u64> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
+/// Lines of `child`'s stdout, as they come, on a channel (the reader thread ends with the pipe).
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("child stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
-/// A multi-thread runtime with two workers and every driver on.
-pub fn two_worker_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Fills the stderr pipe through a non-blocking description of our own, then closes it.
-pub fn fill_stderr_pipe() {
-    // SAFETY: a NUL-terminated path; the fd is ours and closed below.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/fd/2".as_ptr(),
-            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    assert!(fd >= 0, "cannot reopen stderr");
-    let block = [b'#'; 4096];
-    for chunk in [&block[..], &block[..1]] {
-        // SAFETY: a valid buffer.
-        while unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) } > 0 {}
+/// The first line from `lines` starting with `prefix`, with the prefix removed; the lines before
+/// it are pushed to `seen`. Panics after `timeout`.
+pub fn expect_line(
+    lines: &mpsc::Receiver<String>,
+    prefix: &str,
+    timeout: Duration,
+    seen: &mut Vec<String>,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => {
+                if let Some(rest) = l.strip_prefix(prefix) {
+                    return rest.to_owned();
+                }
+                seen.push(l);
+            }
+            Err(e) => panic!("no line starting with {prefix:?} from the child: {e}"),
+        }
     }
-    // SAFETY: our own fd.
-    unsafe { libc::close(fd) };
-}
-
-/// The text after `RESULT ` on the child's stdout (its scenario's figures for the parent).
-pub fn result_line(stdout: &str) -> &str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line in\n{stdout}"))
-}
-
-/// The numbers of the `RESULT a b c ...` line.
-pub fn result_numbers(stdout: &str) -> Vec<u64> {
-    result_line(stdout)
-        .split(' ')
-        .map(|v| v.parse().expect("number"))
-        .collect()
-}
-
-/// For a program whose global allocator is not `rdebug::Alloc`: starts rdebug in a two-worker
-/// runtime, holds `bytes` (touched) for a while, and prints `MEM before|during|after key=value
-/// ...` lines of `memstats()` read before, while held, and after freeing and
-/// `free_os_memory()`.
-pub fn hold_and_report_memstats(bytes: usize) {
-    let rt = two_worker_runtime();
-    rt.block_on(async { rdebug::init() });
-    std::thread::sleep(Duration::from_millis(200));
-    let before = rdebug::memstats();
-    let held = std::hint::black_box(vec![1u8; bytes]);
-    std::thread::sleep(Duration::from_millis(300));
-    let during = rdebug::memstats();
-    drop(held);
-    rdebug::free_os_memory();
-    let after = rdebug::memstats();
-    for (name, m) in [("before", &before), ("during", &during), ("after", &after)] {
-        println!(
-            "MEM {name} rss={} mallocs={} frees={} total_alloc={} heap_objects={} heap_alloc={} \
-             heap_sys={} sys={} dirty={} num_gc={} num_forced_gc={}",
-            m.rss,
-            m.mallocs,
-            m.frees,
-            m.total_alloc,
-            m.heap_objects,
-            m.heap_alloc,
-            m.heap_sys,
-            m.sys,
-            m.dirty,
-            m.num_gc,
-            m.num_forced_gc
-        );
-    }
-    std::thread::sleep(Duration::from_millis(200));
-}
-
-/// The `MEM <name> ...` line [`hold_and_report_memstats`] printed.
-pub fn mem_line<'a>(stdout: &'a str, name: &str) -> &'a str {
-    let prefix = format!("MEM {name} ");
-    stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"))
 }
