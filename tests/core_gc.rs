@@ -101,8 +101,8 @@ fn filled(bytes: usize) -> Vec<u8> {
 
 #[test]
 fn holding_64_mib_moves_heap_alloc_by_64_mib() {
-    const NAME: &str = "holding_64_mib_moves_heap_alloc_by_64_mib";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let before = rdebug::memstats();
         let held = filled(64 << 20);
         let during = rdebug::memstats();
@@ -114,7 +114,7 @@ fn holding_64_mib_moves_heap_alloc_by_64_mib() {
         );
         return;
     }
-    let out = run_child(NAME, NO_ENV, Duration::from_secs(30));
+    let out = run_child(name, NO_ENV, Duration::from_secs(30));
     out.assert_success();
     let nums = support::result_numbers(&out.stdout);
     let grew = nums[1] as f64 - nums[0] as f64;
@@ -129,8 +129,8 @@ fn holding_64_mib_moves_heap_alloc_by_64_mib() {
 
 #[test]
 fn a_leak_closes_growth_cycles_with_doubling_goals() {
-    const NAME: &str = "a_leak_closes_growth_cycles_with_doubling_goals";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let mut leak = Vec::with_capacity(256);
         for _ in 0..256 {
@@ -143,7 +143,7 @@ fn a_leak_closes_growth_cycles_with_doubling_goals() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=10")],
         Duration::from_secs(60),
     );
@@ -178,8 +178,8 @@ fn a_leak_closes_growth_cycles_with_doubling_goals() {
 
 #[test]
 fn free_os_memory_prints_a_forced_cycle_back_near_live() {
-    const NAME: &str = "free_os_memory_prints_a_forced_cycle_back_near_live";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let kept = filled(8 << 20);
         let chunks: Vec<_> = (0..128).map(|_| filled(1 << 20)).collect();
@@ -196,7 +196,7 @@ fn free_os_memory_prints_a_forced_cycle_back_near_live() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=20")],
         Duration::from_secs(60),
     );
@@ -229,8 +229,8 @@ fn free_os_memory_prints_a_forced_cycle_back_near_live() {
 
 #[test]
 fn an_allocating_thread_drives_the_cpu_share_above_zero() {
-    const NAME: &str = "an_allocating_thread_drives_the_cpu_share_above_zero";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let worker = std::thread::spawn(|| {
             let start = std::time::Instant::now();
@@ -256,7 +256,7 @@ fn an_allocating_thread_drives_the_cpu_share_above_zero() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=20")],
         Duration::from_secs(60),
     );

@@ -40,16 +40,16 @@ fn text_keys(line: &str) -> BTreeSet<String> {
 
 #[test]
 fn json_lines_parse_and_carry_the_text_fields() {
-    const NAME: &str = "json_lines_parse_and_carry_the_text_fields";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         workload(Duration::from_millis(700));
         return;
     }
     let env = "schedtrace=50,scheddetail=1,gctrace=2,gcpoll=10";
-    let text = run_child(NAME, &[("RDEBUG", env)], Duration::from_secs(60));
+    let text = run_child(name, &[("RDEBUG", env)], Duration::from_secs(60));
     text.assert_success();
     let json = run_child(
-        NAME,
+        name,
         &[("RDEBUG", &format!("{env},format=json,bogus=1"))],
         Duration::from_secs(60),
     );
@@ -107,8 +107,8 @@ fn json_lines_parse_and_carry_the_text_fields() {
 
 #[test]
 fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
-    const NAME: &str = "the_reporter_allocates_nothing_per_tick_once_warmed_up";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let watcher = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(400));
             let r = rdebug::reporter().expect("reporter");
@@ -129,7 +129,7 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=10,scheddetail=1,gctrace=2,gcpoll=5")],
         Duration::from_secs(60),
     );
@@ -156,8 +156,8 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
 fn each_line_is_one_write() {
     use std::os::fd::{FromRawFd, OwnedFd};
 
-    const NAME: &str = "each_line_is_one_write";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         workload(Duration::from_millis(500));
         return;
     }
@@ -167,12 +167,10 @@ fn each_line_is_one_write() {
     assert_eq!(rc, 0, "socketpair");
     // SAFETY: both fds are fresh and owned here.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let exe = std::env::current_exe().expect("exe");
-    let mut child = std::process::Command::new(exe)
-        .args([NAME, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(support::CHILD_ENV, NAME)
+    // The command holds our copy of the child's end: it must be dropped once spawned, or the
+    // reader below never sees the end.
+    let child = support::child_command(name)
         .env("RDEBUG", "schedtrace=20,scheddetail=1,gctrace=2,gcpoll=10")
-        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(theirs))
         .spawn()
         .expect("child");
@@ -190,9 +188,9 @@ fn each_line_is_one_write() {
         }
         messages
     });
-    let status = child.wait().expect("wait");
+    let out = support::collect(child, Duration::from_secs(60));
     let messages = reader.join().expect("reader");
-    assert!(status.success());
+    assert!(out.status.success());
     let ours: Vec<_> = messages
         .iter()
         .filter(|m| m.starts_with("SCHED ") || m.starts_with("gc ") || m.starts_with("  "))

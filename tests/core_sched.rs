@@ -12,8 +12,8 @@ static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 #[test]
 fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
-    const NAME: &str = "blocked_workers_and_a_flooded_global_queue_show_then_drain";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(250));
@@ -46,7 +46,7 @@ fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=100")],
         Duration::from_secs(30),
     );
@@ -98,8 +98,8 @@ fn os_threads() -> u64 {
 
 #[test]
 fn threads_follow_the_process_thread_count() {
-    const NAME: &str = "threads_follow_the_process_thread_count";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(300));
@@ -128,7 +128,7 @@ fn threads_follow_the_process_thread_count() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );
@@ -161,15 +161,15 @@ fn threads_follow_the_process_thread_count() {
 #[cfg(not(tokio_unstable))]
 #[test]
 fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
-    const NAME: &str = "without_tokio_unstable_the_fields_are_left_out_with_one_note";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(350));
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );
@@ -193,8 +193,8 @@ fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
 #[cfg(tokio_unstable)]
 #[test]
 fn local_queues_and_the_blocking_pool_are_right() {
-    const NAME: &str = "local_queues_and_the_blocking_pool_are_right";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(200));
@@ -230,7 +230,7 @@ fn local_queues_and_the_blocking_pool_are_right() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );

@@ -17,12 +17,12 @@ const NOTE: &str = "rdebug: note: the global allocator is not rdebug::Alloc";
 
 #[test]
 fn plain_jemalloc_with_the_trace_on() {
-    const NAME: &str = "plain_jemalloc_with_the_trace_on";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         return support::hold_and_report_memstats(HOLD);
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50,gctrace=1,gcpoll=10")],
         Duration::from_secs(60),
     );
@@ -67,11 +67,11 @@ fn plain_jemalloc_with_the_trace_on() {
 
 #[test]
 fn plain_jemalloc_memstats_without_a_trace() {
-    const NAME: &str = "plain_jemalloc_memstats_without_a_trace";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         return support::hold_and_report_memstats(HOLD);
     }
-    let out = run_child(NAME, NO_ENV, Duration::from_secs(60));
+    let out = run_child(name, NO_ENV, Duration::from_secs(60));
     out.assert_success();
     assert_eq!(out.lines_starting(NOTE).len(), 1, "{}", out.stderr);
     assert!(out.lines_starting("gc ").is_empty(), "{}", out.stderr);

@@ -23,8 +23,8 @@ fn spin(d: Duration) {
 
 #[test]
 fn runtimes_come_and_go_while_the_reporter_runs() {
-    const NAME: &str = "runtimes_come_and_go_while_the_reporter_runs";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let main_rt = support::two_worker_runtime();
         main_rt.block_on(async { rdebug::init() });
         // Built after init(), watched later.
@@ -67,7 +67,7 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", &format!("schedtrace={PERIOD_MS}"))],
         Duration::from_secs(60),
     );
@@ -144,8 +144,8 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
 /// printing: watching 500 short-lived runtimes must not keep them (or their drivers) alive.
 #[test]
 fn many_short_lived_watched_runtimes_stay_bounded() {
-    const NAME: &str = "many_short_lived_watched_runtimes_stay_bounded";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let make = || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -172,7 +172,7 @@ fn many_short_lived_watched_runtimes_stay_bounded() {
         } else {
             &[("RDEBUG", rdebug)]
         };
-        let out = run_child(NAME, env, Duration::from_secs(60));
+        let out = run_child(name, env, Duration::from_secs(60));
         out.assert_success();
         let line = out
             .stdout

@@ -26,14 +26,13 @@ use support::{child_command, expect_line, is_child, load, num, server, stdout_li
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
-const CHILD: &str = "stderr_server_child";
 const TRACE: &str = "schedtrace=1,scheddetail=1,gctrace=2,gcpoll=1,bogus=1";
 const LOAD_FOR: Duration = Duration::from_millis(2500);
 
 /// The child: an axum server with the trace on, reporting on stdout.
 #[test]
 fn stderr_server_child() {
-    if !is_child(CHILD) {
+    if !is_child(support::test_name!()) {
         return;
     }
     let scenario = std::env::var("HOSTILE_STDERR").unwrap_or_default();
@@ -165,7 +164,7 @@ fn blocked_on_stderr(pid: u32, target: &str) -> Vec<String> {
 }
 
 fn run(scenario: &'static str) -> Run {
-    let mut cmd = child_command(CHILD);
+    let mut cmd = child_command(support::test_name!(stderr_server_child));
     cmd.env("RDEBUG", TRACE).env("HOSTILE_STDERR", scenario);
     match scenario {
         "closed" => {
@@ -242,6 +241,7 @@ fn run(scenario: &'static str) -> Run {
     let status = wait(&mut child, Duration::from_secs(30));
     drop(stderr);
     stdout.extend(lines.iter());
+    support::assert_ran(&stdout.join("\n"));
     Run {
         scenario,
         load: summary,

@@ -97,8 +97,8 @@ fn churn(
 
 #[test]
 fn ten_thousand_short_lived_threads_are_counted_exactly() {
-    const NAME: &str = "ten_thousand_short_lived_threads_are_counted_exactly";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         // Warm up: the first reads set up rdebug's own state.
         let _ = (totals(), totals());
         // Room for the handles, so the churn itself allocates the same in both runs.
@@ -208,7 +208,7 @@ fn ten_thousand_short_lived_threads_are_counted_exactly() {
         );
         return;
     }
-    let out = run_child(NAME, NO_ENV, Duration::from_secs(120));
+    let out = run_child(name, NO_ENV, Duration::from_secs(120));
     print!("{}", out.stdout);
     out.assert_success();
     assert!(out.stdout.contains("RESULT "), "{}", out.stdout);

@@ -3,6 +3,25 @@
 //!
 //! Process-wide behaviour (the `RDEBUG` variable, the global allocator's counters, the reporter
 //! thread, stderr) is only tested this way, so tests never see each other's threads or output.
+//!
+//! A child test looks like this:
+//!
+//! ```ignore
+//! #[test]
+//! fn some_test() {
+//!     let name = support::test_name!();
+//!     if support::is_child(name) {
+//!         // the scenario
+//!         return;
+//!     }
+//!     let out = support::run_child(name, &[("RDEBUG", "schedtrace=50")], TIMEOUT);
+//!     // assertions on `out`
+//! }
+//! ```
+//!
+//! A child whose `--exact` filter matched no test would run nothing and exit 0, so the parent
+//! would check nothing: [`is_child`] prints a marker line on the child's stdout, and [`collect`]
+//! (under [`run_child`]) panics if the marker is missing.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
@@ -13,12 +32,63 @@ use std::time::{Duration, Instant};
 /// Set in the child to the name of the test it runs.
 pub const CHILD_ENV: &str = "RDEBUG_TEST_CHILD";
 
+/// Printed on stdout (followed by a space and the test's name) by a child that runs its test.
+pub const RAN_MARKER: &str = "rdebug-test-child ran";
+
 /// No environment variables for [`run_child`] (only `RDEBUG` removed).
 pub const NO_ENV: &[(&str, &str)] = &[];
 
-/// True in the child process running test `name`: the test then runs its scenario.
+/// The name libtest knows the calling test by, as `--exact` wants it: `test_fn` for a test at
+/// the top of its file, `module::test_fn` for one inside a module.
+///
+/// `test_name!()` names the test function it is written in; `test_name!(path::to::test_fn)`
+/// names another one.
+macro_rules! test_name {
+    () => {{
+        fn f() {}
+        $crate::support::child::test_path(
+            ::std::any::type_name_of_val(&f)
+                .strip_suffix("::f")
+                .expect("a nested fn's type name ends in ::f"),
+        )
+    }};
+    ($test:path) => {
+        $crate::support::child::test_path(::std::any::type_name_of_val(&$test))
+    };
+}
+pub(crate) use test_name;
+
+/// A function's path without the crate name in front (`core_gc::a::b` → `a::b`).
+pub fn test_path(type_name: &'static str) -> &'static str {
+    let (_crate, path) = type_name
+        .split_once("::")
+        .unwrap_or_else(|| panic!("{type_name:?} has no crate prefix"));
+    assert!(
+        !path.contains(['{', '<']),
+        "test_name!() used outside a plain test fn: {type_name}"
+    );
+    path
+}
+
+/// True in the child process running test `name`: the test then runs its scenario. The child
+/// also says on stdout that it did ([`RAN_MARKER`]), for the parent to check.
 pub fn is_child(name: &str) -> bool {
-    std::env::var(CHILD_ENV).as_deref() == Ok(name)
+    let child = std::env::var(CHILD_ENV).as_deref() == Ok(name);
+    if child {
+        println!("{RAN_MARKER} {name}");
+    }
+    child
+}
+
+/// Panics unless `stdout` (a child's) holds the line [`is_child`] prints, i.e. unless the child
+/// really ran its test.
+pub fn assert_ran(stdout: &str) {
+    assert!(
+        stdout.lines().any(|l| l
+            .strip_prefix(RAN_MARKER)
+            .is_some_and(|n| n.starts_with(' '))),
+        "the child ran no test (does --exact match the test's name?); stdout:\n{stdout}"
+    );
 }
 
 /// What a child printed and how it ended.
@@ -53,7 +123,7 @@ impl ChildOutput {
 
 /// Re-runs this test binary for test `name` with `env` set (and `RDEBUG` removed unless `env`
 /// sets it); values may be any bytes (`&str`, `String`, `OsStr`, …). Kills the child after
-/// `timeout`.
+/// `timeout`; panics if the child ran no test.
 pub fn run_child<V: AsRef<OsStr>>(name: &str, env: &[(&str, V)], timeout: Duration) -> ChildOutput {
     let mut cmd = child_command(name);
     for (k, v) in env {
@@ -77,7 +147,7 @@ pub fn child_command(name: &str) -> Command {
 }
 
 /// Waits for `child` (killing it after `timeout`) and collects whatever it printed on the pipes
-/// it has.
+/// it has. If its stdout was piped, panics unless the child ran its test ([`assert_ran`]).
 pub fn collect(mut child: Child, timeout: Duration) -> ChildOutput {
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         pipe.map(|mut p| {
@@ -94,6 +164,7 @@ pub fn collect(mut child: Child, timeout: Duration) -> ChildOutput {
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
+    let stdout_piped = out.is_some();
     let err = reader(
         child
             .stderr
@@ -105,11 +176,15 @@ pub fn collect(mut child: Child, timeout: Duration) -> ChildOutput {
         let bytes = h.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     };
-    ChildOutput {
+    let output = ChildOutput {
         status,
         stdout: text(out),
         stderr: text(err),
+    };
+    if stdout_piped {
+        assert_ran(&output.stdout);
     }
+    output
 }
 
 /// Waits for `child`, killing it after `timeout`.

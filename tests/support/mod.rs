@@ -1,8 +1,8 @@
 //! The one support module of the integration tests, used by every test file through
 //! `mod support;`.
 //!
-//! * [`child`]: running a test's scenario in a child process with its own environment
-//!   ([`run_child`], [`child_command`], …);
+//! * [`child`]: running a test's scenario in a child process with its own environment (the
+//!   [`test_name!`] of the test, [`run_child`], [`child_command`], …);
 //! * [`lines`]: reading what a child printed ([`field`], [`phase`], [`result_numbers`], …);
 //! * [`foreign`]: the memstats scenario of a program whose global allocator is not
 //!   `rdebug::Alloc`, and its checks;
