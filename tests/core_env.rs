@@ -202,3 +202,28 @@ fn gcpercent_alone_sets_the_goal_without_starting_a_reporter() {
     assert!(line.ends_with("reporter=false"), "{line}");
     assert_eq!(out.stderr, "");
 }
+
+/// The harness itself: `test_name!()` gives the path libtest knows a test by, inside a module
+/// too, so the child's `--exact` filter finds it (the spawner panics if the child ran no test).
+mod nested {
+    use std::time::Duration;
+
+    use super::support;
+
+    #[test]
+    fn test_name_is_the_path_exact_matches() {
+        let name = support::test_name!();
+        assert_eq!(name, "nested::test_name_is_the_path_exact_matches");
+        assert_eq!(
+            support::test_name!(super::unset_starts_no_thread_and_prints_nothing),
+            "unset_starts_no_thread_and_prints_nothing"
+        );
+        if support::is_child(name) {
+            println!("RESULT 1");
+            return;
+        }
+        let out = support::run_child(name, support::NO_ENV, Duration::from_secs(30));
+        out.assert_success();
+        assert_eq!(support::result_numbers(&out.stdout), [1]);
+    }
+}
