@@ -1,10 +1,10 @@
 //! The counting allocator's totals against allocations the tests make themselves.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{is_child, run_child};
+use support::{NO_ENV, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -20,8 +20,8 @@ fn result(values: &[u64]) {
 /// times: no window may show less than the known number, and a quiet one must show exactly it.
 #[test]
 fn a_known_number_of_allocations_moves_the_counters_by_exactly_that() {
-    const NAME: &str = "a_known_number_of_allocations_moves_the_counters_by_exactly_that";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let mut boxes: Vec<Box<[u8; 100]>> = Vec::with_capacity(1000);
         let _ = rdebug::memstats(); // warm up: first reads set up lazily
         for _ in 0..5 {
@@ -44,7 +44,7 @@ fn a_known_number_of_allocations_moves_the_counters_by_exactly_that() {
         }
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(30));
+    let out = run_child(name, NO_ENV, Duration::from_secs(30));
     out.assert_success();
     let rounds: Vec<Vec<u64>> = out
         .stdout
@@ -84,8 +84,8 @@ fn threads_allocating(n: usize, bytes: usize) {
 
 #[test]
 fn threads_that_exit_lose_nothing() {
-    const NAME: &str = "threads_that_exit_lose_nothing";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         threads_allocating(20, 0); // warm up
         // What spawning 200 threads costs by itself...
         let a = rdebug::alloc_counters();
@@ -104,9 +104,9 @@ fn threads_that_exit_lose_nothing() {
         ]);
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(60));
+    let out = run_child(name, NO_ENV, Duration::from_secs(60));
     out.assert_success();
-    let r = common::result_numbers(&out.stdout);
+    let r = support::result_numbers(&out.stdout);
     assert_eq!(r[0], 200 << 20, "allocated bytes of the exited threads");
     assert_eq!(r[1], 200, "allocations of the exited threads");
     assert_eq!(r[2], 200, "frees of the exited threads");
@@ -117,8 +117,8 @@ fn threads_that_exit_lose_nothing() {
 
 #[test]
 fn heap_objects_is_mallocs_minus_frees_at_every_read() {
-    const NAME: &str = "heap_objects_is_mallocs_minus_frees_at_every_read";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let churn: Vec<_> = (0..3)
             .map(|t| {
@@ -158,9 +158,9 @@ fn heap_objects_is_mallocs_minus_frees_at_every_read() {
         result(&[reads, bad, prev.mallocs]);
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(60));
+    let out = run_child(name, NO_ENV, Duration::from_secs(60));
     out.assert_success();
-    let r = common::result_numbers(&out.stdout);
+    let r = support::result_numbers(&out.stdout);
     assert_eq!(r[0], 2000);
     assert_eq!(
         r[1], 0,
@@ -171,8 +171,8 @@ fn heap_objects_is_mallocs_minus_frees_at_every_read() {
 
 #[test]
 fn num_gc_and_next_gc_agree_with_the_printed_lines() {
-    const NAME: &str = "num_gc_and_next_gc_agree_with_the_printed_lines";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let mut leak = Vec::new();
         for round in 0..3 {
@@ -197,7 +197,7 @@ fn num_gc_and_next_gc_agree_with_the_printed_lines() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=10")],
         Duration::from_secs(60),
     );
@@ -210,9 +210,9 @@ fn num_gc_and_next_gc_agree_with_the_printed_lines() {
         .collect();
     let marker = out.lines_starting("MEMSTATS ");
     assert_eq!(marker.len(), 1, "{}", out.stderr);
-    let num_gc = common::field(marker[0], "num_gc").unwrap();
-    let num_forced = common::field(marker[0], "num_forced_gc").unwrap();
-    let next_gc = common::field(marker[0], "next_gc").unwrap();
+    let num_gc = support::field(marker[0], "num_gc").unwrap();
+    let num_forced = support::field(marker[0], "num_forced_gc").unwrap();
+    let next_gc = support::field(marker[0], "next_gc").unwrap();
     assert!(num_gc >= 3, "{}", out.stderr);
     assert_eq!(num_gc as usize, before_marker.len(), "{}", out.stderr);
     assert_eq!(

@@ -1,10 +1,10 @@
 //! `RDEBUG` as the program sees it: unset, partly bad, strict.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{is_child, run_child};
+use support::{NO_ENV, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -26,8 +26,8 @@ fn thread_names() -> Vec<String> {
 
 #[test]
 fn unset_starts_no_thread_and_prints_nothing() {
-    const NAME: &str = "unset_starts_no_thread_and_prints_nothing";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
@@ -48,7 +48,7 @@ fn unset_starts_no_thread_and_prints_nothing() {
         );
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(30));
+    let out = run_child(name, NO_ENV, Duration::from_secs(30));
     out.assert_success();
     assert_eq!(out.stderr, "", "nothing on stderr");
     let line = out
@@ -56,7 +56,7 @@ fn unset_starts_no_thread_and_prints_nothing() {
         .lines()
         .find(|l| l.starts_with("RESULT "))
         .expect("RESULT");
-    let f = |k| common::field(line, k).unwrap();
+    let f = |k| support::field(line, k).unwrap();
     assert_eq!(f("threads_before"), f("threads_after"), "{line}");
     assert_eq!(f("rdebug_threads"), 0, "{line}");
     assert_eq!(f("tasks"), 0, "no watcher task either: {line}");
@@ -65,8 +65,8 @@ fn unset_starts_no_thread_and_prints_nothing() {
 
 #[test]
 fn each_bad_item_warns_once_and_the_rest_applies() {
-    const NAME: &str = "each_bad_item_warns_once_and_the_rest_applies";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(3)
             .build()
@@ -85,7 +85,7 @@ fn each_bad_item_warns_once_and_the_rest_applies() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[(
             "RDEBUG",
             "schedtrace=50, bogus=1 ,gctrace=9,gcpercent=50,schedtrace",
@@ -113,8 +113,8 @@ fn each_bad_item_warns_once_and_the_rest_applies() {
 
 #[test]
 fn try_init_names_the_bad_item_and_starts_nothing() {
-    const NAME: &str = "try_init_names_the_bad_item_and_starts_nothing";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let err = rdebug::try_init().expect_err("format=xml is not accepted");
         std::thread::sleep(Duration::from_millis(200));
         let rdebug_threads = thread_names().iter().filter(|n| *n == "rdebug").count();
@@ -122,7 +122,7 @@ fn try_init_names_the_bad_item_and_starts_nothing() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=10,format=xml")],
         Duration::from_secs(30),
     );
@@ -141,8 +141,8 @@ fn try_init_names_the_bad_item_and_starts_nothing() {
 
 #[test]
 fn try_init_with_good_items_starts_the_reporter() {
-    const NAME: &str = "try_init_with_good_items_starts_the_reporter";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -154,7 +154,7 @@ fn try_init_with_good_items_starts_the_reporter() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );
@@ -172,8 +172,8 @@ fn try_init_with_good_items_starts_the_reporter() {
 
 #[test]
 fn gcpercent_alone_sets_the_goal_without_starting_a_reporter() {
-    const NAME: &str = "gcpercent_alone_sets_the_goal_without_starting_a_reporter";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let held = vec![3u8; 40 << 20];
         rdebug::free_os_memory(); // closes a cycle: the goal follows the live heap
@@ -187,18 +187,43 @@ fn gcpercent_alone_sets_the_goal_without_starting_a_reporter() {
         std::hint::black_box(held);
         return;
     }
-    let out = run_child(NAME, &[("RDEBUG", "gcpercent=50")], Duration::from_secs(30));
+    let out = run_child(name, &[("RDEBUG", "gcpercent=50")], Duration::from_secs(30));
     out.assert_success();
     let line = out
         .stdout
         .lines()
         .find(|l| l.starts_with("RESULT "))
         .expect("RESULT");
-    let live = common::field(line, "live").unwrap() as f64;
-    let next_gc = common::field(line, "next_gc").unwrap() as f64;
+    let live = support::field(line, "live").unwrap() as f64;
+    let next_gc = support::field(line, "next_gc").unwrap() as f64;
     assert!(live >= (40 << 20) as f64, "{line}");
     // 1.5 × live, not the default 2 × live.
     assert!((next_gc / live - 1.5).abs() < 0.02, "{line}");
     assert!(line.ends_with("reporter=false"), "{line}");
     assert_eq!(out.stderr, "");
+}
+
+/// The harness itself: `test_name!()` gives the path libtest knows a test by, inside a module
+/// too, so the child's `--exact` filter finds it (the spawner panics if the child ran no test).
+mod nested {
+    use std::time::Duration;
+
+    use super::support;
+
+    #[test]
+    fn test_name_is_the_path_exact_matches() {
+        let name = support::test_name!();
+        assert_eq!(name, "nested::test_name_is_the_path_exact_matches");
+        assert_eq!(
+            support::test_name!(super::unset_starts_no_thread_and_prints_nothing),
+            "unset_starts_no_thread_and_prints_nothing"
+        );
+        if support::is_child(name) {
+            println!("RESULT 1");
+            return;
+        }
+        let out = support::run_child(name, support::NO_ENV, Duration::from_secs(30));
+        out.assert_success();
+        assert_eq!(support::result_numbers(&out.stdout), [1]);
+    }
 }

@@ -1,10 +1,10 @@
 //! gc lines and MemStats against memory the tests allocate, hold, leak and free themselves.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{is_child, run_child};
+use support::{NO_ENV, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -28,7 +28,7 @@ struct Gc {
 /// Parses a gc line, checking its exact shape
 /// (`^gc \d+ @\d+\.\d{3}s \d+%: \d+->\d+->\d+ MB, \d+ MB goal, \d+ P( \(forced\))?$`).
 fn parse_gc(line: &str) -> Option<Gc> {
-    fn num(s: &str) -> Option<u64> {
+    fn digits(s: &str) -> Option<u64> {
         (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .then(|| s.parse().ok())
             .flatten()
@@ -54,14 +54,14 @@ fn parse_gc(line: &str) -> Option<Gc> {
     let (goal, rest) = rest.split_once(" MB goal, ")?;
     let procs = rest.strip_suffix(" P")?;
     Some(Gc {
-        n: num(n)?,
-        at_ms: num(whole)? * 1000 + num(frac)?,
-        pct: num(pct)?,
-        before: num(b)?,
-        after: num(a)?,
-        live: num(l)?,
-        goal: num(goal)?,
-        procs: num(procs)?,
+        n: digits(n)?,
+        at_ms: digits(whole)? * 1000 + digits(frac)?,
+        pct: digits(pct)?,
+        before: digits(b)?,
+        after: digits(a)?,
+        live: digits(l)?,
+        goal: digits(goal)?,
+        procs: digits(procs)?,
         forced,
     })
 }
@@ -101,8 +101,8 @@ fn filled(bytes: usize) -> Vec<u8> {
 
 #[test]
 fn holding_64_mib_moves_heap_alloc_by_64_mib() {
-    const NAME: &str = "holding_64_mib_moves_heap_alloc_by_64_mib";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let before = rdebug::memstats();
         let held = filled(64 << 20);
         let during = rdebug::memstats();
@@ -114,9 +114,9 @@ fn holding_64_mib_moves_heap_alloc_by_64_mib() {
         );
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(30));
+    let out = run_child(name, NO_ENV, Duration::from_secs(30));
     out.assert_success();
-    let nums = common::result_numbers(&out.stdout);
+    let nums = support::result_numbers(&out.stdout);
     let grew = nums[1] as f64 - nums[0] as f64;
     let want = (64 * MIB) as f64;
     assert!(
@@ -129,8 +129,8 @@ fn holding_64_mib_moves_heap_alloc_by_64_mib() {
 
 #[test]
 fn a_leak_closes_growth_cycles_with_doubling_goals() {
-    const NAME: &str = "a_leak_closes_growth_cycles_with_doubling_goals";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let mut leak = Vec::with_capacity(256);
         for _ in 0..256 {
@@ -143,7 +143,7 @@ fn a_leak_closes_growth_cycles_with_doubling_goals() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=10")],
         Duration::from_secs(60),
     );
@@ -178,8 +178,8 @@ fn a_leak_closes_growth_cycles_with_doubling_goals() {
 
 #[test]
 fn free_os_memory_prints_a_forced_cycle_back_near_live() {
-    const NAME: &str = "free_os_memory_prints_a_forced_cycle_back_near_live";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let kept = filled(8 << 20);
         let chunks: Vec<_> = (0..128).map(|_| filled(1 << 20)).collect();
@@ -196,7 +196,7 @@ fn free_os_memory_prints_a_forced_cycle_back_near_live() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=20")],
         Duration::from_secs(60),
     );
@@ -217,7 +217,7 @@ fn free_os_memory_prints_a_forced_cycle_back_near_live() {
         f.after <= f.live + 4,
         "footprint after the purge is near live: {f:?}"
     );
-    let nums = common::result_numbers(&out.stdout);
+    let nums = support::result_numbers(&out.stdout);
     assert_eq!(nums[0], 1, "num_forced_gc");
     assert!(nums[1] > 0, "the purge took time: pause_total_ns");
     assert!(
@@ -229,8 +229,8 @@ fn free_os_memory_prints_a_forced_cycle_back_near_live() {
 
 #[test]
 fn an_allocating_thread_drives_the_cpu_share_above_zero() {
-    const NAME: &str = "an_allocating_thread_drives_the_cpu_share_above_zero";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         rdebug::init();
         let worker = std::thread::spawn(|| {
             let start = std::time::Instant::now();
@@ -256,7 +256,7 @@ fn an_allocating_thread_drives_the_cpu_share_above_zero() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "gctrace=1,gcpoll=20")],
         Duration::from_secs(60),
     );
@@ -269,7 +269,7 @@ fn an_allocating_thread_drives_the_cpu_share_above_zero() {
         "allocator CPU share stayed at 0%:\n{}",
         out.stderr
     );
-    let fraction: f64 = common::result_line(&out.stdout).parse().expect("f64");
+    let fraction: f64 = support::result_line(&out.stdout).parse().expect("f64");
     assert!(
         fraction > 0.01 && fraction < 1.0,
         "gc_cpu_fraction {fraction}"

@@ -1,23 +1,19 @@
 //! What the reporter writes and what it costs: JSON lines with the text lines' fields, no
 //! allocation per tick once warmed up, one `write` per line.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{is_child, run_child};
+use support::{is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 /// Keeps the reporter busy: a runtime, allocations, purges and forced cycles for `dur`.
 fn workload(dur: Duration) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::two_worker_runtime();
     rt.block_on(async {
         rdebug::init();
         let start = std::time::Instant::now();
@@ -55,16 +51,16 @@ fn json_key(text_key: &str) -> &str {
 
 #[test]
 fn json_lines_parse_and_carry_the_text_fields() {
-    const NAME: &str = "json_lines_parse_and_carry_the_text_fields";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         workload(Duration::from_millis(700));
         return;
     }
     let env = "schedtrace=50,scheddetail=1,gctrace=2,gcpoll=10";
-    let text = run_child(NAME, &[("RDEBUG", env)], Duration::from_secs(60));
+    let text = run_child(name, &[("RDEBUG", env)], Duration::from_secs(60));
     text.assert_success();
     let json = run_child(
-        NAME,
+        name,
         &[("RDEBUG", &format!("{env},format=json,bogus=1"))],
         Duration::from_secs(60),
     );
@@ -143,8 +139,8 @@ fn json_lines_parse_and_carry_the_text_fields() {
 
 #[test]
 fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
-    const NAME: &str = "the_reporter_allocates_nothing_per_tick_once_warmed_up";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let watcher = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(400));
             let r = rdebug::reporter().expect("reporter");
@@ -165,7 +161,7 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=10,scheddetail=1,gctrace=2,gcpoll=5")],
         Duration::from_secs(60),
     );
@@ -175,7 +171,7 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
         .lines()
         .find(|l| l.starts_with("RESULT "))
         .expect("RESULT");
-    let f = |k| common::field(line, k).unwrap();
+    let f = |k| support::field(line, k).unwrap();
     assert!(f("ticks") >= 100, "{line}");
     assert!(f("lines") >= 100, "{line}");
     assert!(
@@ -192,8 +188,8 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
 fn each_line_is_one_write() {
     use std::os::fd::{FromRawFd, OwnedFd};
 
-    const NAME: &str = "each_line_is_one_write";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         workload(Duration::from_millis(500));
         return;
     }
@@ -203,12 +199,10 @@ fn each_line_is_one_write() {
     assert_eq!(rc, 0, "socketpair");
     // SAFETY: both fds are fresh and owned here.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let exe = std::env::current_exe().expect("exe");
-    let mut child = std::process::Command::new(exe)
-        .args([NAME, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(common::CHILD_ENV, NAME)
+    // The command holds our copy of the child's end: it must be dropped once spawned, or the
+    // reader below never sees the end.
+    let child = support::child_command(name)
         .env("RDEBUG", "schedtrace=20,scheddetail=1,gctrace=2,gcpoll=10")
-        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(theirs))
         .spawn()
         .expect("child");
@@ -226,9 +220,9 @@ fn each_line_is_one_write() {
         }
         messages
     });
-    let status = child.wait().expect("wait");
+    let out = support::collect(child, Duration::from_secs(60));
     let messages = reader.join().expect("reader");
-    assert!(status.success());
+    assert!(out.status.success());
     let ours: Vec<_> = messages
         .iter()
         .filter(|m| m.starts_with("SCHED ") || m.starts_with("gc ") || m.starts_with("  "))

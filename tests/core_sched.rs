@@ -1,32 +1,20 @@
 //! SCHED lines against scheduler states the tests create: blocked workers, a flooded global
 //! queue, extra OS threads, and (under `tokio_unstable`) local queues and the blocking pool.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{field, is_child, run_child};
+use support::{field, is_child, phase, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
-/// stderr lines between the marker line `PHASE <from>` and the next `PHASE` line.
-fn phase<'a>(stderr: &'a str, from: &str) -> Vec<&'a str> {
-    let marker = format!("PHASE {from}");
-    stderr
-        .lines()
-        .skip_while(|l| *l != marker)
-        .skip(1)
-        .take_while(|l| !l.starts_with("PHASE "))
-        .filter(|l| l.starts_with("SCHED "))
-        .collect()
-}
-
 #[test]
 fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
-    const NAME: &str = "blocked_workers_and_a_flooded_global_queue_show_then_drain";
-    if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(250));
         eprintln!("PHASE idle");
@@ -58,7 +46,7 @@ fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=100")],
         Duration::from_secs(30),
     );
@@ -110,9 +98,9 @@ fn os_threads() -> u64 {
 
 #[test]
 fn threads_follow_the_process_thread_count() {
-    const NAME: &str = "threads_follow_the_process_thread_count";
-    if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("PHASE before {}", os_threads());
@@ -140,7 +128,7 @@ fn threads_follow_the_process_thread_count() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );
@@ -151,14 +139,7 @@ fn threads_follow_the_process_thread_count() {
             .lines()
             .find_map(|l| l.strip_prefix(&format!("PHASE {tag} ")))
             .expect("marker");
-        let lines = out
-            .stderr
-            .lines()
-            .skip_while(|l| !l.starts_with(&format!("PHASE {tag} ")))
-            .skip(1)
-            .take_while(|l| !l.starts_with("PHASE "))
-            .filter(|l| l.starts_with("SCHED "))
-            .collect();
+        let lines = phase(&out.stderr, tag);
         (marker.parse().expect("thread count"), lines)
     };
     let (before, before_lines) = truth("before");
@@ -180,15 +161,15 @@ fn threads_follow_the_process_thread_count() {
 #[cfg(not(tokio_unstable))]
 #[test]
 fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
-    const NAME: &str = "without_tokio_unstable_the_fields_are_left_out_with_one_note";
-    if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(350));
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );
@@ -212,9 +193,9 @@ fn without_tokio_unstable_the_fields_are_left_out_with_one_note() {
 #[cfg(tokio_unstable)]
 #[test]
 fn local_queues_and_the_blocking_pool_are_right() {
-    const NAME: &str = "local_queues_and_the_blocking_pool_are_right";
-    if is_child(NAME) {
-        let rt = common::two_worker_runtime();
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(200));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -249,7 +230,7 @@ fn local_queues_and_the_blocking_pool_are_right() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50")],
         Duration::from_secs(30),
     );

@@ -3,11 +3,11 @@
 //! shows in `heap_alloc` and closes a growth cycle; `free_os_memory()` closes a forced one); the
 //! counts only `rdebug::Alloc` keeps are zero, and rdebug says so once, plainly.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{field, is_child, mem_line, run_child};
+use support::{Foreign, NO_ENV, check_memstats, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -15,42 +15,14 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const HOLD: usize = 64 << 20;
 const NOTE: &str = "rdebug: note: the global allocator is not rdebug::Alloc";
 
-fn check_memstats(stdout: &str) {
-    let before = mem_line(stdout, "before");
-    let during = mem_line(stdout, "during");
-    let after = mem_line(stdout, "after");
-    for l in [before, during, after] {
-        for key in ["mallocs", "frees", "total_alloc", "heap_objects"] {
-            assert_eq!(field(l, key), Some(0), "{key} is not counted here: {l}");
-        }
-    }
-    // What jemalloc knows is right: the 64 MiB held shows in the live heap (give or take the
-    // runtime's own MiB) and leaves after.
-    let f = |l, k| field(l, k).unwrap();
-    assert!(
-        f(during, "heap_alloc") + (1 << 20) >= f(before, "heap_alloc") + HOLD as u64,
-        "{before}\n{during}"
-    );
-    assert!(
-        f(after, "heap_alloc") + (HOLD as u64) / 2 <= f(during, "heap_alloc"),
-        "{during}\n{after}"
-    );
-    assert!(
-        f(during, "num_gc") >= 1,
-        "the growth closed no cycle: {during}"
-    );
-    assert_eq!(f(after, "num_forced_gc"), 1, "{after}");
-    assert!(f(after, "dirty") < (HOLD as u64) / 2, "not purged: {after}");
-}
-
 #[test]
 fn plain_jemalloc_with_the_trace_on() {
-    const NAME: &str = "plain_jemalloc_with_the_trace_on";
-    if is_child(NAME) {
-        return common::hold_and_report_memstats(HOLD);
+    let name = support::test_name!();
+    if is_child(name) {
+        return support::hold_and_report_memstats(HOLD);
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50,gctrace=1,gcpoll=10")],
         Duration::from_secs(60),
     );
@@ -90,18 +62,18 @@ fn plain_jemalloc_with_the_trace_on() {
         "{}",
         out.stderr
     );
-    check_memstats(&out.stdout);
+    check_memstats(&out.stdout, Foreign::Jemalloc, HOLD);
 }
 
 #[test]
 fn plain_jemalloc_memstats_without_a_trace() {
-    const NAME: &str = "plain_jemalloc_memstats_without_a_trace";
-    if is_child(NAME) {
-        return common::hold_and_report_memstats(HOLD);
+    let name = support::test_name!();
+    if is_child(name) {
+        return support::hold_and_report_memstats(HOLD);
     }
-    let out = run_child(NAME, &[], Duration::from_secs(60));
+    let out = run_child(name, NO_ENV, Duration::from_secs(60));
     out.assert_success();
     assert_eq!(out.lines_starting(NOTE).len(), 1, "{}", out.stderr);
     assert!(out.lines_starting("gc ").is_empty(), "{}", out.stderr);
-    check_memstats(&out.stdout);
+    check_memstats(&out.stdout, Foreign::Jemalloc, HOLD);
 }

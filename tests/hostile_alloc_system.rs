@@ -3,11 +3,11 @@
 //! (allocation counts, heap figures, allocator cycles) are zero, and rdebug says so once, plainly,
 //! whether the trace or `memstats()` asked first.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{field, is_child, mem_line, run_child};
+use support::{Foreign, NO_ENV, check_memstats, field, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: std::alloc::System = std::alloc::System;
@@ -15,38 +15,14 @@ static ALLOC: std::alloc::System = std::alloc::System;
 const HOLD: usize = 64 << 20;
 const NOTE: &str = "rdebug: note: the global allocator is neither rdebug::Alloc nor jemalloc";
 
-fn check_memstats(stdout: &str) {
-    let before = mem_line(stdout, "before");
-    let during = mem_line(stdout, "during");
-    let after = mem_line(stdout, "after");
-    for l in [before, during, after] {
-        for key in [
-            "mallocs",
-            "frees",
-            "total_alloc",
-            "heap_objects",
-            "heap_alloc",
-            "heap_sys",
-            "sys",
-            "num_gc",
-            "num_forced_gc",
-        ] {
-            assert_eq!(field(l, key), Some(0), "{key} cannot be known here: {l}");
-        }
-    }
-    // What can be had: the RSS, which must show the 64 MiB held.
-    let grew = field(during, "rss").unwrap() - field(before, "rss").unwrap();
-    assert!(grew >= (HOLD as u64) * 9 / 10, "rss grew by {grew} only");
-}
-
 #[test]
 fn system_allocator_with_the_trace_on() {
-    const NAME: &str = "system_allocator_with_the_trace_on";
-    if is_child(NAME) {
-        return common::hold_and_report_memstats(HOLD);
+    let name = support::test_name!();
+    if is_child(name) {
+        return support::hold_and_report_memstats(HOLD);
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", "schedtrace=50,gctrace=1,gcpoll=10")],
         Duration::from_secs(60),
     );
@@ -69,16 +45,16 @@ fn system_allocator_with_the_trace_on() {
         notes[0]
     );
     assert!(out.lines_starting("gc ").is_empty(), "{}", out.stderr);
-    check_memstats(&out.stdout);
+    check_memstats(&out.stdout, Foreign::System, HOLD);
 }
 
 #[test]
 fn system_allocator_memstats_without_a_trace() {
-    const NAME: &str = "system_allocator_memstats_without_a_trace";
-    if is_child(NAME) {
-        return common::hold_and_report_memstats(HOLD);
+    let name = support::test_name!();
+    if is_child(name) {
+        return support::hold_and_report_memstats(HOLD);
     }
-    let out = run_child(NAME, &[], Duration::from_secs(60));
+    let out = run_child(name, NO_ENV, Duration::from_secs(60));
     out.assert_success();
     assert_eq!(
         out.lines_starting(NOTE).len(),
@@ -87,5 +63,5 @@ fn system_allocator_memstats_without_a_trace() {
         out.stderr
     );
     assert!(out.lines_starting("SCHED").is_empty(), "{}", out.stderr);
-    check_memstats(&out.stdout);
+    check_memstats(&out.stdout, Foreign::System, HOLD);
 }

@@ -4,21 +4,18 @@
 //! Each value runs in a child process (the variable is process-wide); the children run in
 //! parallel. A property test then checks the parser itself.
 
-mod common;
-mod hostile_support;
+mod support;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::Duration;
 
-use common::is_child;
-use hostile_support::run_child_os;
 use proptest::prelude::*;
+use support::{is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
-const CHILD: &str = "rdebug_values_warn_once_per_bad_item_and_the_rest_applies";
 /// How long each child lets the reporter run.
 const RUN: Duration = Duration::from_millis(400);
 /// Longest warning line accepted as "cut to a sane length".
@@ -119,12 +116,9 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn rdebug_values_warn_once_per_bad_item_and_the_rest_applies() {
-    if is_child(CHILD) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(RUN);
         match rdebug::reporter() {
@@ -144,7 +138,7 @@ fn rdebug_values_warn_once_per_bad_item_and_the_rest_applies() {
     let outputs: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = cases
             .iter()
-            .map(|c| s.spawn(|| run_child_os(CHILD, &c.value, Duration::from_secs(60))))
+            .map(|c| s.spawn(|| run_child(name, &[("RDEBUG", &c.value)], Duration::from_secs(60))))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -197,16 +191,19 @@ fn rdebug_values_warn_once_per_bad_item_and_the_rest_applies() {
 /// The strict entry point names the first bad item and starts nothing.
 #[test]
 fn try_init_refuses_the_first_bad_item() {
-    const NAME: &str = "try_init_refuses_the_first_bad_item";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let err = rdebug::try_init().expect_err("bad items must be refused");
         println!("ERR {err}");
         println!("REPORTER {}", rdebug::reporter().is_some());
         return;
     }
-    let out = run_child_os(
-        NAME,
-        OsStr::from_bytes(b"schedtrace=50,gctrace=9,format=xml"),
+    let out = run_child(
+        name,
+        &[(
+            "RDEBUG",
+            OsStr::from_bytes(b"schedtrace=50,gctrace=9,format=xml"),
+        )],
         Duration::from_secs(30),
     );
     out.assert_success();

@@ -7,13 +7,11 @@
 //! `schedtrace=100000` makes the reporter print its 0 ms line and then nothing for 100 s, so any
 //! other SCHED line comes from the hook.
 
-mod common;
-mod hostile_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{child_command, collect};
-use common::{field, is_child, run_child};
+use support::{child_command, collect, field, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -36,10 +34,10 @@ fn message(info: &std::panic::PanicHookInfo<'_>) -> &'static str {
 
 #[test]
 fn a_fatal_panic_prints_a_last_sched_line_and_every_hook_runs() {
-    const NAME: &str = "a_fatal_panic_prints_a_last_sched_line_and_every_hook_runs";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         std::panic::set_hook(Box::new(|info| eprintln!("HOOK before: {}", message(info))));
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         // Three tasks that never finish: the last line must show them.
         for _ in 0..3 {
@@ -53,7 +51,7 @@ fn a_fatal_panic_prints_a_last_sched_line_and_every_hook_runs() {
         std::thread::sleep(Duration::from_millis(300));
         panic!("boom");
     }
-    let out = run_child(NAME, &[("RDEBUG", RDEBUG)], Duration::from_secs(60));
+    let out = run_child(name, &[("RDEBUG", RDEBUG)], Duration::from_secs(60));
     assert!(
         !out.status.success(),
         "the child was meant to die\n{}",
@@ -88,10 +86,10 @@ fn a_fatal_panic_prints_a_last_sched_line_and_every_hook_runs() {
 
 #[test]
 fn a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on() {
-    const NAME: &str = "a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         std::panic::set_hook(Box::new(|_| eprintln!("HOOK program")));
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async {
             rdebug::init();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -106,7 +104,7 @@ fn a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on() {
         println!("WENT ON");
         return;
     }
-    let out = run_child(NAME, &[("RDEBUG", RDEBUG)], Duration::from_secs(60));
+    let out = run_child(name, &[("RDEBUG", RDEBUG)], Duration::from_secs(60));
     out.assert_success();
     assert!(out.stdout.contains("WENT ON"), "{}", out.stdout);
     assert_eq!(
@@ -135,12 +133,12 @@ fn a_panic_caught_by_a_tokio_task_prints_its_line_and_the_program_goes_on() {
 /// that panics must finish at once: rdebug's hook drops its line rather than wait.
 #[test]
 fn the_hook_never_blocks_on_a_full_stderr() {
-    const NAME: &str = "the_hook_never_blocks_on_a_full_stderr";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         std::panic::set_hook(Box::new(|_| {}));
-        let rt = common::two_worker_runtime();
+        let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
-        common::fill_stderr_pipe();
+        support::fill_stderr_pipe();
         let t = Instant::now();
         let r = std::thread::spawn(|| panic!("in a full pipe")).join();
         println!(
@@ -150,7 +148,7 @@ fn the_hook_never_blocks_on_a_full_stderr() {
         );
         return;
     }
-    let mut cmd = child_command(NAME);
+    let mut cmd = child_command(name);
     cmd.env("RDEBUG", RDEBUG);
     let mut child = cmd.spawn().expect("spawn");
     // Keep stderr open but never read it: take the pipe and only drop it at the end.

@@ -3,34 +3,16 @@
 //! (dropped, `shutdown_background`) while the reporter runs, and many short-lived watched
 //! runtimes (rdebug's memory for them stays bounded).
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{field, is_child, run_child};
+use support::{field, is_child, phase_of, run_child, runtime_of};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 const PERIOD_MS: u64 = 20;
-
-/// SCHED lines of runtime `label` (`None`: the unlabelled main one) between `PHASE <from>` and
-/// the next `PHASE` line.
-fn phase<'a>(stderr: &'a str, from: &str, label: Option<&str>) -> Vec<&'a str> {
-    let marker = format!("PHASE {from}");
-    stderr
-        .lines()
-        .skip_while(|l| *l != marker)
-        .skip(1)
-        .take_while(|l| !l.starts_with("PHASE "))
-        .filter(|l| l.starts_with("SCHED ") && runtime_of(l) == label)
-        .collect()
-}
-
-fn runtime_of(line: &str) -> Option<&str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("runtime="))
-}
 
 fn spin(d: Duration) {
     let t = Instant::now();
@@ -41,13 +23,9 @@ fn spin(d: Duration) {
 
 #[test]
 fn runtimes_come_and_go_while_the_reporter_runs() {
-    const NAME: &str = "runtimes_come_and_go_while_the_reporter_runs";
-    if is_child(NAME) {
-        let main_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+    let name = support::test_name!();
+    if is_child(name) {
+        let main_rt = support::two_worker_runtime();
         main_rt.block_on(async { rdebug::init() });
         // Built after init(), watched later.
         let b = tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +67,7 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
         return;
     }
     let out = run_child(
-        NAME,
+        name,
         &[("RDEBUG", &format!("schedtrace={PERIOD_MS}"))],
         Duration::from_secs(60),
     );
@@ -104,8 +82,8 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
     };
 
     // current_thread: idle while its block_on waits, busy while it runs.
-    let idle = phase(err, "c-idle", Some("c"));
-    let busy = phase(err, "c-busy", Some("c"));
+    let idle = phase_of(err, "c-idle", Some("c"));
+    let busy = phase_of(err, "c-busy", Some("c"));
     assert!(
         idle.len() >= 10,
         "{} lines for c while idle\n{err}",
@@ -130,12 +108,12 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
 
     // b and d: lines while alive, at most one in flight after their shutdown, and one note.
     for (rt, down) in [("b", "b-down"), ("d", "d-down")] {
-        let before = phase(err, "c-idle", Some(rt));
+        let before = phase_of(err, "c-idle", Some(rt));
         assert!(before.len() >= 10, "{} lines for {rt}\n{err}", before.len());
         let after: usize = [down, "d-down", "end"]
             .iter()
             .skip(usize::from(rt == "d"))
-            .map(|p| phase(err, p, Some(rt)).len())
+            .map(|p| phase_of(err, p, Some(rt)).len())
             .sum();
         assert!(
             after <= 1,
@@ -152,7 +130,7 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
 
     // The main runtime goes on through everything.
     for p in ["c-idle", "c-busy", "b-down", "d-down"] {
-        let n = phase(err, p, None).len();
+        let n = phase_of(err, p, None).len();
         assert!(n >= 8, "{n} main lines in phase {p}\n{err}");
     }
     assert!(
@@ -166,8 +144,8 @@ fn runtimes_come_and_go_while_the_reporter_runs() {
 /// printing: watching 500 short-lived runtimes must not keep them (or their drivers) alive.
 #[test]
 fn many_short_lived_watched_runtimes_stay_bounded() {
-    const NAME: &str = "many_short_lived_watched_runtimes_stay_bounded";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         let make = || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -194,7 +172,7 @@ fn many_short_lived_watched_runtimes_stay_bounded() {
         } else {
             &[("RDEBUG", rdebug)]
         };
-        let out = run_child(NAME, env, Duration::from_secs(60));
+        let out = run_child(name, env, Duration::from_secs(60));
         out.assert_success();
         let line = out
             .stdout

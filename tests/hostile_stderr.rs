@@ -11,8 +11,7 @@
 //! `/proc/<pid>/task/*/syscall`), that the reporter kept ticking, and that the child's live heap
 //! stayed flat.
 
-mod common;
-mod hostile_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -22,21 +21,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::is_child;
-use common::{child_command, wait};
-use hostile_support::{expect_line, load, num, server, stdout_lines};
+use support::{child_command, expect_line, is_child, load, num, server, stdout_lines, wait};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
-const CHILD: &str = "stderr_server_child";
 const TRACE: &str = "schedtrace=1,scheddetail=1,gctrace=2,gcpoll=1,bogus=1";
 const LOAD_FOR: Duration = Duration::from_millis(2500);
 
 /// The child: an axum server with the trace on, reporting on stdout.
 #[test]
 fn stderr_server_child() {
-    if !is_child(CHILD) {
+    if !is_child(support::test_name!()) {
         return;
     }
     let scenario = std::env::var("HOSTILE_STDERR").unwrap_or_default();
@@ -45,7 +41,7 @@ fn stderr_server_child() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     if scenario == "full" {
-        common::fill_stderr_pipe();
+        support::fill_stderr_pipe();
     }
     let started = Instant::now();
     std::thread::spawn(move || {
@@ -60,11 +56,7 @@ fn stderr_server_child() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::two_worker_runtime();
     rt.block_on(async {
         let t = Instant::now();
         rdebug::init();
@@ -172,7 +164,7 @@ fn blocked_on_stderr(pid: u32, target: &str) -> Vec<String> {
 }
 
 fn run(scenario: &'static str) -> Run {
-    let mut cmd = child_command(CHILD);
+    let mut cmd = child_command(support::test_name!(stderr_server_child));
     cmd.env("RDEBUG", TRACE).env("HOSTILE_STDERR", scenario);
     match scenario {
         "closed" => {
@@ -249,6 +241,7 @@ fn run(scenario: &'static str) -> Run {
     let status = wait(&mut child, Duration::from_secs(30));
     drop(stderr);
     stdout.extend(lines.iter());
+    support::assert_ran(&stdout.join("\n"));
     Run {
         scenario,
         load: summary,

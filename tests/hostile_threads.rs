@@ -8,7 +8,7 @@
 //! allocations left out measures what spawning and joining cost; the difference must be exactly
 //! `THREADS * (BOXES + 1)` allocations and frees of `THREADS * (BOXES + 1) * SIZE` bytes.
 
-mod common;
+mod support;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use common::{is_child, run_child};
+use support::{NO_ENV, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -97,8 +97,8 @@ fn churn(
 
 #[test]
 fn ten_thousand_short_lived_threads_are_counted_exactly() {
-    const NAME: &str = "ten_thousand_short_lived_threads_are_counted_exactly";
-    if is_child(NAME) {
+    let name = support::test_name!();
+    if is_child(name) {
         // Warm up: the first reads set up rdebug's own state.
         let _ = (totals(), totals());
         // Room for the handles, so the churn itself allocates the same in both runs.
@@ -208,7 +208,7 @@ fn ten_thousand_short_lived_threads_are_counted_exactly() {
         );
         return;
     }
-    let out = run_child(NAME, &[], Duration::from_secs(120));
+    let out = run_child(name, NO_ENV, Duration::from_secs(120));
     print!("{}", out.stdout);
     out.assert_success();
     assert!(out.stdout.contains("RESULT "), "{}", out.stdout);
