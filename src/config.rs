@@ -5,6 +5,8 @@
 //! the first one (the strict path of [`try_init`](crate::try_init)). A [`Config`] cannot hold a
 //! value `RDEBUG` would refuse: its fields are private and its setters validate.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
@@ -50,6 +52,10 @@ pub struct Config {
     gcpercent: Option<u64>,
     gcpoll_ms: u64,
     format: Format,
+    http: Option<SocketAddr>,
+    cpuprofile: Option<PathBuf>,
+    memprofile: Option<PathBuf>,
+    memprofilerate: u64,
 }
 
 impl Default for Config {
@@ -61,12 +67,20 @@ impl Default for Config {
             gcpercent: Some(100),
             gcpoll_ms: 100,
             format: Format::Text,
+            http: None,
+            cpuprofile: None,
+            memprofile: None,
+            memprofilerate: DEFAULT_MEMPROFILERATE,
         }
     }
 }
 
 /// Longest `schedtrace` / `gcpoll` period accepted: one day.
 pub(crate) const MAX_PERIOD_MS: u64 = 86_400_000;
+/// Go's default heap sampling rate: one sample per 512 KiB allocated on average.
+pub(crate) const DEFAULT_MEMPROFILERATE: u64 = 512 * 1024;
+/// Largest `memprofilerate` accepted: 1 TiB.
+pub(crate) const MAX_MEMPROFILERATE: u64 = 1 << 40;
 /// Largest `gcpercent` accepted.
 pub(crate) const MAX_GCPERCENT: u64 = 1_000_000;
 /// Longest item quoted back in a message.
@@ -101,7 +115,8 @@ fn problem(item: &str, expected: impl Into<String>) -> ConfigError {
     }
 }
 
-const KEYS: &str = "schedtrace, scheddetail, gctrace, gcpercent, gcpoll, format";
+const KEYS: &str = "schedtrace, scheddetail, gctrace, gcpercent, gcpoll, format, http, \
+                    cpuprofile, memprofile, memprofilerate";
 
 impl Config {
     /// Parses an `RDEBUG` string leniently: every usable item applies, and each one that is not
@@ -158,26 +173,49 @@ impl Config {
         };
         let (key, value) = (key.trim(), value.trim());
         // The setters validate the range; what they refuse is reported with the whole item.
-        let result = match key {
-            "schedtrace" => whole(value).and_then(|v| self.set_schedtrace_ms(v).ok()),
-            "gcpoll" => whole(value).and_then(|v| self.set_gcpoll_ms(v).ok()),
-            "scheddetail" => matches!(value, "0" | "1").then(|| self.set_scheddetail(value == "1")),
+        let ok = match key {
+            "schedtrace" => whole(value).is_some_and(|v| self.set_schedtrace_ms(v).is_ok()),
+            "gcpoll" => whole(value).is_some_and(|v| self.set_gcpoll_ms(v).is_ok()),
+            "scheddetail" => {
+                let ok = matches!(value, "0" | "1");
+                if ok {
+                    self.set_scheddetail(value == "1");
+                }
+                ok
+            }
             "gctrace" => whole(value)
                 .filter(|_| value.len() == 1)
                 .and_then(|v| u8::try_from(v).ok())
-                .and_then(|v| self.set_gctrace(v).ok()),
-            "gcpercent" if value == "off" => self.set_gcpercent(None).ok(),
-            "gcpercent" => whole(value).and_then(|v| self.set_gcpercent(Some(v)).ok()),
+                .is_some_and(|v| self.set_gctrace(v).is_ok()),
+            "gcpercent" if value == "off" => self.set_gcpercent(None).is_ok(),
+            "gcpercent" => whole(value).is_some_and(|v| self.set_gcpercent(Some(v)).is_ok()),
             "format" => match value {
-                "text" => Some(self.set_format(Format::Text)),
-                "json" => Some(self.set_format(Format::Json)),
-                _ => None,
+                "text" | "json" => {
+                    let json = value == "json";
+                    self.set_format(if json { Format::Json } else { Format::Text });
+                    true
+                }
+                _ => false,
             },
+            "http" | "cpuprofile" | "memprofile" | "memprofilerate"
+                if !feature_compiled_in(key) =>
+            {
+                return Err(problem(item, missing_feature(key)));
+            }
+            "http" => parse_addr(value).map(|a| self.http = Some(a)).is_some(),
+            "cpuprofile" => (!value.is_empty())
+                .then(|| self.cpuprofile = Some(value.into()))
+                .is_some(),
+            "memprofile" => (!value.is_empty())
+                .then(|| self.memprofile = Some(value.into()))
+                .is_some(),
+            "memprofilerate" => whole(value).is_some_and(|v| self.set_memprofilerate(v).is_ok()),
             _ => return Err(problem(item, format!("unknown key (keys: {KEYS})"))),
         };
-        match result {
-            Some(_) => Ok(()),
-            None => Err(problem(item, expected(key))),
+        if ok {
+            Ok(())
+        } else {
+            Err(problem(item, expected(key)))
         }
     }
 
@@ -254,6 +292,73 @@ impl Config {
     /// ```
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// `http=ADDR`: where the debug server listens (feature `http`); `None` when off.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().http(), None);
+    /// ```
+    pub fn http(&self) -> Option<std::net::SocketAddr> {
+        self.http
+    }
+
+    /// `cpuprofile=FILE`: a CPU profile of the whole run is written there at normal exit
+    /// (feature `pprof`).
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().cpuprofile(), None);
+    /// ```
+    pub fn cpuprofile(&self) -> Option<&std::path::Path> {
+        self.cpuprofile.as_deref()
+    }
+
+    /// `memprofile=FILE`: a heap profile is written there at normal exit (feature `pprof`).
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().memprofile(), None);
+    /// ```
+    pub fn memprofile(&self) -> Option<&std::path::Path> {
+        self.memprofile.as_deref()
+    }
+
+    /// `memprofilerate=N`: heap sampling, one sample per N bytes allocated on average (Go's
+    /// `runtime.MemProfileRate`); 0 turns sampling off. Default 524288.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().memprofilerate(), 524288);
+    /// ```
+    pub fn memprofilerate(&self) -> u64 {
+        self.memprofilerate
+    }
+
+    /// Whether anything needs starting: a trace, the debug server or a whole-run profile.
+    pub(crate) fn any_service(&self) -> bool {
+        self.any_trace() || self.http.is_some() || self.cpuprofile.is_some()
+    }
+
+    /// Sets `http`: where the debug server listens, or `None` for off.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_http(Some("127.0.0.1:6060".parse().unwrap()));
+    /// assert_eq!(cfg.http().unwrap().port(), 6060);
+    /// ```
+    pub fn set_http(&mut self, addr: Option<std::net::SocketAddr>) -> &mut Self {
+        self.http = addr;
+        self
+    }
+
+    /// Sets `memprofilerate`: 0 (off) to 2^40 bytes; anything else is refused and nothing changes.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_memprofilerate(4096).unwrap();
+    /// assert!(cfg.set_memprofilerate(u64::MAX).is_err());
+    /// ```
+    pub fn set_memprofilerate(&mut self, bytes: u64) -> Result<&mut Self, ConfigError> {
+        self.memprofilerate = in_range("memprofilerate", bytes, 0, MAX_MEMPROFILERATE)?;
+        Ok(self)
     }
 
     /// Sets `schedtrace`: 0 (off) to one day (86,400,000 ms); anything else is refused and nothing
@@ -350,6 +455,13 @@ fn expected(key: &str) -> String {
         "gctrace" => "expected 0, 1 or 2".into(),
         "gcpercent" => format!("expected a percent from 0 to {MAX_GCPERCENT}, or off"),
         "format" => "expected text or json".into(),
+        "http" => "expected an address to listen on: 127.0.0.1:6060, [::1]:6060, localhost:6060 \
+                   or :6060 (loopback)"
+            .into(),
+        "cpuprofile" | "memprofile" => "expected a file name".into(),
+        "memprofilerate" => {
+            format!("expected bytes per sample from 0 (off) to {MAX_MEMPROFILERATE}")
+        }
         _ => format!("unknown key (keys: {KEYS})"),
     }
 }
@@ -361,6 +473,39 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigErro
     } else {
         Err(problem(&format!("{key}={value}"), expected(key)))
     }
+}
+
+/// The Cargo feature a key needs, and whether it is compiled in.
+fn feature_compiled_in(key: &str) -> bool {
+    match key {
+        "http" => cfg!(feature = "http"),
+        _ => cfg!(feature = "pprof"),
+    }
+}
+
+/// The warning for a key whose Cargo feature is not compiled in.
+fn missing_feature(key: &str) -> String {
+    let feature = if key == "http" { "http" } else { "pprof" };
+    format!(
+        "needs rdebug's `{feature}` Cargo feature, which this program was built without \
+         (rdebug = {{ features = [\"{feature}\"] }})"
+    )
+}
+
+/// A listening address: `ip:port`, `[v6]:port`, `localhost:port`, or `:port` (loopback, as Go's
+/// `:6060` would be everywhere: rdebug binds loopback unless told otherwise).
+fn parse_addr(value: &str) -> Option<SocketAddr> {
+    if let Some(port) = value.strip_prefix(':') {
+        return Some(SocketAddr::from((Ipv4Addr::LOCALHOST, whole_port(port)?)));
+    }
+    if let Some(port) = value.strip_prefix("localhost:") {
+        return Some(SocketAddr::from((Ipv4Addr::LOCALHOST, whole_port(port)?)));
+    }
+    value.parse().ok()
+}
+
+fn whole_port(port: &str) -> Option<u16> {
+    whole(port).and_then(|p| u16::try_from(p).ok())
 }
 
 /// A whole decimal number: digits only (no sign, no spaces), no overflow.
@@ -443,6 +588,44 @@ mod tests {
         assert!(problems[0].to_string().chars().count() < 200);
         let (_, problems) = Config::parse("ключ=\u{7}1");
         assert_eq!(problems[0].item, "ключ=\\u{7}1");
+    }
+
+    #[test]
+    fn http_addresses_default_to_loopback() {
+        let parse = |v: &str| parse_addr(v).map(|a| a.to_string());
+        assert_eq!(parse(":6060").as_deref(), Some("127.0.0.1:6060"));
+        assert_eq!(parse("localhost:6060").as_deref(), Some("127.0.0.1:6060"));
+        assert_eq!(parse("0.0.0.0:80").as_deref(), Some("0.0.0.0:80"));
+        assert_eq!(parse("[::1]:6060").as_deref(), Some("[::1]:6060"));
+        for bad in [
+            "",
+            ":",
+            ":99999",
+            "6060",
+            "example.com:80",
+            ":-1",
+            "1.2.3.4",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        let (cfg, problems) = Config::parse("http=:6060,cpuprofile=cpu.pb.gz,memprofilerate=0");
+        if cfg!(feature = "pprof") {
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(cfg.http().map(|a| a.port()), Some(6060));
+            assert_eq!(cfg.memprofilerate(), 0);
+        } else if cfg!(feature = "http") {
+            assert_eq!(problems.len(), 2, "{problems:?}");
+        } else {
+            assert_eq!(problems.len(), 3, "{problems:?}");
+            assert!(
+                problems[0].expected.contains("`http` Cargo feature"),
+                "{problems:?}"
+            );
+            assert!(
+                problems[1].expected.contains("`pprof` Cargo feature"),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]
