@@ -115,8 +115,9 @@ fn problem(item: &str, expected: impl Into<String>) -> ConfigError {
     }
 }
 
-const KEYS: &str = "schedtrace, scheddetail, gctrace, gcpercent, gcpoll, format, http, \
-                    cpuprofile, memprofile, memprofilerate";
+/// The keys, as warnings list them (short enough that a warning line stays under 200 characters).
+const KEYS: &str =
+    "schedtrace scheddetail gctrace gcpercent gcpoll format http cpuprofile memprofile[rate]";
 
 impl Config {
     /// Parses an `RDEBUG` string leniently: every usable item applies, and each one that is not
@@ -169,7 +170,7 @@ impl Config {
 
     fn apply_item(&mut self, item: &str) -> Result<(), ConfigError> {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(problem(item, format!("expected key=value (keys: {KEYS})")));
+            return Err(problem(item, "expected key=value, e.g. schedtrace=1000"));
         };
         let (key, value) = (key.trim(), value.trim());
         // The setters validate the range; what they refuse is reported with the whole item.
@@ -224,9 +225,12 @@ impl Config {
         (self.schedtrace_ms > 0).then(|| Duration::from_millis(self.schedtrace_ms))
     }
 
-    /// The allocator sampling period, or `None` when gctrace is off.
+    /// The allocator sampling period, or `None` when no trace is on. The reporter samples the
+    /// allocator whenever it runs, so cycles (`num_gc`) are counted the same with `gctrace` on or
+    /// off; `gctrace` only decides whether they are printed.
     pub(crate) fn gc_period(&self) -> Option<Duration> {
-        (self.gctrace > 0).then(|| Duration::from_millis(self.gcpoll_ms.max(1)))
+        self.any_trace()
+            .then(|| Duration::from_millis(self.gcpoll_ms.max(1)))
     }
 
     /// Whether any trace is on (a reporter thread has work).
@@ -333,6 +337,7 @@ impl Config {
     }
 
     /// Whether anything needs starting: a trace, the debug server or a whole-run profile.
+    #[allow(dead_code)] // for the debug server and whole-run profiles, coming next
     pub(crate) fn any_service(&self) -> bool {
         self.any_trace() || self.http.is_some() || self.cpuprofile.is_some()
     }
@@ -486,10 +491,7 @@ fn feature_compiled_in(key: &str) -> bool {
 /// The warning for a key whose Cargo feature is not compiled in.
 fn missing_feature(key: &str) -> String {
     let feature = if key == "http" { "http" } else { "pprof" };
-    format!(
-        "needs rdebug's `{feature}` Cargo feature, which this program was built without \
-         (rdebug = {{ features = [\"{feature}\"] }})"
-    )
+    format!("needs rdebug's `{feature}` Cargo feature: rdebug = {{ features = [\"{feature}\"] }}")
 }
 
 /// A listening address: `ip:port`, `[v6]:port`, `localhost:port`, or `:port` (loopback, as Go's

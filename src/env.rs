@@ -2,6 +2,7 @@
 //! refuse it, strictly), and start the one process-wide reporter.
 
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
@@ -50,10 +51,20 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     if !config.any_trace() {
         return Ok(());
     }
+    let schedtrace = config.schedtrace_ms() > 0;
     let reporter = Builder::new().config_from(config).start()?;
     let _ = GLOBAL.set(reporter);
     if let Some(r) = GLOBAL.get() {
         panic_hook::install(r);
+        flush_at_exit();
+    }
+    if schedtrace && runtimes::watched().is_empty() {
+        stderr::note(
+            "warning",
+            "schedtrace is on but no tokio runtime is watched: rdebug::init() was called outside \
+             a runtime; call it inside one (in #[tokio::main]) or call rdebug::watch(&handle); \
+             SCHED lines start once a runtime is watched",
+        );
     }
     Ok(())
 }
@@ -111,6 +122,32 @@ fn warn(format: Format, problems: &[ConfigError]) {
         let message = format!("{more} more unusable RDEBUG items, ignoring them");
         trace::note(&mut line, format, "warning", &message);
         sink.line(&line);
+    }
+}
+
+/// How long a flush waits for the reporter thread.
+const FLUSH_WAIT: Duration = Duration::from_millis(100);
+
+/// Has the reporter started from `RDEBUG` write what is pending now (bounded wait).
+pub(crate) fn flush_reporter() {
+    if let Some(r) = GLOBAL.get() {
+        r.flush_now(FLUSH_WAIT);
+    }
+}
+
+/// Registers, once, a flush of the reporter at normal process exit (`exit`, or returning from
+/// `main`), so the last cycle's `gc` line of a short program is not lost.
+fn flush_at_exit() {
+    #[cfg(unix)]
+    {
+        extern "C" fn at_exit() {
+            flush_reporter();
+        }
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: `at_exit` is a plain function that never unwinds (it blocks at most FLUSH_WAIT).
+        REGISTERED.call_once(|| unsafe {
+            libc::atexit(at_exit);
+        });
     }
 }
 

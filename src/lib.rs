@@ -127,9 +127,7 @@ use tokio::runtime::Handle;
 pub use alloc::{Alloc, AllocCounters, alloc_counters};
 pub use config::{Config, Format};
 pub use error::{ConfigError, Error};
-pub use stats::{
-    GcCycle, MemStats, SchedStats, WorkerStats, free_os_memory, memstats, sched_stats,
-};
+pub use stats::{GcCycle, MemStats, SchedStats, WorkerStats, memstats, sched_stats};
 #[cfg(feature = "_bench")]
 #[doc(hidden)]
 pub use trace::TickForBench;
@@ -164,6 +162,29 @@ pub fn init() {
 /// ```
 pub fn try_init() -> Result<(), Error> {
     env::start_from_env(true)
+}
+
+/// Returns all free memory to the OS now, as Go's `debug.FreeOSMemory`: purges every jemalloc
+/// arena (dirty and muzzy pages), and records a forced cycle (a `gc` line ending in `(forced)`).
+///
+/// It blocks the calling thread for the purge (~10–20 ms per 100 MB of freed pages), and that time
+/// is added to [`MemStats::pause_total_ns`]. With `gctrace` on (the reporter [`init`] started), the
+/// cycle's `gc` line is written before it returns (it waits at most 100 ms for the reporter), so a
+/// program that exits right after still shows it. Does nothing when jemalloc is not the allocator.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// drop(vec![1u8; 32 << 20]);
+/// rdebug::free_os_memory();
+/// let m = rdebug::memstats();
+/// assert!(m.num_forced_gc >= 1);
+/// assert!(m.dirty < 32 << 20);
+/// ```
+pub fn free_os_memory() {
+    stats::free_os_memory();
+    env::flush_reporter();
 }
 
 /// The reporter [`init`] or [`try_init`] started, to change its settings or read its stats.

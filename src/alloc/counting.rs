@@ -1,9 +1,10 @@
 //! [`Alloc`]: jemalloc plus the per-thread counters of [`slots`](super::slots).
 //!
-//! The fast path, taken by all calls but about 1 in 256, is one thread-local countdown (which also
-//! says the thread has a slot) and two adds to the thread's slot around jemalloc's own call. The
-//! thread's first call, its sampled (timed) calls and calls made without a slot go through an
-//! out-of-line slow path. What an alloc+free pair costs, and what was tried to make it cheaper, is
+//! The fast path is one thread-local load (the thread's slot, which also says the thread is set
+//! up), one thread-local flag set around jemalloc's own call (so the CPU-time sampler can tell a
+//! thread interrupted inside the allocator, see [`cpu_sampler`](super::cpu_sampler)), and two adds
+//! to the thread's slot. Nothing is timed on the allocation path. The thread's first call and
+//! calls made without a slot go through an out-of-line slow path. What an alloc+free pair costs is
 //! in `BENCHMARKS.md`.
 //!
 //! A call made while the thread's slot is being set up, or after its thread-local storage was torn
@@ -12,8 +13,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering::*, compiler_fence};
 
 use tikv_jemallocator::Jemalloc;
 
@@ -22,10 +22,10 @@ use super::slots::{FALLBACK, Slot, acquire_slot, add_owned};
 /// jemalloc with the counters rdebug needs; install it as the global allocator.
 ///
 /// It forwards every call to [`tikv_jemallocator::Jemalloc`] and adds, per thread and without any
-/// shared atomic on the hot path: bytes and calls allocated and freed, and a sampled estimate of
-/// the CPU time spent inside allocator calls (a random ~1 in 256 calls is timed with the monotonic
-/// clock, the clock's own cost is calibrated out, and the time is scaled up by the number of calls
-/// the sample stands for).
+/// shared atomic on the hot path, bytes and calls allocated and freed. It also marks, in a
+/// thread-local flag, when a thread is inside an allocator call: the allocator's CPU time is
+/// measured by sampling on CPU time (`SIGPROF` from a process CPU-time timer) and counting the
+/// samples that land inside the allocator, not by timing calls.
 ///
 /// ```
 /// #[global_allocator]
@@ -56,12 +56,13 @@ impl Alloc {
 unsafe impl GlobalAlloc for Alloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(s) = fast_slot() else {
+        let Some((s, l)) = enter() else {
             // SAFETY: forwarded with the caller's guarantees.
             return unsafe { self.alloc_slow(layout, false) };
         };
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.alloc(layout) };
+        leave(l);
         if !p.is_null() {
             s.add_alloc(layout.size());
         }
@@ -70,12 +71,13 @@ unsafe impl GlobalAlloc for Alloc {
 
     #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some(s) = fast_slot() else {
+        let Some((s, l)) = enter() else {
             // SAFETY: forwarded with the caller's guarantees.
             return unsafe { self.alloc_slow(layout, true) };
         };
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
+        leave(l);
         if !p.is_null() {
             s.add_alloc(layout.size());
         }
@@ -84,12 +86,12 @@ unsafe impl GlobalAlloc for Alloc {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match fast_slot() {
-            Some(s) => {
-                // A free cannot fail: counting it first lets jemalloc's call be the last one.
+        match enter() {
+            Some((s, l)) => {
                 s.add_free(layout.size());
                 // SAFETY: forwarded with the caller's guarantees.
-                unsafe { self.inner.dealloc(ptr, layout) }
+                unsafe { self.inner.dealloc(ptr, layout) };
+                leave(l);
             }
             // SAFETY: forwarded with the caller's guarantees.
             None => unsafe { self.dealloc_slow(ptr, layout) },
@@ -98,12 +100,13 @@ unsafe impl GlobalAlloc for Alloc {
 
     #[inline(always)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let Some(s) = fast_slot() else {
+        let Some((s, l)) = enter() else {
             // SAFETY: forwarded with the caller's guarantees.
             return unsafe { self.realloc_slow(ptr, layout, new_size) };
         };
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        leave(l);
         if !p.is_null() {
             // A reallocation is counted as what it is: the old block freed, a new one allocated.
             s.add_free(layout.size());
@@ -113,14 +116,14 @@ unsafe impl GlobalAlloc for Alloc {
     }
 }
 
-/// The slow paths: a thread's first call, a sampled (timed) call, and calls made while the thread
-/// has no slot of its own (being set up, or torn down). Kept out of line so the fast path stays a
-/// few instructions around jemalloc's own call.
+/// The slow paths: a thread's first call, and calls made while the thread has no slot of its own
+/// (being set up, or torn down). Kept out of line so the fast path stays a few instructions
+/// around jemalloc's own call.
 impl Alloc {
     #[cold]
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let started = slow_start();
+        let l = slow_enter();
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe {
             if zeroed {
@@ -129,7 +132,7 @@ impl Alloc {
                 self.inner.alloc(layout)
             }
         };
-        sample_end(started);
+        slow_leave(l);
         if !p.is_null() {
             count_alloc(layout.size());
         }
@@ -139,20 +142,20 @@ impl Alloc {
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
-        let started = slow_start();
+        let l = slow_enter();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.dealloc(ptr, layout) };
-        sample_end(started);
+        slow_leave(l);
         count_free(layout.size());
     }
 
     #[cold]
     #[inline(never)]
     unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let started = slow_start();
+        let l = slow_enter();
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        sample_end(started);
+        slow_leave(l);
         if !p.is_null() {
             count_realloc(layout.size(), new_size);
         }
@@ -174,41 +177,38 @@ pub(crate) fn this_thread_counters() -> (u64, u64) {
     })
 }
 
-/// Cost of one `Instant::now()` pair in ns, measured once; `u64::MAX` until then.
-static CLOCK_COST_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Whether the calling thread is inside a call to [`Alloc`] right now. Async-signal-safe: one
+/// read of a `const`-initialised thread-local without a destructor; the CPU-time sampler's
+/// signal handler calls it on the interrupted thread.
+#[inline]
+pub(crate) fn in_allocator() -> bool {
+    LOCAL.try_with(|l| l.inside.get()).unwrap_or(false)
+}
 
 const STATE_NEW: u8 = 0;
 const STATE_SETTING_UP: u8 = 1;
 const STATE_READY: u8 = 2;
 const STATE_GONE: u8 = 3;
 
-/// Mean number of allocator calls between two timed ones.
-const SAMPLE_MEAN: u32 = 256;
-
 /// Per-thread state. `const`-initialised and without `Drop`, so reaching it never allocates and
-/// never registers a destructor, and it stays readable while the thread is being torn down.
+/// never registers a destructor, and it stays readable while the thread is being torn down (and
+/// from a signal handler).
 ///
-/// One countdown gates the fast path: above 1, the call is neither timed nor the thread's first,
-/// and `slot` is set. It starts at 0 (so the first call sets the thread up), is set above 1 only
-/// once the slot is ready, and back to 0 when the thread hands its slot back.
+/// `slot` gates the fast path: it is null until the thread's first call sets the thread up, and
+/// null again once the thread hands its slot back at exit.
 struct Local {
-    /// Calls left until the next timed one (0 while the thread has no slot of its own).
-    countdown: Cell<u32>,
     slot: Cell<*const Slot>,
     state: Cell<u8>,
-    /// Calls the next sample stands for.
-    period: Cell<u32>,
-    rng: Cell<u32>,
+    /// Inside an allocator call now (read by the CPU-time sampler's signal handler).
+    inside: Cell<bool>,
 }
 
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            countdown: Cell::new(0),
             slot: Cell::new(ptr::null()),
             state: Cell::new(STATE_NEW),
-            period: Cell::new(SAMPLE_MEAN),
-            rng: Cell::new(0),
+            inside: Cell::new(false),
         }
     };
     /// Its destructor hands the slot back when the thread exits.
@@ -221,7 +221,6 @@ impl Drop for ReleaseOnExit {
     fn drop(&mut self) {
         let _ = LOCAL.try_with(|l| {
             // Later calls on this thread take the slow path and count in the fallback slot.
-            l.countdown.set(0);
             let p = l.slot.replace(ptr::null());
             l.state.set(STATE_GONE);
             if !p.is_null() {
@@ -232,63 +231,66 @@ impl Drop for ReleaseOnExit {
     }
 }
 
-/// The fast path: this thread's slot, with the sampling countdown moved on; `None` when the call
-/// must take the slow path (timed, the thread's first, or the thread has no slot of its own).
+/// The fast path's start: this thread's slot, with the thread marked inside the allocator; `None`
+/// when the call must take the slow path (the thread's first call, or no slot of its own).
 #[inline(always)]
-fn fast_slot() -> Option<&'static Slot> {
+fn enter() -> Option<(&'static Slot, *const Local)> {
     LOCAL
         .try_with(|l| {
-            let c = l.countdown.get();
-            if c > 1 {
-                l.countdown.set(c - 1);
-                let p = l.slot.get();
-                // SAFETY: a countdown above 1 means the slot is set (see `Local`); slots are
-                // never freed, and only this thread writes this one.
-                unsafe {
-                    std::hint::assert_unchecked(!p.is_null());
-                    Some(&*p)
-                }
-            } else {
-                None
+            let p = l.slot.get();
+            if p.is_null() {
+                return None;
             }
+            l.inside.set(true);
+            // The flag must be set before jemalloc runs, as a signal handler sees it.
+            compiler_fence(SeqCst);
+            // SAFETY: slots are never freed, and only this thread writes this one.
+            Some((unsafe { &*p }, l as *const Local))
         })
         .ok()
         .flatten()
 }
 
-/// The slow path's start: sets the thread up on its first call, and returns the start time when
-/// this call is the sampled one (the countdown ran out while the thread owns a slot).
-#[inline]
-fn slow_start() -> Option<Instant> {
-    let due = LOCAL
-        .try_with(|l| match l.state.get() {
-            STATE_NEW => {
-                set_up(l);
-                false
-            }
-            STATE_READY => !l.slot.get().is_null(),
-            _ => false,
-        })
-        .unwrap_or(false);
-    if due { Some(Instant::now()) } else { None }
+/// The fast path's end: the thread is out of the allocator.
+#[inline(always)]
+fn leave(l: *const Local) {
+    compiler_fence(SeqCst);
+    // SAFETY: `l` is this thread's `Local`, alive for the whole call.
+    unsafe { (*l).inside.set(false) };
 }
 
-/// Takes a slot for this thread and arms the fast path.
+/// The slow path's start: sets the thread up on its first call, marks it inside the allocator.
+#[inline]
+fn slow_enter() -> Option<*const Local> {
+    LOCAL
+        .try_with(|l| {
+            if l.state.get() == STATE_NEW {
+                set_up(l);
+            }
+            l.inside.set(true);
+            compiler_fence(SeqCst);
+            l as *const Local
+        })
+        .ok()
+}
+
+#[inline]
+fn slow_leave(l: Option<*const Local>) {
+    if let Some(l) = l {
+        leave(l);
+    }
+}
+
+/// Takes a slot for this thread, which arms the fast path.
 #[cold]
 fn set_up(l: &Local) {
     l.state.set(STATE_SETTING_UP);
     let s = acquire_slot();
-    l.slot.set(s);
-    l.rng.set(seed(s));
-    // Touching RELEASE registers its destructor; if that allocates, the nested calls see a
-    // countdown of 0 and STATE_SETTING_UP: they take the slow path, untimed, and are counted.
+    // Touching RELEASE registers its destructor; if that allocates, the nested calls still see
+    // no slot and take the slow path: counted in the fallback slot.
     let _ = RELEASE.try_with(|_| ());
+    l.slot.set(s);
     l.state.set(STATE_READY);
-    if !s.is_null() {
-        let first = next_period(&l.rng);
-        l.period.set(first);
-        l.countdown.set(first);
-    }
 }
 
 /// The slot this thread writes (owned), or the shared fallback slot.
@@ -338,68 +340,4 @@ fn count_realloc(old: usize, new: usize) {
         bump(&s.allocs, 1, owned);
         bump(&s.allocated_bytes, new as u64, owned);
     });
-}
-
-#[inline]
-fn sample_end(started: Option<Instant>) {
-    if let Some(t0) = started {
-        record_sample(t0);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn record_sample(t0: Instant) {
-    let elapsed = t0.elapsed().as_nanos() as u64;
-    let cost = clock_cost_ns();
-    let _ = LOCAL.try_with(|l| {
-        let p = l.slot.get();
-        if p.is_null() {
-            return;
-        }
-        let period = l.period.get();
-        let next = next_period(&l.rng);
-        l.period.set(next);
-        l.countdown.set(next);
-        let estimate = elapsed
-            .saturating_sub(cost)
-            .saturating_mul(u64::from(period));
-        // SAFETY: slots are never freed; only this thread writes this one.
-        add_owned(&unsafe { &*p }.cpu_ns, estimate);
-    });
-}
-
-/// Next gap between samples: uniform in `1..=2*SAMPLE_MEAN-1`, so the mean is `SAMPLE_MEAN`.
-fn next_period(rng: &Cell<u32>) -> u32 {
-    // xorshift32
-    let mut x = rng.get();
-    if x == 0 {
-        x = 0x9E37_79B9;
-    }
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    rng.set(x);
-    1 + x % (2 * SAMPLE_MEAN - 1)
-}
-
-fn seed(s: *const Slot) -> u32 {
-    let mut x = (s as usize as u64) ^ (std::process::id() as u64).rotate_left(32);
-    x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (x >> 32) as u32 | 1
-}
-
-/// The cost of reading the clock twice, measured once (minimum of 64 tries).
-fn clock_cost_ns() -> u64 {
-    let c = CLOCK_COST_NS.load(Relaxed);
-    if c != u64::MAX {
-        return c;
-    }
-    let mut best = u64::MAX;
-    for _ in 0..64 {
-        let t0 = Instant::now();
-        best = best.min(t0.elapsed().as_nanos() as u64);
-    }
-    CLOCK_COST_NS.store(best, Relaxed);
-    best
 }

@@ -4,6 +4,7 @@
 //! Uses only [`sys`](crate::sys).
 
 mod counting;
+pub(crate) mod cpu_sampler;
 pub(crate) mod jemalloc;
 mod slots;
 

@@ -42,8 +42,10 @@ pub struct AllocCounters {
     pub live_bytes: u64,
     /// `allocs - frees`: live objects (Go's `HeapObjects`).
     pub live_objects: u64,
-    /// Estimated CPU time spent inside allocator calls on all threads, in nanoseconds: the sampled
-    /// calls' durations, clock overhead subtracted, scaled by the calls each sample stands for.
+    /// CPU time spent inside allocator calls on all threads, in nanoseconds, since the CPU-time
+    /// sampler started (the first [`memstats`](crate::memstats) call or `gctrace` reporter): each
+    /// `SIGPROF` sample of the process's CPU time (every 10 ms of it) that lands on a thread
+    /// inside an [`Alloc`](crate::Alloc) call counts the 10 ms. 0 when the sampler never ran.
     pub alloc_cpu_ns: u64,
     /// Threads that have a counter slot now (alive threads that allocated at least once).
     pub threads: u64,
@@ -75,7 +77,6 @@ pub fn alloc_counters() -> AllocCounters {
         c.freed_bytes = c.freed_bytes.saturating_add(s.freed_bytes.load(Relaxed));
         c.allocs = c.allocs.saturating_add(s.allocs.load(Relaxed));
         c.frees = c.frees.saturating_add(s.frees.load(Relaxed));
-        c.alloc_cpu_ns = c.alloc_cpu_ns.saturating_add(s.cpu_ns.load(Relaxed));
     };
     add(&FALLBACK);
     let mut p: *const Slot = SLOTS.load(Acquire);
@@ -91,6 +92,7 @@ pub fn alloc_counters() -> AllocCounters {
     }
     c.live_bytes = c.allocated_bytes.saturating_sub(c.freed_bytes);
     c.live_objects = c.allocs.saturating_sub(c.frees);
+    c.alloc_cpu_ns = super::cpu_sampler::alloc_cpu_ns();
     c
 }
 
@@ -111,7 +113,6 @@ pub(crate) struct Slot {
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) allocs: AtomicU64,
     pub(crate) frees: AtomicU64,
-    pub(crate) cpu_ns: AtomicU64,
     pub(crate) in_use: AtomicBool,
     /// Next slot in the list; fixed once the slot is published.
     next: *const Slot,
@@ -141,7 +142,6 @@ impl Slot {
             freed_bytes: AtomicU64::new(0),
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
-            cpu_ns: AtomicU64::new(0),
             in_use: AtomicBool::new(false),
             next: ptr::null(),
         }

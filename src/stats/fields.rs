@@ -179,7 +179,7 @@ pub(crate) static GC_DETAIL: &[Field<GcCycle>] = &[
 #[rustfmt::skip]
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) static MEMSTATS: &[Field<MemStats>] = &[
-    field!(alloc, "", Plain, Gauge, "Bytes in live heap objects, by requested size (rdebug's counters); same as heap_alloc."),
+    field!(alloc, "", Plain, Gauge, "Bytes in live heap objects, by requested size (rdebug's counters: total_alloc - freed); same as heap_alloc."),
     field!(total_alloc, "", Plain, Counter, "Bytes allocated over the process's life, by requested size (rdebug's counters)."),
     field!(sys, "", Plain, Gauge, "Memory obtained from the OS: jemalloc mapped + retained + metadata."),
     field!(mallocs, "", Plain, Counter, "Allocation calls over the process's life (rdebug's counters)."),
@@ -196,6 +196,7 @@ pub(crate) static MEMSTATS: &[Field<MemStats>] = &[
     field!(num_forced_gc, "", Plain, Counter, "Allocator cycles forced by free_os_memory."),
     field!(pause_total_ns, "", Plain, Counter, "Time spent in forced purges, ns."),
     field!(gc_cpu_fraction, "", Plain, Gauge, "Allocator CPU share since init, 0 to 1."),
+    field!(allocated, "", Plain, Gauge, "jemalloc's own live bytes, stats.allocated: size-class rounded, incl. objects in its thread caches."),
     field!(resident, "", Plain, Gauge, "Physically resident pages jemalloc maps: stats.resident."),
     field!(retained, "", Plain, Gauge, "Virtual memory jemalloc keeps mapped but returned to the OS: stats.retained."),
     field!(mapped, "", Plain, Gauge, "Memory in active extents: jemalloc stats.mapped."),

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::alloc::jemalloc::{self, HeapSample};
-use crate::alloc::{AllocCounters, alloc_counters};
+use crate::alloc::{AllocCounters, alloc_counters, cpu_sampler, is_installed};
 use crate::sys::proc::{ThreadCpu, threads_named};
 
 /// How many closed cycles are kept for the reporter to print.
@@ -154,6 +154,12 @@ pub(crate) fn goal(live: u64, percent: Option<u64>) -> u64 {
 
 impl Tracker {
     fn new(origin: Instant) -> Self {
+        if is_installed()
+            && let Err(reason) = cpu_sampler::ensure_started()
+        {
+            let message = format!("the allocator CPU share is not measured: {reason}");
+            crate::sys::stderr::note("note", &message);
+        }
         let percent = match GCPERCENT.load(Relaxed) {
             u64::MAX => None,
             p => Some(p),
@@ -173,7 +179,8 @@ impl Tracker {
                 ..Totals::default()
             },
             ring: [GcCycle::default(); RING],
-            procs: 1,
+            // The reporter sets the watched runtime's workers; until then, the machine's cores.
+            procs: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
         }
     }
 
@@ -190,24 +197,26 @@ impl Tracker {
     /// goal since the previous one. Returns the new sample.
     pub(crate) fn poll(&mut self, rss: u64) -> Option<HeapSample> {
         let now = jemalloc::sample()?;
-        self.observe(now, rss, false);
+        self.observe(now, live_bytes(&now, &alloc_counters()), rss, false);
         Some(now)
     }
 
-    /// Feeds one sample (see `poll`); with `forced`, closes a cycle regardless.
-    pub(crate) fn observe(&mut self, now: HeapSample, rss: u64, forced: bool) {
+    /// Feeds one sample (see `poll`) with the live heap `live` ([`live_bytes`]); with `forced`,
+    /// closes a cycle regardless. The first sample closes a cycle only if it is forced or the
+    /// live heap is already past the goal (a program that grew before anyone looked).
+    pub(crate) fn observe(&mut self, now: HeapSample, live: u64, rss: u64, forced: bool) {
         let at = Instant::now();
+        let grown = live >= self.totals.next_gc;
         let Some((prev, _)) = self.prev.replace((now, at)) else {
             self.cycle_start.2 = now;
-            if forced {
-                self.close(now, now, at, rss, true);
+            if forced || grown {
+                self.close(now, now, live, at, rss, forced);
             }
             return;
         };
         let swept = now.purge_sweeps > prev.purge_sweeps;
-        let grown = now.allocated >= self.totals.next_gc;
         if forced || swept || grown {
-            self.close(prev, now, at, rss, forced);
+            self.close(prev, now, live, at, rss, forced);
         } else {
             self.update_cpu(at);
         }
@@ -246,7 +255,15 @@ impl Tracker {
             .fold(0u64, u64::saturating_add)
     }
 
-    fn close(&mut self, before: HeapSample, now: HeapSample, at: Instant, rss: u64, forced: bool) {
+    fn close(
+        &mut self,
+        before: HeapSample,
+        now: HeapSample,
+        live: u64,
+        at: Instant,
+        rss: u64,
+        forced: bool,
+    ) {
         let cpu_fraction = self.update_cpu(at);
         let counters = alloc_counters();
         let (start_at, start_counters, start_heap) = self.cycle_start;
@@ -267,7 +284,7 @@ impl Tracker {
             cpu_fraction,
             before: before.footprint(),
             after: now.footprint(),
-            live: now.allocated,
+            live,
             goal: if t.next_gc == u64::MAX { 0 } else { t.next_gc },
             procs: self.procs,
             forced,
@@ -287,8 +304,8 @@ impl Tracker {
             metadata: now.metadata,
             rss,
         };
-        t.next_gc = goal(now.allocated, self.gcpercent);
-        self.live_prev = now.allocated;
+        t.next_gc = goal(live, self.gcpercent);
+        self.live_prev = live;
         self.ring[(cycle.num % RING as u64) as usize] = cycle;
         self.cycle_start = (at, counters, now);
     }
@@ -330,6 +347,16 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The live heap: rdebug's exact live bytes (by requested size) when [`Alloc`](crate::Alloc) is
+/// the global allocator, else jemalloc's `stats.allocated`.
+pub(crate) fn live_bytes(heap: &HeapSample, counters: &AllocCounters) -> u64 {
+    if is_installed() {
+        counters.live_bytes
+    } else {
+        heap.allocated
+    }
+}
+
 fn counters_delta(a: &AllocCounters, b: &AllocCounters) -> AllocCounters {
     let mut d = *b;
     d.allocated_bytes = b.allocated_bytes.saturating_sub(a.allocated_bytes);
@@ -362,30 +389,30 @@ mod tests {
         let mut t = Tracker::new(Instant::now());
         // A clock that did not advance: no share rather than a division by zero.
         assert_eq!(t.update_cpu(t.origin), 0.0);
-        t.observe(sample(0, 0), 0, false);
+        t.observe(sample(0, 0), 0, 0, false);
         let mut huge = sample(u64::MAX - 1, u64::MAX - 1);
         huge.purged = u64::MAX;
         huge.dirty = u64::MAX;
         huge.muzzy = u64::MAX;
-        t.observe(huge, u64::MAX, false);
+        t.observe(huge, live_of(&huge), u64::MAX, false);
         assert_eq!(t.totals().num_gc, 1);
         assert_eq!(t.totals().next_gc, u64::MAX, "the goal saturates");
         // Sweeps and purged bytes that went backwards (e.g. a destroyed arena): no cycle...
         let mut back = sample(1, 0);
         back.purged = 0;
-        t.observe(back, 0, false);
-        t.observe(back, 0, false);
+        t.observe(back, live_of(&back), 0, false);
+        t.observe(back, live_of(&back), 0, false);
         assert_eq!(t.totals().num_gc, 1);
         // ... and no negative delta when one closes.
-        t.observe(back, 0, true);
+        t.observe(back, live_of(&back), 0, true);
         let mut last = None;
         t.cycles_after(1, |c| last = Some(*c));
         let c = last.expect("the forced cycle");
         assert_eq!((c.num, c.purge_sweeps, c.purged), (2, 0, 0));
         // The cycle number at its limit: it stays there, and printing after it shows nothing.
         t.totals.num_gc = u64::MAX - 1;
-        t.observe(back, 0, true);
-        t.observe(back, 0, true);
+        t.observe(back, live_of(&back), 0, true);
+        t.observe(back, live_of(&back), 0, true);
         assert_eq!(t.totals().num_gc, u64::MAX);
         assert_eq!(t.totals().num_forced_gc, 3);
         let mut seen = 0;
@@ -415,6 +442,10 @@ mod tests {
         assert_eq!((d.allocated_bytes, d.allocs), (u64::MAX, u64::MAX));
     }
 
+    fn live_of(s: &HeapSample) -> u64 {
+        s.allocated
+    }
+
     fn sample(allocated: u64, sweeps: u64) -> HeapSample {
         HeapSample {
             allocated,
@@ -428,16 +459,16 @@ mod tests {
     fn cycles_close_on_sweeps_growth_and_force_only() {
         let mut t = Tracker::new(Instant::now());
         t.gcpercent = Some(100);
-        t.observe(sample(1 << 20, 0), 0, false); // first sample: baseline only
-        t.observe(sample(2 << 20, 0), 0, false); // below the 4 MiB goal, no sweep
+        t.observe(sample(1 << 20, 0), 1 << 20, 0, false); // first sample: baseline only
+        t.observe(sample(2 << 20, 0), 2 << 20, 0, false); // below the 4 MiB goal, no sweep
         assert_eq!(t.totals().num_gc, 0);
-        t.observe(sample(2 << 20, 3), 0, false); // sweeps grew
+        t.observe(sample(2 << 20, 3), 2 << 20, 0, false); // sweeps grew
         assert_eq!(t.totals().num_gc, 1);
         assert_eq!(t.totals().next_gc, 4 << 20);
-        t.observe(sample(5 << 20, 3), 0, false); // reached the goal
+        t.observe(sample(5 << 20, 3), 5 << 20, 0, false); // reached the goal
         assert_eq!(t.totals().num_gc, 2);
         assert_eq!(t.totals().next_gc, 10 << 20);
-        t.observe(sample(6 << 20, 3), 0, true);
+        t.observe(sample(6 << 20, 3), 6 << 20, 0, true);
         let totals = t.totals();
         assert_eq!((totals.num_gc, totals.num_forced_gc), (3, 1));
         let mut seen = Vec::new();
@@ -449,9 +480,9 @@ mod tests {
     #[test]
     fn the_ring_reports_what_it_lost() {
         let mut t = Tracker::new(Instant::now());
-        t.observe(sample(0, 0), 0, false);
+        t.observe(sample(0, 0), 0, 0, false);
         for i in 1..=(RING as u64 + 10) {
-            t.observe(sample(0, i), 0, false);
+            t.observe(sample(0, i), 0, 0, false);
         }
         let mut first = None;
         let (lost, last) = t.cycles_after(0, |c| {

@@ -30,7 +30,10 @@ use crate::sys::stderr;
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct MemStats {
-    /// Bytes in live heap objects: jemalloc `stats.allocated` (same as `heap_alloc`).
+    /// Bytes in live heap objects, by requested size: rdebug's counters, `total_alloc` minus the
+    /// bytes freed, read at once with them (so `alloc <= total_alloc` always). Same as
+    /// `heap_alloc`. Under another global allocator: jemalloc's `stats.allocated` if jemalloc is
+    /// the heap, else 0.
     pub alloc: u64,
     /// Bytes requested over the process's life, by requested size: rdebug's counters.
     pub total_alloc: u64,
@@ -40,7 +43,7 @@ pub struct MemStats {
     pub mallocs: u64,
     /// Deallocation calls over the process's life: rdebug's counters.
     pub frees: u64,
-    /// Bytes in live heap objects: jemalloc `stats.allocated`.
+    /// Bytes in live heap objects: the same figure as `alloc` (Go keeps both names).
     pub heap_alloc: u64,
     /// Heap memory from the OS: `heap_inuse + heap_idle`.
     pub heap_sys: u64,
@@ -67,6 +70,10 @@ pub struct MemStats {
     /// Allocator CPU share since init: (sampled CPU time inside allocator calls + jemalloc
     /// background threads' CPU) / (wall time × workers).
     pub gc_cpu_fraction: f64,
+    /// jemalloc's own live-bytes figure, `stats.allocated`: size-class rounded, and counting
+    /// objects parked in its thread caches (freed by the program, not yet returned to an arena),
+    /// so it exceeds `heap_alloc` and lags it.
+    pub allocated: u64,
     /// Physically resident pages jemalloc maps: `stats.resident`.
     pub resident: u64,
     /// Virtual memory kept mapped but returned to the OS: `stats.retained`.
@@ -114,12 +121,13 @@ pub fn memstats() -> MemStats {
         jemalloc::HeapSample::default()
     };
     let counters = alloc_counters();
+    let live = gc::live_bytes(&heap, &counters);
     let rss = process_files().rss().unwrap_or(0);
     let totals = {
         let mut guard = gc::tracker();
         let t = guard.as_mut().map(|t| {
             if gc::POLLER_ACTIVE.load(Relaxed) == 0 && heap_is_jemalloc() {
-                t.observe(heap, rss, false);
+                t.observe(heap, live, rss, false);
             }
             t.totals()
         });
@@ -130,7 +138,7 @@ pub fn memstats() -> MemStats {
         .saturating_add(heap.muzzy)
         .saturating_add(heap.retained);
     MemStats {
-        alloc: heap.allocated,
+        alloc: live,
         total_alloc: counters.allocated_bytes,
         sys: heap
             .mapped
@@ -138,7 +146,7 @@ pub fn memstats() -> MemStats {
             .saturating_add(heap.metadata),
         mallocs: counters.allocs,
         frees: counters.frees,
-        heap_alloc: heap.allocated,
+        heap_alloc: live,
         heap_sys: heap.active.saturating_add(heap_idle),
         heap_idle,
         heap_inuse: heap.active,
@@ -150,6 +158,7 @@ pub fn memstats() -> MemStats {
         num_forced_gc: totals.num_forced_gc,
         pause_total_ns: totals.pause_total_ns,
         gc_cpu_fraction: totals.cpu_fraction,
+        allocated: heap.allocated,
         resident: heap.resident,
         retained: heap.retained,
         mapped: heap.mapped,
@@ -161,23 +170,9 @@ pub fn memstats() -> MemStats {
     }
 }
 
-/// Returns all free memory to the OS now, as Go's `debug.FreeOSMemory`: purges every jemalloc
-/// arena (dirty and muzzy pages), and records a forced cycle (a `gc` line ending in `(forced)`).
-///
-/// It blocks the calling thread for the purge (~10–20 ms per 100 MB of freed pages), and that time
-/// is added to [`MemStats::pause_total_ns`]. Does nothing when jemalloc is not the allocator.
-///
-/// ```
-/// #[global_allocator]
-/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
-///
-/// drop(vec![1u8; 32 << 20]);
-/// rdebug::free_os_memory();
-/// let m = rdebug::memstats();
-/// assert!(m.num_forced_gc >= 1);
-/// assert!(m.dirty < 32 << 20);
-/// ```
-pub fn free_os_memory() {
+/// Purges every jemalloc arena and records a forced cycle: the work of
+/// [`free_os_memory`](crate::free_os_memory), which also has the reporter print the cycle.
+pub(crate) fn free_os_memory() {
     if !heap_is_jemalloc() {
         return;
     }
@@ -192,7 +187,7 @@ pub fn free_os_memory() {
     t.add_pause(pause);
     if let Some(now) = jemalloc::sample() {
         let rss = process_files().rss().unwrap_or(0);
-        t.observe(now, rss, true);
+        t.observe(now, gc::live_bytes(&now, &alloc_counters()), rss, true);
     }
 }
 

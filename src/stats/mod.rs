@@ -11,7 +11,8 @@ pub(crate) mod runtimes;
 mod sched;
 
 pub use gc::GcCycle;
-pub use mem::{MemStats, free_os_memory, memstats};
+pub(crate) use mem::free_os_memory;
+pub use mem::{MemStats, memstats};
 pub(crate) use mem::{heap_is_jemalloc, missing_figures_once};
 pub use sched::{SchedStats, WorkerStats, sched_stats};
 pub(crate) use sched::{UNSTABLE, fill, nanos};

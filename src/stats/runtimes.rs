@@ -22,7 +22,8 @@ pub(crate) struct Watched {
     pub stats: SchedStats,
     /// Busy time per worker at the previous SCHED line, for the busy share.
     pub prev_busy: Vec<u64>,
-    pub prev_at: Instant,
+    /// When the previous SCHED line was taken (`None` before the first: no interval yet).
+    pub prev_at: Option<Instant>,
 }
 
 static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
@@ -88,7 +89,7 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
             ..SchedStats::default()
         },
         prev_busy: vec![0; workers],
-        prev_at: Instant::now(),
+        prev_at: None,
     });
     true
 }

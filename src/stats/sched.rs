@@ -82,7 +82,8 @@ pub struct WorkerStats {
     pub steals: Option<u64>,
     /// Unparks that found no work: `worker_noop_count` (needs `tokio_unstable`).
     pub noops: Option<u64>,
-    /// Mean task poll time, ns: `worker_mean_poll_time` (needs `tokio_unstable`).
+    /// Mean task poll time, ns: `worker_mean_poll_time` (needs `tokio_unstable`); `None` until the
+    /// worker has polled a task.
     pub mean_poll_ns: Option<u64>,
 }
 
@@ -140,7 +141,8 @@ fn unstable_worker(m: &RuntimeMetrics, w: usize, ws: &mut WorkerStats) {
     ws.polls = Some(m.worker_poll_count(w));
     ws.steals = Some(m.worker_steal_count(w));
     ws.noops = Some(m.worker_noop_count(w));
-    ws.mean_poll_ns = Some(nanos(m.worker_mean_poll_time(w)));
+    // tokio reports a mean before the first poll; rdebug shows none until there is one.
+    ws.mean_poll_ns = (m.worker_poll_count(w) > 0).then(|| nanos(m.worker_mean_poll_time(w)));
 }
 
 #[cfg(not(tokio_unstable))]

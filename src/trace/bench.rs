@@ -41,7 +41,7 @@ impl TickForBench {
         if config.schedtrace_ms() > 0 {
             t.sched.tick(&mut t.out, &config, Instant::now());
         }
-        if config.gctrace() > 0 {
+        if config.gc_period().is_some() {
             t.gc.tick(&mut t.out, &config);
         }
         t.flush();

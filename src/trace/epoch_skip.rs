@@ -46,7 +46,7 @@ impl EpochSkip {
             && s.background_threads == 0
             && POLLER_ACTIVE.load(Relaxed) == 1
         {
-            t.observe(s, rss, false);
+            t.observe(s, crate::stats::gc::live_bytes(&s, &c), rss, false);
             return;
         }
         let s = t.poll(rss);

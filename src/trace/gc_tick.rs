@@ -23,9 +23,10 @@ pub(super) struct GcTicker {
 }
 
 impl GcTicker {
-    /// Starts or stops sampling for `config` (sampling needs jemalloc's statistics).
+    /// Starts or stops sampling for `config`: whenever a trace is on, so that cycles are counted
+    /// the same with `gctrace` on or off (sampling needs jemalloc's statistics).
     pub(super) fn apply(&mut self, config: &Config) {
-        self.set_polling(config.gctrace() > 0 && stats::heap_is_jemalloc());
+        self.set_polling(config.any_trace() && stats::heap_is_jemalloc());
         if self.polling {
             self.epoch_skip.counted = alloc::is_installed();
         }
@@ -47,6 +48,7 @@ impl GcTicker {
             return;
         }
         let fmt = config.format();
+        let print = config.gctrace() > 0;
         let detail = config.gctrace() >= 2;
         let procs = runtimes::primary_workers()
             .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
@@ -57,6 +59,9 @@ impl GcTicker {
         t.set_procs(procs);
         self.epoch_skip.sample(t, rss);
         let (lost, last) = t.cycles_after(self.printed, |c| {
+            if !print {
+                return;
+            }
             encode::gc(out.buf(), fmt, c);
             out.end();
             if detail {
@@ -66,7 +71,7 @@ impl GcTicker {
         });
         drop(guard);
         self.printed = last;
-        if lost > 0 {
+        if lost > 0 && print {
             out.note(fmt, "note", "gc lines were lost: the reporter fell behind");
         }
     }

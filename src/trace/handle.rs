@@ -131,6 +131,31 @@ impl Reporter {
         }
     }
 
+    /// Has the thread sample the allocator and write every line pending now (the `gc` line of a
+    /// cycle just forced, say), and waits until it has, at most `timeout`. Returns whether it
+    /// did. Used by [`free_os_memory`](crate::free_os_memory) and at normal process exit.
+    pub(crate) fn flush_now(&self, timeout: Duration) -> bool {
+        let mut c = self.shared.control();
+        if c.stop {
+            return false;
+        }
+        c.flush_requested = c.flush_requested.wrapping_add(1);
+        let want = c.flush_requested;
+        self.shared.wake.notify_all();
+        let deadline = Instant::now() + timeout;
+        while c.flush_done != want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || c.stop {
+                return false;
+            }
+            c = match self.shared.flushed.wait_timeout(c, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        true
+    }
+
     /// The SCHED lines a panic prints ([`super::panic_hook`]): one per watched runtime, now, in
     /// this reporter's format, if it runs with `schedtrace` on. Waits at most a few ms for each
     /// lock it needs; false when there is nothing to print.
@@ -172,6 +197,9 @@ pub(super) struct Control {
     /// Bumped by every `reconfigure`, so the thread notices.
     pub(super) generation: u64,
     pub(super) stop: bool,
+    /// Bumped by [`Reporter::flush_now`]; the thread sets `flush_done` to it once written.
+    pub(super) flush_requested: u64,
+    pub(super) flush_done: u64,
 }
 
 /// What the handle and the thread share.
@@ -180,6 +208,8 @@ pub(super) struct Shared {
     /// When the thread started: the origin of the `ms` of SCHED lines (set by the thread).
     pub(super) started: OnceLock<Instant>,
     pub(super) wake: Condvar,
+    /// Signalled when the thread has done a requested flush.
+    pub(super) flushed: Condvar,
     pub(super) ticks: AtomicU64,
     pub(super) lines: AtomicU64,
     pub(super) dropped: AtomicU64,
@@ -195,9 +225,12 @@ impl Shared {
                 config,
                 generation: 0,
                 stop: false,
+                flush_requested: 0,
+                flush_done: 0,
             }),
             started: OnceLock::new(),
             wake: Condvar::new(),
+            flushed: Condvar::new(),
             ticks: AtomicU64::new(0),
             lines: AtomicU64::new(0),
             dropped: AtomicU64::new(0),

@@ -53,15 +53,19 @@ impl SchedTicker {
 fn detail(out: &mut Lines, config: &Config, w: &mut runtimes::Watched, now: Instant) {
     let fmt = config.format();
     let label = w.label.as_deref();
-    let span = nanos(now.saturating_duration_since(w.prev_at)).max(1);
-    w.prev_at = now;
+    // The busy share needs an interval: none on the first line.
+    let span = w
+        .prev_at
+        .replace(now)
+        .map(|prev| nanos(now.saturating_duration_since(prev)).max(1));
     for (k, ws) in w.stats.per_worker.iter().enumerate() {
         let prev = w.prev_busy.get(k).copied().unwrap_or(0);
-        let share = (ws.busy_ns.saturating_sub(prev).saturating_mul(100) / span).min(100);
+        let share =
+            span.map(|span| (ws.busy_ns.saturating_sub(prev).saturating_mul(100) / span).min(100));
         if let Some(p) = w.prev_busy.get_mut(k) {
             *p = ws.busy_ns;
         }
-        encode::worker_detail(out.buf(), fmt, label, k, &w.stats, Some(share));
+        encode::worker_detail(out.buf(), fmt, label, k, &w.stats, share);
         out.end();
     }
     encode::blocking_detail(out.buf(), fmt, label, &w.stats);

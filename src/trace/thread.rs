@@ -105,6 +105,13 @@ impl ReporterThread {
                     next_sched = now;
                     next_gc = now;
                 }
+                Wake::Flush(n) => {
+                    self.gc.tick(&mut self.out, &self.config);
+                    self.flush();
+                    self.publish_stats();
+                    self.shared.control().flush_done = n;
+                    self.shared.flushed.notify_all();
+                }
                 Wake::Due => {}
             }
         }
@@ -116,6 +123,9 @@ impl ReporterThread {
         loop {
             if c.stop {
                 return Wake::Stop;
+            }
+            if c.flush_requested != c.flush_done {
+                return Wake::Flush(c.flush_requested);
             }
             if c.generation != *generation {
                 *generation = c.generation;
@@ -182,6 +192,8 @@ impl ReporterThread {
 /// Why [`ReporterThread::wait`] returned.
 enum Wake {
     Due,
+    /// A flush was requested; its number.
+    Flush(u64),
     Reconfigured,
     Stop,
 }
