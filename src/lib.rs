@@ -39,7 +39,11 @@
 //! | `gctrace=1` | a `gc` line per allocator cycle; `gctrace=2` adds a detail line per cycle | 0 |
 //! | `gcpercent=N` | pacing percent for the goal (Go's `GOGC`), N ≥ 0, or `off` | 100 |
 //! | `gcpoll=N` | how often, in ms (N ≥ 1), the allocator is sampled for cycles | 100 |
-//! | `format=text\|json` | text lines, or one JSON object per line with the same fields | text |
+//! | `format=text\|json` | text lines, or one JSON object per line (keys: the structs' serde names) | text |
+//! | `http=ADDR` | the debug server (feature `http`); `:6060` means `127.0.0.1:6060` | off |
+//! | `cpuprofile=FILE` | a CPU profile of the whole run, written at normal exit (feature `pprof`) | off |
+//! | `memprofile=FILE` | a heap profile, written at normal exit (feature `pprof`) | off |
+//! | `memprofilerate=N` | heap sampling: one sample per N bytes allocated on average; 0 is off | 524288 |
 //!
 //! Go ignores unknown keys and bad values silently; rdebug says so instead, one line per item,
 //! `rdebug: warning: <item>: <what is accepted>, ignoring it`, and everything valid still takes
@@ -82,10 +86,10 @@
 //! |---|---|
 //! | N | cycle number, from 1 |
 //! | S | seconds since init, 3 decimals |
-//! | P% | allocator CPU share since init, truncated: (CPU time inside allocator calls on all threads + jemalloc background threads' CPU) / (wall time × W) |
+//! | P% | allocator CPU share since init, truncated: (CPU time inside allocator calls on all threads, from on-CPU samples + jemalloc background threads' CPU) / (wall time × W) |
 //! | B | footprint (`active + dirty + muzzy`) at the sample just before the cycle |
 //! | A | footprint at the end of the cycle |
-//! | L | live heap at the end of the cycle: `stats.allocated` |
+//! | L | live heap at the end of the cycle: rdebug's exact live bytes, the same figure as `MemStats::heap_alloc` |
 //! | G | goal in effect for this cycle: `max(4 MiB, L_prev × (1 + gcpercent/100))` |
 //! | W | workers of the first watched runtime, else `available_parallelism` |
 //!
@@ -93,18 +97,45 @@
 //! objects allocated and freed during the cycle and their rates, purge sweeps and bytes purged,
 //! resident, retained, metadata and process RSS.
 //!
-//! The CPU time inside allocator calls is **estimated by sampling**: each thread times a random
-//! ~1 in 256 of its allocator calls with the monotonic clock (the clock's own cost, measured once,
-//! is subtracted) and scales each sample by the number of calls it stands for. jemalloc's
-//! background threads (off by default) are read from `/proc/self/task/<tid>/stat`.
+//! The CPU time inside allocator calls is **measured on CPU time, by sampling**: a POSIX timer on
+//! the process's CPU clock raises `SIGPROF` every 10 ms of CPU the process uses, and the kernel
+//! (Linux 6.4 and later) delivers it to the thread that was running. If that thread is inside an
+//! [`Alloc`] call (a thread-local flag the allocator sets around jemalloc's own call), the 10 ms
+//! count as allocator CPU. So the figure is the process's CPU time times the share of samples
+//! that landed in the allocator, as `perf` would measure it: a thread that is preempted uses no
+//! CPU and is never sampled, and the figure can never exceed the process's CPU time. Nothing is
+//! timed on the allocation path. The sampler starts with the first figure that needs it (the
+//! reporter, or the first [`memstats`] call) and runs until exit, at one signal per 10 ms of CPU;
+//! it uses `SIGPROF` with `SA_RESTART`, and never takes the signal from a program that installed
+//! its own handler (the figure is then 0, and a note says why). jemalloc's background threads
+//! (off by default) are read from `/proc/self/task/<tid>/stat`.
 //!
 //! # Decisions where Go had nothing to copy
 //!
 //! - [`init`] does nothing at all when `RDEBUG` is unset: no thread, no watcher task, no output.
 //! - `tasks` does not count the one task rdebug spawns in each watched runtime to notice its
 //!   shutdown.
-//! - When no reporter samples the allocator (`gctrace` off), [`memstats`] checks for a closed
-//!   cycle at each call, so `num_gc` still moves, at the granularity of the calls.
+//! - **One rule for `num_gc`**: cycles are found by sampling the allocator. The reporter samples
+//!   it every `gcpoll` ms whenever it runs (any trace on): `gctrace` decides only whether the
+//!   cycles are printed, so `num_gc` is the same with it on or off. With no reporter (`RDEBUG`
+//!   unset), each [`memstats`] call samples; the first one closes a growth cycle if the live heap
+//!   is already past the goal.
+//! - **The live heap is rdebug's exact count**: `MemStats::alloc`, `heap_alloc` and the `L` of gc
+//!   lines are `total_alloc` minus the bytes freed, by requested size, so `alloc <= total_alloc`
+//!   at every read, as in Go. jemalloc's `stats.allocated` (size-class rounded, and counting
+//!   objects parked in its thread caches) is `MemStats::allocated`. Under another global
+//!   allocator, the counter-based figures fall back to jemalloc's (if jemalloc is the heap) or 0,
+//!   and the first read says which are missing.
+//! - **JSON keys are the serde names** of [`SchedStats`], [`WorkerStats`] and [`GcCycle`] (one
+//!   field table drives both the text and the JSON lines), so a line deserializes into its struct;
+//!   the text lines keep Go's keys (`idleworkers`, `runqueue`). A line also carries `type`, `ms`,
+//!   `runtime`, and for workers `worker` and `busy_pct`.
+//! - `scheddetail` prints no `busy%` on a runtime's first line (there is no interval yet) and no
+//!   `meanpoll` for a worker that has not polled a task.
+//! - [`init`] called outside a runtime with `schedtrace` on prints one warning naming
+//!   `init()`-inside-the-runtime and [`watch`]; SCHED lines start once a runtime is watched.
+//! - Lines pending at normal exit are written (an `atexit` flush, waiting at most 100 ms), and
+//!   [`free_os_memory`] writes its `(forced)` line before it returns.
 //! - Counts are of requested bytes (`Layout::size`); a `realloc` is one free plus one allocation.
 //! - `procfs` is not used: it allocates on every read, and the reporter must not; rdebug reads
 //!   `/proc` itself into stack buffers through files kept open.

@@ -222,7 +222,7 @@ impl Tracker {
         }
     }
 
-    /// Allocator CPU share since the origin: (sampled allocator-call time + jemalloc background
+    /// Allocator CPU share since the origin: (allocator CPU from on-CPU samples + jemalloc background
     /// threads' CPU) / (wall time × procs).
     fn update_cpu(&mut self, at: Instant) -> f64 {
         let counted = alloc_counters()

@@ -1,4 +1,4 @@
-//! [`MemStats`]: Go's `runtime.MemStats` for jemalloc, and [`free_os_memory`].
+//! [`MemStats`]: Go's `runtime.MemStats` for jemalloc, and [`free_os_memory`](crate::free_os_memory).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -62,12 +62,12 @@ pub struct MemStats {
     pub last_gc: u64,
     /// Allocator cycles closed (purge sweeps, growth past the goal, forced): see the crate docs.
     pub num_gc: u64,
-    /// Cycles forced by [`free_os_memory`].
+    /// Cycles forced by [`free_os_memory`](crate::free_os_memory).
     pub num_forced_gc: u64,
     /// Time spent in forced purges (`free_os_memory`), ns: the only time rdebug makes the program
     /// wait for the allocator.
     pub pause_total_ns: u64,
-    /// Allocator CPU share since init: (sampled CPU time inside allocator calls + jemalloc
+    /// Allocator CPU share since init: (CPU time inside allocator calls, from on-CPU samples, + jemalloc
     /// background threads' CPU) / (wall time × workers).
     pub gc_cpu_fraction: f64,
     /// jemalloc's own live-bytes figure, `stats.allocated`: size-class rounded, and counting
@@ -96,7 +96,7 @@ pub struct MemStats {
 ///
 /// Costs one jemalloc `epoch` advance (a few µs per arena in use, no stop-the-world), ~15 reads,
 /// a sum of the per-thread counters, and one `/proc` read. When no reporter samples the allocator
-/// (`gctrace` off), the read also checks for a closed cycle, so `num_gc` still moves.
+/// (`RDEBUG` turned no trace on), the read also checks for a closed cycle, so `num_gc` still moves.
 ///
 /// When the global allocator is not [`Alloc`](crate::Alloc), the figures it alone can give are
 /// zero, and the first read in the process (unless the `gctrace` reporter said it already) writes
