@@ -35,7 +35,10 @@ fn handle(i: u64) -> usize {
         index.insert(format!("{}/{}", o.customer, o.id), o);
     }
     let rendered: Vec<String> = orders.iter().map(|o| format!("{o:?}")).collect();
-    let items: usize = orders.iter().map(|o| o.items.len() + o.id as usize % 2).sum();
+    let items: usize = orders
+        .iter()
+        .map(|o| o.items.len() + o.id as usize % 2)
+        .sum();
     rendered.iter().map(String::len).sum::<usize>() + index.len() + items
 }
 
