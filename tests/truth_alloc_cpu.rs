@@ -33,30 +33,46 @@ fn pin(cpu: usize) {
     }
 }
 
-/// Allocator calls and almost nothing else: 24..56 KiB blocks (jemalloc's large classes, each call
-/// a trip through its extent code), never touched. Returns this thread's CPU time, ns.
+/// Allocator calls and almost nothing else: 128 KiB..1 MiB blocks straight through the global
+/// allocator (jemalloc's large classes: each call a trip through its extent code, ~1 µs, so the
+/// loop around it is small even unoptimised), never touched, until this thread has used `cpu` of
+/// CPU time (80 samples' worth: ~11% sampling error) or 20 s have passed on a loaded machine.
+/// Returns this thread's CPU time, ns.
 #[inline(never)]
-fn allocate_only(length: Duration, pinned: bool) -> u64 {
+fn allocate_only(cpu: Duration, pinned: bool) -> u64 {
+    use std::alloc::{Layout, alloc, dealloc};
     if pinned {
         pin(0);
     }
     let t0 = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID);
     let start = Instant::now();
+    let used = || Duration::from_nanos(cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - t0);
     let mut x: u32 = 7;
-    let mut held: Vec<Vec<u8>> = Vec::with_capacity(64);
-    while start.elapsed() < length {
+    let mut held: [(*mut u8, usize); 16] = [(std::ptr::null_mut(), 0); 16];
+    while used() < cpu && start.elapsed() < Duration::from_secs(20) {
         for _ in 0..256 {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            let size = (24 << 10) + (x as usize % (32 << 10));
-            if held.len() == 64 {
-                held.swap_remove(x as usize % 64);
+            let slot = &mut held[x as usize % 16];
+            if !slot.0.is_null() {
+                // SAFETY: allocated below with this size and alignment.
+                unsafe { dealloc(slot.0, Layout::from_size_align_unchecked(slot.1, 8)) };
             }
-            held.push(Vec::with_capacity(size));
+            let size = (128 << 10) + (x as usize % (896 << 10));
+            // SAFETY: a non-zero size and a valid alignment.
+            *slot = (
+                unsafe { alloc(Layout::from_size_align_unchecked(size, 8)) },
+                size,
+            );
         }
     }
-    drop(std::hint::black_box(held));
+    for (p, size) in held {
+        if !p.is_null() {
+            // SAFETY: as above.
+            unsafe { dealloc(p, Layout::from_size_align_unchecked(size, 8)) };
+        }
+    }
     cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) - t0
 }
 
@@ -82,7 +98,7 @@ fn scenario(preempted: bool) {
         // Without preemption the spinner has the other core; with it, spinner and allocator share
         // CPU 0 and the scheduler preempts one for the other all the time.
         s.spawn(|| spin(&stop, preempted));
-        let a = s.spawn(|| allocate_only(Duration::from_millis(2500), preempted));
+        let a = s.spawn(|| allocate_only(Duration::from_millis(800), preempted));
         let truth = a.join().expect("allocator thread");
         stop.store(true, Relaxed);
         truth

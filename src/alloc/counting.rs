@@ -225,7 +225,10 @@ impl Drop for ReleaseOnExit {
             l.state.set(STATE_GONE);
             if !p.is_null() {
                 // SAFETY: slots are never freed.
-                unsafe { &*p }.in_use.store(false, Release);
+                let s = unsafe { &*p };
+                super::cpu_sampler::disarm(s);
+                s.tid.store(0, Relaxed);
+                s.in_use.store(false, Release);
             }
         });
     }
@@ -289,8 +292,27 @@ fn set_up(l: &Local) {
     // Touching RELEASE registers its destructor; if that allocates, the nested calls still see
     // no slot and take the slow path: counted in the fallback slot.
     let _ = RELEASE.try_with(|_| ());
+    if !s.is_null() {
+        // SAFETY: slots are never freed; this thread owns this one now.
+        let slot = unsafe { &*s };
+        slot.tid.store(super::cpu_sampler::current_tid(), Relaxed);
+        // If the CPU-time sampler runs, this thread gets its own timer now.
+        super::cpu_sampler::arm(slot);
+    }
     l.slot.set(s);
     l.state.set(STATE_READY);
+}
+
+/// This thread's slot, if it has one (async-signal-safe: a thread-local read).
+pub(crate) fn current_slot() -> Option<&'static Slot> {
+    LOCAL
+        .try_with(|l| {
+            let p = l.slot.get();
+            // SAFETY: slots are never freed.
+            (!p.is_null()).then(|| unsafe { &*p })
+        })
+        .ok()
+        .flatten()
 }
 
 /// The slot this thread writes (owned), or the shared fallback slot.

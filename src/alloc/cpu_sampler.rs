@@ -1,29 +1,34 @@
-//! The CPU-time sampler: one `SIGPROF` per 10 ms of the process's CPU time, delivered to the
-//! thread that used it, serving both the allocator-CPU figure and the CPU profiler.
+//! The CPU-time sampler: one `SIGPROF` per 10 ms of each thread's CPU time, delivered to that
+//! thread, serving both the allocator-CPU figure and the CPU profiler.
 //!
-//! A POSIX timer on `CLOCK_PROCESS_CPUTIME_ID` (`timer_create`, Go's way since golang/go#35057
-//! rather than `setitimer`) raises `SIGPROF` each time the process as a whole has used another
-//! period of CPU time. Since Linux 6.4 the kernel delivers such a signal to the thread that was
-//! running when the timer expired, so a sample lands where the CPU time went. The handler asks
-//! the interrupted thread whether it is inside an [`Alloc`](crate::Alloc) call (a thread-local
-//! flag the allocator sets around jemalloc's own call) and adds the period to the allocator's
-//! CPU time if so, and to the total in any case: allocator CPU is the process's CPU time times
-//! the share of samples that landed in the allocator, so it cannot exceed the process's CPU time
-//! and a preempted thread (which uses no CPU) is never sampled. A profile hook (the CPU profiler)
-//! gets every sample too, with the interrupted context.
+//! Every thread that allocates through [`Alloc`](crate::Alloc) gets a POSIX timer on its own CPU
+//! clock (`timer_create` on the thread's CPU clock with `SIGEV_THREAD_ID`, Go's way since
+//! golang/go#35057: a process-wide timer lands its signals on whichever CPU's tick noticed the
+//! expiry, which measured here gave one thread anywhere from 11% to 107% of its share). Each
+//! expiry interrupts the thread that used the time; the handler asks it whether it is inside an
+//! [`Alloc`](crate::Alloc) call (a thread-local flag the allocator sets around jemalloc's own
+//! call) and adds the period to the allocator's CPU time if so. So the figure is each thread's CPU
+//! time times the share of its samples that landed in the allocator, as `perf` would measure it:
+//! a preempted thread uses no CPU and is never sampled, and the figure cannot exceed the CPU the
+//! threads used. A profile hook (the CPU profiler) gets every sample too, with the interrupted
+//! context. A thread that never allocated has no timer (it spends no time in the allocator).
 //!
 //! The sampler starts the first time a figure needs it and then runs until the process exits
-//! (a share "since init" would undercount if it paused): it costs one signal per 10 ms of CPU.
-//! It never takes `SIGPROF` from a program that installed its own handler: the allocator-CPU
-//! figure is then 0, and says so once. Elsewhere than Linux there is no sampler.
+//! (a share "since init" would undercount if it paused): one signal per 10 ms of CPU. Threads
+//! that exist then get their timers from the starting thread; later ones arm their own at their
+//! first allocation and delete it when they exit. It never takes `SIGPROF` from a program that
+//! installed its own handler: the allocator-CPU figure is then 0, and says so once. Elsewhere
+//! than Linux there is no sampler.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::Duration;
 
-/// Samples per second of process CPU time while only the allocator figure needs them.
+use super::slots::{NO_TIMER, Slot, for_each_slot};
+
+/// Samples per second of a thread's CPU time while only the allocator figure needs them.
 pub(crate) const DEFAULT_HZ: u32 = 100;
 
-/// Called from the `SIGPROF` handler, on the thread whose CPU time expired the timer; must be
+/// Called from the `SIGPROF` handler, on the thread whose CPU time expired its timer; must be
 /// async-signal-safe (no allocation, no locks). `ucontext` is the handler's third argument (a
 /// `libc::ucontext_t`), `weight_ns` the CPU time the sample stands for.
 #[allow(dead_code)] // the CPU profiler (feature `pprof`) is its user
@@ -39,25 +44,21 @@ pub(crate) enum SamplerError {
     Unavailable(&'static str),
 }
 
-/// Process CPU time, ns, of the samples taken (each counts its period).
+/// CPU time, ns, of the samples taken (each counts its period).
 static TOTAL_NS: AtomicU64 = AtomicU64::new(0);
 /// The part of [`TOTAL_NS`] whose samples landed inside an allocator call.
 static ALLOC_NS: AtomicU64 = AtomicU64::new(0);
 /// The period now in force, ns (what one sample stands for).
-static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
+static PERIOD_NS: AtomicU64 = AtomicU64::new(1_000_000_000 / DEFAULT_HZ as u64);
 /// The profile hook (a `SampleHook` as usize), or 0.
 static HOOK: AtomicUsize = AtomicUsize::new(0);
 /// Handlers inside the hook now (a guard waits for 0 after clearing [`HOOK`]).
 static IN_HOOK: AtomicUsize = AtomicUsize::new(0);
-/// The timer, once created (a `timer_t` as usize; Linux numbers timers from 0), else [`NO_TIMER`].
-static TIMER: AtomicUsize = AtomicUsize::new(NO_TIMER);
-const NO_TIMER: usize = usize::MAX;
-/// The sampler is running.
+/// The sampler is running: threads arm their own timer when they set up.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The allocator-CPU figure uses it (then it runs until exit).
 static FOR_ALLOC: AtomicBool = AtomicBool::new(false);
-/// Why it could not start, once it tried (a `&'static str` as pointer + len would need two
-/// words; the reason is re-derived by [`start`] instead, so this only says "tried and failed").
+/// It tried to start for the allocator figure and could not.
 static FAILED: AtomicBool = AtomicBool::new(false);
 
 /// CPU time spent inside allocator calls since the sampler started, ns (0 if it never ran).
@@ -65,8 +66,8 @@ pub(crate) fn alloc_cpu_ns() -> u64 {
     ALLOC_NS.load(Relaxed)
 }
 
-/// Process CPU time the sampler has accounted for since it started, ns.
-#[allow(dead_code)] // read by tests and the CPU profiler
+/// CPU time of the sampled threads since the sampler started, ns.
+#[allow(dead_code)] // read by the CPU profiler
 pub(crate) fn sampled_cpu_ns() -> u64 {
     TOTAL_NS.load(Relaxed)
 }
@@ -80,22 +81,18 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
     if FAILED.load(Relaxed) {
         return Err("the CPU-time sampler could not start");
     }
-    let _guard = crate_lock();
-    FOR_ALLOC.store(true, Release);
-    if RUNNING.load(Acquire) {
+    let _guard = control_lock();
+    if FOR_ALLOC.load(Acquire) {
         return Ok(());
     }
-    match imp::start(DEFAULT_HZ) {
-        Ok(()) => {
-            RUNNING.store(true, Release);
-            Ok(())
-        }
-        Err(reason) => {
-            FOR_ALLOC.store(false, Release);
-            FAILED.store(true, Relaxed);
-            Err(reason)
-        }
+    if !RUNNING.load(Acquire)
+        && let Err(reason) = start(DEFAULT_HZ)
+    {
+        FAILED.store(true, Relaxed);
+        return Err(reason);
     }
+    FOR_ALLOC.store(true, Release);
+    Ok(())
 }
 
 /// A profile's hold on the sampler; dropping it removes the hook and puts the rate back.
@@ -105,19 +102,19 @@ pub(crate) struct ProfileGuard {
     _private: (),
 }
 
-/// Points the sampler at `hz` samples per CPU-second of the process and installs `hook`. One
-/// profile at a time.
+/// Points the sampler at `hz` samples per CPU-second of each allocating thread and installs
+/// `hook`. One profile at a time.
 #[allow(dead_code)] // the CPU profiler (feature `pprof`) is its user
 pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, SamplerError> {
-    let _guard = crate_lock();
+    let _guard = control_lock();
     if HOOK.load(Acquire) != 0 {
         return Err(SamplerError::Busy);
     }
-    if !RUNNING.load(Acquire) {
-        imp::start(hz.max(1)).map_err(SamplerError::Unavailable)?;
-        RUNNING.store(true, Release);
+    let hz = hz.clamp(1, 10_000);
+    if RUNNING.load(Acquire) {
+        set_rate(hz);
     } else {
-        imp::set_rate(hz.max(1));
+        start(hz).map_err(SamplerError::Unavailable)?;
     }
     HOOK.store(hook as usize, Release);
     Ok(ProfileGuard { _private: () })
@@ -125,32 +122,101 @@ pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, S
 
 impl Drop for ProfileGuard {
     fn drop(&mut self) {
-        let _guard = crate_lock();
+        let _guard = control_lock();
         HOOK.store(0, SeqCst);
         // A handler that loaded the hook before it was cleared finishes with it first.
         while IN_HOOK.load(SeqCst) != 0 {
             std::thread::yield_now();
         }
         if FOR_ALLOC.load(Acquire) {
-            imp::set_rate(DEFAULT_HZ);
+            set_rate(DEFAULT_HZ);
         } else {
-            imp::stop();
-            RUNNING.store(false, Release);
+            stop();
         }
     }
 }
 
-/// Serialises starting, stopping and rate changes (never taken by the handler).
-fn crate_lock() -> std::sync::MutexGuard<'static, ()> {
+/// Serialises starting, stopping and rate changes (never taken by the handler or the allocator).
+fn control_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn period_of(hz: u32) -> Duration {
-    Duration::from_nanos(1_000_000_000 / u64::from(hz.max(1)))
+fn period_ns(hz: u32) -> u64 {
+    1_000_000_000 / u64::from(hz.max(1))
 }
 
-/// What the handler does with one sample (Linux and tests): the accounting, then the hook.
+/// Installs the handler, then gives every thread that has a slot its timer.
+fn start(hz: u32) -> Result<(), &'static str> {
+    imp::install_handler()?;
+    PERIOD_NS.store(period_ns(hz), Relaxed);
+    RUNNING.store(true, Release);
+    // Threads setting up from now on arm themselves; the ones already there get theirs here.
+    for_each_slot(|s| {
+        if s.in_use.load(Acquire) {
+            arm(s);
+        }
+    });
+    Ok(())
+}
+
+/// Deletes every timer and puts the previous `SIGPROF` disposition back.
+fn stop() {
+    RUNNING.store(false, Release);
+    for_each_slot(disarm);
+    imp::restore_handler();
+}
+
+/// Re-arms every timer at `hz`.
+fn set_rate(hz: u32) {
+    PERIOD_NS.store(period_ns(hz), Relaxed);
+    let period = Duration::from_nanos(period_ns(hz));
+    for_each_slot(|s| {
+        let t = s.timer.load(Acquire);
+        if t != NO_TIMER {
+            imp::set_timer(t, period);
+        }
+    });
+}
+
+/// Gives `slot`'s thread a timer if the sampler runs and it has none (called by the thread itself
+/// at its first allocation, or by the thread starting the sampler). Makes no Rust allocation.
+pub(crate) fn arm(slot: &Slot) {
+    if !RUNNING.load(Acquire) {
+        return;
+    }
+    let tid = slot.tid.load(Relaxed);
+    if tid == 0 || slot.timer.load(Acquire) != NO_TIMER {
+        return;
+    }
+    let Some(t) = imp::create_timer(tid) else {
+        return;
+    };
+    if slot
+        .timer
+        .compare_exchange(NO_TIMER, t, AcqRel, Acquire)
+        .is_err()
+    {
+        imp::delete_timer(t); // the thread and the starter raced: one timer is enough
+        return;
+    }
+    imp::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
+}
+
+/// Deletes `slot`'s timer, if any (its thread is exiting, or the sampler stops).
+pub(crate) fn disarm(slot: &Slot) {
+    let t = slot.timer.swap(NO_TIMER, AcqRel);
+    if t != NO_TIMER {
+        imp::delete_timer(t);
+    }
+}
+
+/// The kernel's id of the calling thread (0 where there is none).
+pub(crate) fn current_tid() -> i64 {
+    imp::current_tid()
+}
+
+/// What the handler does with one sample: the accounting, then the hook.
 fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
     let weight = PERIOD_NS
         .load(Relaxed)
@@ -163,8 +229,8 @@ fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
         IN_HOOK.fetch_add(1, SeqCst);
         let hook = HOOK.load(SeqCst);
         if hook != 0 {
-            // SAFETY: `hook` was stored from a `SampleHook` by `start_profile`; it stays valid
-            // (a fn pointer) and the guard waits for `IN_HOOK` before the profile goes.
+            // SAFETY: `hook` was stored from a `SampleHook` by `start_profile`; the guard waits
+            // for `IN_HOOK` before the profile goes.
             let f: SampleHook = unsafe { std::mem::transmute::<usize, SampleHook>(hook) };
             // SAFETY: the hook's contract: called from the handler with its context.
             unsafe { f(ucontext, weight) };
@@ -178,68 +244,22 @@ mod imp {
     use std::ffi::{c_int, c_void};
     use std::mem::MaybeUninit;
     use std::ptr;
-    use std::sync::atomic::Ordering::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
 
-    use super::{NO_TIMER, PERIOD_NS, TIMER, on_sample, period_of};
+    use super::on_sample;
+    use crate::alloc::slots::NO_TIMER;
 
-    /// The `SIGPROF` disposition before ours, restored by [`stop`].
-    static OLD_ACTION: std::sync::Mutex<Option<libc::sigaction>> = std::sync::Mutex::new(None);
+    /// The `SIGPROF` disposition before ours, restored by [`restore_handler`].
+    static OLD_ACTION: Mutex<Option<libc::sigaction>> = Mutex::new(None);
 
-    /// Installs the handler (unless `SIGPROF` belongs to someone else), creates the timer and
-    /// arms it at `hz`.
-    pub(super) fn start(hz: u32) -> Result<(), &'static str> {
-        let old = install_handler()?;
-        *OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
-        let timer = match create_timer() {
-            Ok(t) => t,
-            Err(e) => {
-                restore_handler();
-                return Err(e);
-            }
-        };
-        TIMER.store(timer as usize, Release);
-        set_rate(hz);
-        Ok(())
+    pub(super) fn current_tid() -> i64 {
+        // SAFETY: gettid has no preconditions.
+        i64::from(unsafe { libc::gettid() })
     }
 
-    /// Deletes the timer and puts the previous `SIGPROF` disposition back.
-    pub(super) fn stop() {
-        let timer = TIMER.swap(NO_TIMER, AcqRel);
-        if timer != NO_TIMER {
-            // SAFETY: a timer we created, deleted once (swapped out above).
-            unsafe { libc::timer_delete(timer as libc::timer_t) };
-        }
-        restore_handler();
-    }
-
-    fn restore_handler() {
-        if let Some(old) = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            // SAFETY: a disposition sigaction itself returned.
-            unsafe { libc::sigaction(libc::SIGPROF, &old, ptr::null_mut()) };
-        }
-    }
-
-    /// Re-arms the timer at `hz` (no-op before `start`).
-    pub(super) fn set_rate(hz: u32) {
-        let timer = TIMER.load(Acquire);
-        if timer == NO_TIMER {
-            return;
-        }
-        let period = period_of(hz);
-        PERIOD_NS.store(period.as_nanos() as u64, Relaxed);
-        let ts = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
-        };
-        let spec = libc::itimerspec {
-            it_interval: ts,
-            it_value: ts,
-        };
-        // SAFETY: a timer we created; valid spec pointers.
-        unsafe { libc::timer_settime(timer as libc::timer_t, 0, &spec, ptr::null_mut()) };
-    }
-
-    fn install_handler() -> Result<libc::sigaction, &'static str> {
+    /// Installs the handler unless `SIGPROF` belongs to someone else.
+    pub(super) fn install_handler() -> Result<(), &'static str> {
         // SAFETY: plain sigaction calls with valid pointers.
         unsafe {
             let mut old = MaybeUninit::<libc::sigaction>::zeroed();
@@ -248,10 +268,10 @@ mod imp {
             }
             let old = old.assume_init();
             let ours = handler as *const () as libc::sighandler_t;
-            if old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
-                && old.sa_sigaction != ours
-            {
+            if old.sa_sigaction == ours {
+                return Ok(());
+            }
+            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
                 return Err("SIGPROF has a handler of the program's own (another profiler?)");
             }
             let mut new: libc::sigaction = std::mem::zeroed();
@@ -261,38 +281,69 @@ mod imp {
             if libc::sigaction(libc::SIGPROF, &new, ptr::null_mut()) != 0 {
                 return Err("cannot install the SIGPROF handler");
             }
-            Ok(old)
+            *OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
+        }
+        Ok(())
+    }
+
+    pub(super) fn restore_handler() {
+        if let Some(old) = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            // SAFETY: a disposition sigaction itself returned.
+            unsafe { libc::sigaction(libc::SIGPROF, &old, ptr::null_mut()) };
         }
     }
 
-    fn create_timer() -> Result<libc::timer_t, &'static str> {
-        // SAFETY: valid pointers; the sigevent asks for SIGPROF to the process.
+    /// A timer on thread `tid`'s CPU clock that signals `SIGPROF` to that thread; not armed.
+    pub(super) fn create_timer(tid: i64) -> Option<usize> {
+        // The kernel's CPU clock of one thread: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED).
+        let clock = ((!(tid as u32)) << 3 | 6) as libc::clockid_t;
+        // SAFETY: valid pointers; the sigevent targets a thread of this process.
         unsafe {
             let mut sev: libc::sigevent = std::mem::zeroed();
-            sev.sigev_notify = libc::SIGEV_SIGNAL;
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
             sev.sigev_signo = libc::SIGPROF;
+            sev.sigev_notify_thread_id = tid as c_int;
             let mut timer: libc::timer_t = ptr::null_mut();
-            if libc::timer_create(libc::CLOCK_PROCESS_CPUTIME_ID, &mut sev, &mut timer) != 0 {
-                return Err("timer_create(CLOCK_PROCESS_CPUTIME_ID) failed");
+            if libc::timer_create(clock, &mut sev, &mut timer) != 0 {
+                return None;
             }
-            Ok(timer)
+            let t = timer as usize;
+            (t != NO_TIMER).then_some(t)
         }
+    }
+
+    pub(super) fn set_timer(timer: usize, period: Duration) {
+        let ts = libc::timespec {
+            tv_sec: period.as_secs() as libc::time_t,
+            tv_nsec: period.subsec_nanos() as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts,
+            it_value: ts,
+        };
+        // SAFETY: a timer we created; valid spec pointer.
+        unsafe { libc::timer_settime(timer as libc::timer_t, 0, &spec, ptr::null_mut()) };
+    }
+
+    pub(super) fn delete_timer(timer: usize) {
+        // SAFETY: a timer we created, deleted once (its owner swapped it out).
+        unsafe { libc::timer_delete(timer as libc::timer_t) };
     }
 
     extern "C" fn handler(_sig: c_int, info: *mut libc::siginfo_t, ucontext: *mut c_void) {
         // SAFETY: errno is thread-local; saved and restored around the handler's own calls.
         let errno = unsafe { *libc::__errno_location() };
-        // Only our timer's expirations are samples (not a `kill -PROF`).
+        // Only timer expirations are samples (not a `kill -PROF`).
         // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
         if !info.is_null() && unsafe { (*info).si_code } == libc::SI_TIMER {
-            let timer = TIMER.load(Relaxed);
-            let overrun = if timer == NO_TIMER {
-                0
-            } else {
-                // SAFETY: async-signal-safe; a timer we created.
-                unsafe { libc::timer_getoverrun(timer as libc::timer_t) }.max(0) as u64
-            };
-            on_sample(overrun, ucontext);
+            let overrun = crate::alloc::counting::current_slot()
+                .map(|s| s.timer.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|&t| t != NO_TIMER)
+                // SAFETY: async-signal-safe; this thread's own timer.
+                .map_or(0, |t| {
+                    unsafe { libc::timer_getoverrun(t as libc::timer_t) }.max(0)
+                });
+            on_sample(overrun as u64, ucontext);
         }
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = errno };
@@ -301,11 +352,23 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    pub(super) fn start(_hz: u32) -> Result<(), &'static str> {
+    use std::time::Duration;
+
+    pub(super) fn current_tid() -> i64 {
+        0
+    }
+
+    pub(super) fn install_handler() -> Result<(), &'static str> {
         Err("no CPU-time sampler on this platform (Linux only)")
     }
 
-    pub(super) fn set_rate(_hz: u32) {}
+    pub(super) fn restore_handler() {}
 
-    pub(super) fn stop() {}
+    pub(super) fn create_timer(_tid: i64) -> Option<usize> {
+        None
+    }
+
+    pub(super) fn set_timer(_timer: usize, _period: Duration) {}
+
+    pub(super) fn delete_timer(_timer: usize) {}
 }

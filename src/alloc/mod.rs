@@ -3,10 +3,10 @@
 //!
 //! Uses only [`sys`](crate::sys).
 
-mod counting;
+pub(crate) mod counting;
 pub(crate) mod cpu_sampler;
 pub(crate) mod jemalloc;
-mod slots;
+pub(crate) mod slots;
 
 pub use counting::Alloc;
 pub(crate) use counting::this_thread_counters;

@@ -10,7 +10,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+
+/// No timer in [`Slot::timer`].
+pub(crate) const NO_TIMER: usize = usize::MAX;
 /// Totals of the counting allocator, summed over all threads that ever allocated.
 ///
 /// Read with [`alloc_counters`]. All counts are since the process started, in requested bytes
@@ -114,6 +117,11 @@ pub(crate) struct Slot {
     pub(crate) allocs: AtomicU64,
     pub(crate) frees: AtomicU64,
     pub(crate) in_use: AtomicBool,
+    /// Kernel id of the thread that owns the slot now (0 before it is known).
+    pub(crate) tid: AtomicI64,
+    /// The CPU-time sampler's timer on that thread's CPU clock (a `timer_t` as usize), or
+    /// `NO_TIMER`.
+    pub(crate) timer: AtomicUsize,
     /// Next slot in the list; fixed once the slot is published.
     next: *const Slot,
 }
@@ -143,6 +151,8 @@ impl Slot {
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             in_use: AtomicBool::new(false),
+            tid: AtomicI64::new(0),
+            timer: AtomicUsize::new(NO_TIMER),
             next: ptr::null(),
         }
     }
@@ -154,6 +164,17 @@ static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
 pub(crate) static FALLBACK: Slot = Slot::new();
 /// Set when the first thread takes a slot: proof that `Alloc` is the global allocator.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Calls `f` with every slot ever created (owned by a live thread or free).
+pub(crate) fn for_each_slot(mut f: impl FnMut(&Slot)) {
+    let mut p: *const Slot = SLOTS.load(Acquire);
+    while !p.is_null() {
+        // SAFETY: slots are never freed once published.
+        let s = unsafe { &*p };
+        f(s);
+        p = s.next;
+    }
+}
+
 /// Takes a free slot, or creates one with the system allocator. Null only if that fails.
 #[cold]
 pub(crate) fn acquire_slot() -> *const Slot {
