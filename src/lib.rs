@@ -117,6 +117,8 @@ mod clock;
 mod config;
 mod env;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod stats;
 mod sync;
 mod sys;

@@ -125,7 +125,10 @@ mod tests {
         let mut out = Vec::new();
         json_object(&mut out, fields::WORKER, &w);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("{\"parked\":true,\"park_count\":3,"), "{text}");
+        assert!(
+            text.starts_with("{\"parked\":true,\"park_count\":3,"),
+            "{text}"
+        );
         assert!(text.ends_with('}') && !text.contains(",,"), "{text}");
         let empty: &[Field<WorkerStats>] = &[];
         let mut out = Vec::new();
