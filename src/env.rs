@@ -47,6 +47,9 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     // `gcpercent` sets the goal `memstats().next_gc` reports even when no trace is on.
     stderr::set_notes_json(config.format() == Format::Json);
     stats::gc::set_gcpercent(config.gcpercent());
+    if !config.any_service() {
+        return Ok(());
+    }
     #[cfg(feature = "http")]
     if let Some(addr) = config.http() {
         start_http(addr, strict, config.format())?;

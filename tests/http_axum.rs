@@ -30,7 +30,9 @@ fn the_router_serves_the_same_endpoints_in_the_app() {
             let app = axum::Router::new()
                 .route("/hello", axum::routing::get(|| async { "hello" }))
                 .merge(rdebug::http::router());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let addr = listener.local_addr().expect("addr");
             tokio::spawn(async move { axum::serve(listener, app).await });
             // 7 parked tasks, axum's serve task, and the task axum runs each connection on.
@@ -38,9 +40,17 @@ fn the_router_serves_the_same_endpoints_in_the_app() {
             tokio::task::spawn_blocking(move || {
                 let g = get(addr, "/debug/pprof/goroutine?debug=1");
                 assert_eq!(g.header("content-type"), "text/plain; charset=utf-8");
-                assert!(g.text().starts_with(&format!("goroutine profile: total {tasks}\n")), "{}", g.text());
+                assert!(
+                    g.text()
+                        .starts_with(&format!("goroutine profile: total {tasks}\n")),
+                    "{}",
+                    g.text()
+                );
                 let v = get(addr, "/debug/vars");
-                assert_eq!((v.status, v.header("content-type")), (200, "application/json"));
+                assert_eq!(
+                    (v.status, v.header("content-type")),
+                    (200, "application/json")
+                );
                 let vars: serde_json::Value = serde_json::from_slice(&v.body).expect("JSON");
                 assert_eq!(vars["sched"][0]["workers"], 2);
                 let idx = get(addr, "/debug/pprof/");

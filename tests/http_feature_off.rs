@@ -18,7 +18,12 @@ fn http_without_the_feature_warns_once_naming_it() {
         let mut names = Vec::new();
         for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
             let comm = entry.expect("task").path().join("comm");
-            names.push(std::fs::read_to_string(comm).unwrap_or_default().trim().to_owned());
+            names.push(
+                std::fs::read_to_string(comm)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            );
         }
         let servers = names.iter().filter(|n| *n == "rdebug-http").count();
         println!("RESULT {servers}");

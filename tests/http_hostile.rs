@@ -52,7 +52,8 @@ fn app_child() {
 /// Sends raw `bytes` and reads what comes back (up to 5 s), tolerating a reset.
 fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let _ = s.write_all(bytes);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -82,7 +83,11 @@ fn hostile_clients_neither_stop_the_server_nor_slow_the_app() {
         }
     }
     for q in ["hz=0", "hz=5000", "debug=9", "gc=x"] {
-        assert_eq!(get(debug, &format!("/debug/pprof/heap?{q}")).status, 400, "{q}");
+        assert_eq!(
+            get(debug, &format!("/debug/pprof/heap?{q}")).status,
+            400,
+            "{q}"
+        );
     }
     assert_eq!(get(debug, "/debug/pprof/nosuchprofile").status, 404);
 
@@ -159,7 +164,10 @@ fn hostile_clients_neither_stop_the_server_nor_slow_the_app() {
     let summary = load.join().expect("load thread");
     println!("app under load meanwhile: {summary:?}");
     assert!(summary.ok > 0, "{summary:?}");
-    assert_eq!(summary.failed, 0, "the app answered every request: {summary:?}");
+    assert_eq!(
+        summary.failed, 0,
+        "the app answered every request: {summary:?}"
+    );
     c.finish().assert_success();
 }
 
@@ -203,7 +211,11 @@ fn public_bind_warns_once_and_the_token_guards_dumps() {
         assert_eq!(none.status, 401, "{path}");
         assert_eq!(none.header("x-go-pprof"), "1");
         let sep = if path.contains('?') { '&' } else { '?' };
-        assert_eq!(get(debug, &format!("{path}{sep}token=nope")).status, 403, "{path}");
+        assert_eq!(
+            get(debug, &format!("{path}{sep}token=nope")).status,
+            403,
+            "{path}"
+        );
         let bearer = get_within(
             debug,
             path,
@@ -221,7 +233,10 @@ fn public_bind_warns_once_and_the_token_guards_dumps() {
     )
     .expect("answer");
     assert_eq!(ok.status, 200);
-    assert_eq!(get(debug, "/debug/pprof/goroutine?debug=1&token=s3cret").status, 200);
+    assert_eq!(
+        get(debug, "/debug/pprof/goroutine?debug=1&token=s3cret").status,
+        200
+    );
     // Pages without code or data need no token.
     assert_eq!(get(debug, "/debug/pprof/").status, 200);
     assert_eq!(get(debug, "/debug/vars").status, 200);

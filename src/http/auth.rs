@@ -6,11 +6,11 @@
 //! routes whatever address the server listens on, so setting it always means "locked"; the
 //! warning printed for a non-loopback address says whether a token is set.
 
+use hyper::StatusCode;
 use hyper::header::{self, HeaderMap};
-use hyper::{Response, StatusCode};
 
 use super::params;
-use super::reply::{self, Body};
+use super::reply::{self, Refusal};
 
 /// The variable holding the token.
 pub(crate) const TOKEN_ENV: &str = "RDEBUG_HTTP_TOKEN";
@@ -53,7 +53,7 @@ impl Token {
 
     /// `Ok` when no token is required or the request carries the right one; else 401 (none
     /// given) or 403 (a wrong one).
-    pub(crate) fn check(&self, headers: &HeaderMap, query: &str) -> Result<(), Response<Body>> {
+    pub(crate) fn check(&self, headers: &HeaderMap, query: &str) -> Result<(), Refusal> {
         let Some(want) = &self.0 else { return Ok(()) };
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -72,13 +72,13 @@ impl Token {
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
                 );
-                Err(r)
+                Err(Box::new(r))
             }
             Some(g) if equal(&g, want) => Ok(()),
-            Some(_) => Err(reply::error(
+            Some(_) => Err(Box::new(reply::error(
                 StatusCode::FORBIDDEN,
                 "wrong token (the one in RDEBUG_HTTP_TOKEN is needed)",
-            )),
+            ))),
         }
     }
 }

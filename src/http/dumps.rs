@@ -39,9 +39,11 @@ const MAX_THREADS: usize = 10_000;
 ///
 /// ```text
 /// threadcreate profile: total 7
-/// # tid	state	cpu	name
-/// 4242	S	0.120s	main
+/// # tid state cpu name
+/// 4242 S 0.120s main
 /// ```
+///
+/// (the columns are separated by tabs).
 pub(crate) fn threadcreate() -> Response<Body> {
     let mut rows = Vec::new();
     let mut more = 0usize;

@@ -7,9 +7,11 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 
-use super::reply::{self, Body};
+#[cfg(test)]
+use super::reply::Body;
+use super::reply::{self, Refusal};
 
 /// The longest a profile or trace may run, seconds.
 pub(crate) const MAX_SECONDS: u64 = 300;
@@ -81,7 +83,7 @@ fn shown(name: &str, text: &str) -> String {
 }
 
 /// A whole number from `min` to `max`, or the 400 naming `name`.
-fn number(name: &str, text: &str, min: u64, max: u64, unit: &str) -> Result<u64, Response<Body>> {
+fn number(name: &str, text: &str, min: u64, max: u64, unit: &str) -> Result<u64, Refusal> {
     match text.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(bad(&format!(
@@ -92,8 +94,8 @@ fn number(name: &str, text: &str, min: u64, max: u64, unit: &str) -> Result<u64,
 }
 
 /// A 400 with `message`.
-pub(crate) fn bad(message: &str) -> Response<Body> {
-    reply::error(StatusCode::BAD_REQUEST, message)
+pub(crate) fn bad(message: &str) -> Refusal {
+    Box::new(reply::error(StatusCode::BAD_REQUEST, message))
 }
 
 impl Params {
@@ -102,7 +104,7 @@ impl Params {
     /// ```text
     /// seconds=abc -> 400 "bad seconds=abc: expected a whole number of seconds from 1 to 300"
     /// ```
-    pub(crate) fn parse(query: &str) -> Result<Params, Response<Body>> {
+    pub(crate) fn parse(query: &str) -> Result<Params, Refusal> {
         let mut p = Params::default();
         if let Some(v) = value(query, "seconds") {
             p.seconds = Some(number("seconds", &v, 1, MAX_SECONDS, "seconds")?);
@@ -152,12 +154,12 @@ pub(crate) struct CpuSlot(());
 
 impl CpuSlot {
     /// Takes the slot, or answers 409 saying a profile is already running.
-    pub(crate) fn take() -> Result<CpuSlot, Response<Body>> {
+    pub(crate) fn take() -> Result<CpuSlot, Refusal> {
         if CPU_PROFILE_RUNNING.swap(true, Ordering::AcqRel) {
-            Err(reply::error(
+            Err(Box::new(reply::error(
                 StatusCode::CONFLICT,
                 "a CPU profile is already running; only one can run at a time: try again when it ends",
-            ))
+            )))
         } else {
             Ok(CpuSlot(()))
         }
@@ -174,7 +176,9 @@ impl Drop for CpuSlot {
 mod tests {
     use super::*;
 
-    fn message(r: Response<Body>) -> (u16, String) {
+    #[allow(clippy::boxed_local)]
+    fn message(r: Refusal) -> (u16, String) {
+        let r = *r;
         let status = r.status().as_u16();
         let go = r.headers().get("x-go-pprof").is_some();
         assert!(go, "errors carry X-Go-Pprof");

@@ -59,6 +59,9 @@ impl hyper::body::Body for Body {
     }
 }
 
+/// A refusal: the error answer of a check (boxed: a response is large).
+pub(crate) type Refusal = Box<Response<Body>>;
+
 /// A response with `status`, `content_type` and `body`.
 pub(crate) fn with(
     status: StatusCode,

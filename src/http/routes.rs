@@ -99,11 +99,11 @@ pub(crate) async fn respond(
     }
     // Profiles and dumps reveal code and data.
     if let Err(r) = ctx.token.check(headers, query) {
-        return r;
+        return *r;
     }
     let params = match Params::parse(query) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match name {
         "cmdline" => dumps::cmdline(),
@@ -112,7 +112,7 @@ pub(crate) async fn respond(
         "trace" => trace::start(params.seconds_or(trace::DEFAULT_SECONDS)),
         "profile" => match CpuSlot::take() {
             Ok(slot) => profiles::serve(name, &params, Some(slot)).await,
-            Err(busy) => busy,
+            Err(busy) => *busy,
         },
         _ => profiles::serve(name, &params, None).await,
     }

@@ -55,6 +55,7 @@ pub(crate) fn json_fields<R>(out: &mut Vec<u8>, table: &[Field<R>], r: &R) {
 }
 
 /// Writes `{"key":value,...}`: every field of `table` that has a value.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn json_object<R>(out: &mut Vec<u8>, table: &[Field<R>], r: &R) {
     let start = out.len();
     json_fields(out, table, r);
