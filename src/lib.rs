@@ -40,6 +40,7 @@
 //! | `gcpercent=N` | pacing percent for the goal (Go's `GOGC`), N ≥ 0, or `off` | 100 |
 //! | `gcpoll=N` | how often, in ms (N ≥ 1), the allocator is sampled for cycles | 100 |
 //! | `format=text\|json` | text lines, or one JSON object per line with the same fields | text |
+//! | `http=ADDR` | the debug server on ADDR (`:6060` is loopback), feature `http`: see `rdebug::http` | off |
 //!
 //! Go ignores unknown keys and bad values silently; rdebug says so instead, one line per item,
 //! `rdebug: warning: <item>: <what is accepted>, ignoring it`, and everything valid still takes
