@@ -21,7 +21,7 @@ static STARTED: Mutex<bool> = Mutex::new(false);
 pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     let mut started = lock(&STARTED);
     if *started {
-        if let (Some(_), Ok(h)) = (GLOBAL.get(), Handle::try_current()) {
+        if let (true, Ok(h)) = (GLOBAL.get().is_some() || serving(), Handle::try_current()) {
             runtimes::watch(&h, None);
         }
         return if strict {
@@ -63,6 +63,18 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
         panic_hook::install(r);
     }
     Ok(())
+}
+
+/// Whether `RDEBUG=http=` started the debug server.
+fn serving() -> bool {
+    #[cfg(feature = "http")]
+    {
+        crate::http::from_env_running()
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        false
+    }
 }
 
 /// Starts the debug server for `http=ADDR`, watching the current runtime (if any) so its pages

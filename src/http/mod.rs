@@ -115,6 +115,11 @@ pub fn serve(addr: SocketAddr) -> Result<Server, Error> {
 /// The server `RDEBUG=http=` started.
 static FROM_ENV: OnceLock<Server> = OnceLock::new();
 
+/// Whether `RDEBUG=http=` started the server.
+pub(crate) fn from_env_running() -> bool {
+    FROM_ENV.get().is_some()
+}
+
 /// Starts the server for `RDEBUG=http=ADDR` and says where on stderr.
 pub(crate) fn start_from_env(addr: SocketAddr) -> Result<(), Error> {
     let server = serve(addr)?;
