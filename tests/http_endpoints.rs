@@ -61,6 +61,9 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
     }
     let mut c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
     let addr = c.addr;
+    // The child answers commands once its tasks are parked.
+    let tasks: usize = c.command("tasks", "TASKS ").trim().parse().expect("tasks");
+    assert_eq!(tasks, PARKED);
 
     // Index: Go's layout, every profile linked with ?debug=1, rdebug's pages linked.
     let index = get(addr, "/debug/pprof/");
@@ -95,8 +98,6 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
     assert_eq!(get(addr, "/debug/pprof").status, 301);
 
     // goroutine: the task count is sched_stats().tasks, and that is the tasks the child parked.
-    let tasks: usize = c.command("tasks", "TASKS ").trim().parse().expect("tasks");
-    assert_eq!(tasks, PARKED);
     let g = get(addr, "/debug/pprof/goroutine?debug=1");
     assert_eq!(
         (g.status, g.header("content-type")),
