@@ -8,19 +8,24 @@
 //! * `GET /search?q=…` – case-insensitive substring search over a generated
 //!   corpus of a few hundred lines (`q` is capped at 256 bytes);
 //! * `POST /cache` – appends the request body to a server-side cache that is
-//!   cleared whenever it reaches 64 MiB, so the heap visibly grows and shrinks;
-//! * `GET /debug/memstats` – `rdebug::memstats()` and `rdebug::sched_stats()`
-//!   of the server's runtime as JSON (what Go programs export with expvar).
+//!   cleared whenever it reaches 64 MiB, so the heap visibly grows and shrinks.
+//!
+//! Its debug pages come from rdebug's debug server (built with rdebug's `http`
+//! feature): `RDEBUG=http=127.0.0.1:6060` serves Go's `/debug/pprof/` pages
+//! and `/debug/vars` (`rdebug::memstats()` and `rdebug::sched_stats()` as
+//! JSON, what Go programs export with expvar) on a thread of its own.
 //!
 //! There are three ways to run it.
 //!
 //! **The self-contained demo.** It idles for 3 s, drives load at itself over
 //! 8 keep-alive connections (from a separate one-thread runtime) for 10 s,
 //! idles for 3 s more, prints a summary and exits. Unless `RDEBUG` is already
-//! set, it turns on `RDEBUG=schedtrace=1000,gctrace=1`:
+//! set, it turns on `RDEBUG=schedtrace=1000,gctrace=1` (plus `http=127.0.0.1:0`,
+//! the debug server on a free port, when built with `--features http`):
 //!
 //! ```text
 //! cargo run --release --example webapp -- --demo        # or --demo 30
+//! cargo run --release --features http --example webapp -- --demo
 //! ```
 //!
 //! **The server on its own**, with the trace on stderr and the request log on
@@ -29,6 +34,13 @@
 //! ```text
 //! cargo build --release --example webapp
 //! RDEBUG=schedtrace=1000,gctrace=1 ./target/release/examples/webapp > /dev/null
+//! ```
+//!
+//! and with the debug server (`cargo build --release --features http --example webapp`):
+//!
+//! ```text
+//! RDEBUG=schedtrace=1000,http=127.0.0.1:6060 ./target/release/examples/webapp > /dev/null
+//! curl http://127.0.0.1:6060/debug/vars
 //! ```
 //!
 //! **Load from outside**, e.g. with [hey](https://github.com/rakyll/hey) in a
@@ -76,7 +88,12 @@ static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 const USAGE: &str = "usage: webapp [--addr HOST:PORT] [--demo [SECS]]";
 const DEFAULT_ADDR: &str = "127.0.0.1:4000";
 const DEMO_ADDR: &str = "127.0.0.1:0";
-const DEMO_RDEBUG: &str = "schedtrace=1000,gctrace=1";
+/// The demo's `RDEBUG`: the traces, and the debug server on a free port when it is built in.
+const DEMO_RDEBUG: &str = if cfg!(feature = "http") {
+    "schedtrace=1000,gctrace=1,http=127.0.0.1:0"
+} else {
+    "schedtrace=1000,gctrace=1"
+};
 const DEMO_DEFAULT_SECS: u64 = 10;
 const DEMO_MAX_SECS: u64 = 3600;
 const DEMO_IDLE: Duration = Duration::from_secs(3);
@@ -308,7 +325,6 @@ fn app() -> Router {
     Router::new()
         .route("/sendjson", get(send_json).post(send_json))
         .route("/search", get(search))
-        .route("/debug/memstats", get(debug_memstats))
         .route(
             "/cache",
             post(cache).layer(DefaultBodyLimit::max(CACHE_MAX_ENTRY)),
@@ -328,20 +344,6 @@ async fn log_request(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     log::debug!("{method} {uri} -> {}", response.status());
     response
-}
-
-#[derive(Serialize)]
-struct DebugStats {
-    memstats: rdebug::MemStats,
-    sched: rdebug::SchedStats,
-}
-
-/// `GET /debug/memstats`: the allocator and scheduler figures rdebug reads.
-async fn debug_memstats() -> Json<DebugStats> {
-    Json(DebugStats {
-        memstats: rdebug::memstats(),
-        sched: rdebug::sched_stats(&tokio::runtime::Handle::current()),
-    })
 }
 
 #[derive(Serialize)]

@@ -22,7 +22,7 @@ static STARTED: Mutex<bool> = Mutex::new(false);
 pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     let mut started = lock(&STARTED);
     if *started {
-        if let (Some(_), Ok(h)) = (GLOBAL.get(), Handle::try_current()) {
+        if let (true, Ok(h)) = (GLOBAL.get().is_some() || serving(), Handle::try_current()) {
             runtimes::watch(&h, None);
         }
         return if strict {
@@ -48,6 +48,13 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     // `gcpercent` sets the goal `memstats().next_gc` reports even when no trace is on.
     stderr::set_notes_json(config.format() == Format::Json);
     stats::gc::set_gcpercent(config.gcpercent());
+    if !config.any_service() {
+        return Ok(());
+    }
+    #[cfg(feature = "http")]
+    if let Some(addr) = config.http() {
+        start_http(addr, strict, config.format())?;
+    }
     if !config.any_trace() {
         return Ok(());
     }
@@ -67,6 +74,43 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Whether `RDEBUG=http=` started the debug server.
+fn serving() -> bool {
+    #[cfg(feature = "http")]
+    {
+        crate::http::from_env_running()
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        false
+    }
+}
+
+/// Starts the debug server for `http=ADDR`, watching the current runtime (if any) so its pages
+/// show it. Strictly, a bind failure is the error; leniently, one warning and the program goes on.
+#[cfg(feature = "http")]
+fn start_http(addr: std::net::SocketAddr, strict: bool, format: Format) -> Result<(), Error> {
+    crate::clock::origin();
+    if let Ok(h) = Handle::try_current() {
+        runtimes::watch(&h, None);
+    }
+    match crate::http::start_from_env(addr) {
+        Ok(()) => Ok(()),
+        Err(e) if strict => Err(e),
+        Err(e) => {
+            let mut line = Vec::new();
+            trace::note(
+                &mut line,
+                format,
+                "warning",
+                &format!("debug server: {e}; going on without it"),
+            );
+            Stderr::open().line(&line);
+            Ok(())
+        }
+    }
 }
 
 /// `RDEBUG` as text. Bytes that are not UTF-8 become `\xNN` escapes, so a warning shows what

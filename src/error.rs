@@ -19,6 +19,15 @@ pub enum Error {
     AlreadyStarted,
     /// The reporter thread could not be spawned.
     Spawn(std::io::Error),
+    /// The debug server could not listen on its address (feature `http`).
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        source: std::io::Error,
+    },
+    /// The debug server's thread or runtime could not be started (feature `http`).
+    ServerThread(std::io::Error),
 }
 
 impl fmt::Display for Error {
@@ -27,6 +36,8 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "RDEBUG item {e}"),
             Error::AlreadyStarted => f.write_str("rdebug was already started from RDEBUG"),
             Error::Spawn(e) => write!(f, "cannot start the rdebug reporter thread: {e}"),
+            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::ServerThread(e) => write!(f, "cannot start the rdebug debug server: {e}"),
         }
     }
 }
@@ -35,7 +46,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Config(e) => Some(e),
-            Error::Spawn(e) => Some(e),
+            Error::Spawn(e) | Error::ServerThread(e) => Some(e),
+            Error::Bind { source, .. } => Some(source),
             Error::AlreadyStarted => None,
         }
     }

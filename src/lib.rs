@@ -40,7 +40,7 @@
 //! | `gcpercent=N` | pacing percent for the goal (Go's `GOGC`), N ≥ 0, or `off` | 100 |
 //! | `gcpoll=N` | how often, in ms (N ≥ 1), the allocator is sampled for cycles | 100 |
 //! | `format=text\|json` | text lines, or one JSON object per line (keys: the structs' serde names) | text |
-//! | `http=ADDR` | the debug server (feature `http`); `:6060` means `127.0.0.1:6060` | off |
+//! | `http=ADDR` | the debug server on ADDR (`:6060` is loopback), feature `http`: see `rdebug::http` | off |
 //! | `cpuprofile=FILE` | a CPU profile of the whole run, written at normal exit (feature `pprof`) | off |
 //! | `memprofile=FILE` | a heap profile, written at normal exit (feature `pprof`) | off |
 //! | `memprofilerate=N` | heap sampling: one sample per N bytes allocated on average; 0 is off | 524288 |
@@ -148,6 +148,8 @@ mod clock;
 mod config;
 mod env;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod stats;
 mod sync;
 mod sys;

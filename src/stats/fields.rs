@@ -177,7 +177,7 @@ pub(crate) static GC_DETAIL: &[Field<GcCycle>] = &[
 
 /// [`MemStats`], Go's names in snake_case.
 #[rustfmt::skip]
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(all(test, feature = "serde")), allow(dead_code))]
 pub(crate) static MEMSTATS: &[Field<MemStats>] = &[
     field!(alloc, "", Plain, Gauge, "Bytes in live heap objects, by requested size (rdebug's counters: total_alloc - freed); same as heap_alloc."),
     field!(total_alloc, "", Plain, Counter, "Bytes allocated over the process's life, by requested size (rdebug's counters)."),

@@ -4,6 +4,7 @@
 //!
 //! Uses [`alloc`](crate::alloc) and [`sys`](crate::sys); nothing here calls up into a presenter.
 
+pub(crate) mod encode;
 pub(crate) mod fields;
 pub(crate) mod gc;
 mod mem;

@@ -7,75 +7,13 @@
 use std::io::Write;
 
 use crate::config::Format;
-use crate::stats::fields::{self, Field, Unit, Value};
-use crate::stats::{GcCycle, SchedStats};
-use crate::sys::stderr::json_str;
+use crate::stats::encode::{json_fields, json_head, local_queues, text_fields};
+use crate::stats::fields::{self, Value};
+use crate::stats::{GcCycle, SchedStats, encode as records};
 
 /// MiB, truncated (`>> 20`), as Go prints MB.
 pub(crate) fn mb(bytes: u64) -> u64 {
     bytes >> 20
-}
-
-/// Writes `key=value` for every field of `table` that has a text key and a value, each preceded
-/// by `sep` except the first when `first` is set.
-fn text_fields<R>(out: &mut Vec<u8>, table: &[Field<R>], r: &R, mut first: bool) {
-    for f in table.iter().filter(|f| !f.text.is_empty()) {
-        let v = (f.get)(r);
-        if v == Value::Missing {
-            continue;
-        }
-        if !first {
-            out.push(b' ');
-        }
-        first = false;
-        let _ = write!(out, "{}=", f.text);
-        let _ = match (v, f.unit) {
-            (Value::Int(n), Unit::Plain) => write!(out, "{n}"),
-            (Value::Int(n), Unit::NsAsMs) => write!(out, "{}ms", n / 1_000_000),
-            (Value::Int(n), Unit::NsAsUs) => write!(out, "{}us", n / 1_000),
-            (Value::Bool(b), _) => write!(out, "{}", u8::from(b)),
-            (Value::Float(x), _) => write!(out, "{x}"),
-            (Value::Missing, _) => Ok(()),
-        };
-    }
-}
-
-/// Writes `,"key":value` for every field of `table` that has a value.
-fn json_fields<R>(out: &mut Vec<u8>, table: &[Field<R>], r: &R) {
-    for f in table {
-        let v = (f.get)(r);
-        if v == Value::Missing {
-            continue;
-        }
-        let _ = write!(out, ",\"{}\":", f.key);
-        let _ = match v {
-            Value::Int(n) => write!(out, "{n}"),
-            Value::Bool(b) => write!(out, "{b}"),
-            Value::Float(x) if x.is_finite() => write!(out, "{x}"),
-            Value::Float(_) => write!(out, "0"),
-            Value::Missing => Ok(()),
-        };
-    }
-}
-
-/// `{"type":"<kind>"[,"runtime":"<label>"]`
-fn json_head(out: &mut Vec<u8>, kind: &str, label: Option<&str>) {
-    let _ = write!(out, "{{\"type\":\"{kind}\"");
-    if let Some(l) = label {
-        out.extend_from_slice(b",\"runtime\":");
-        json_str(out, l);
-    }
-}
-
-/// The per-worker local queue depths, or `None` when any is unknown (without `tokio_unstable`).
-fn local_queues(s: &SchedStats) -> Option<impl Iterator<Item = usize> + '_> {
-    let known =
-        !s.per_worker.is_empty() && s.per_worker.iter().all(|w| w.local_queue_depth.is_some());
-    known.then(|| {
-        s.per_worker
-            .iter()
-            .map(|w| w.local_queue_depth.unwrap_or(0))
-    })
 }
 
 /// `SCHED <ms>ms: [runtime=<name> ]workers=W idleworkers=I threads=T tasks=K [blocking=B
@@ -98,20 +36,7 @@ pub(crate) fn sched(out: &mut Vec<u8>, fmt: Format, ms: u64, label: Option<&str>
             }
             out.push(b'\n');
         }
-        Format::Json => {
-            json_head(out, "sched", label);
-            let _ = write!(out, ",\"ms\":{ms}");
-            json_fields(out, fields::SCHED, s);
-            if let Some(depths) = local_queues(s) {
-                out.extend_from_slice(b",\"per_worker\":[");
-                for (i, d) in depths.enumerate() {
-                    let comma = if i > 0 { "," } else { "" };
-                    let _ = write!(out, "{comma}{{\"local_queue_depth\":{d}}}");
-                }
-                out.push(b']');
-            }
-            out.extend_from_slice(b"}\n");
-        }
+        Format::Json => records::sched_json(out, ms, label, s),
     }
 }
 
@@ -197,11 +122,7 @@ pub(crate) fn gc(out: &mut Vec<u8>, fmt: Format, c: &GcCycle) {
                 if c.forced { " (forced)" } else { "" }
             );
         }
-        Format::Json => {
-            json_head(out, "gc", None);
-            json_fields(out, fields::GC, c);
-            out.extend_from_slice(b"}\n");
-        }
+        Format::Json => records::gc_json(out, c),
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod child;
 pub mod foreign;
+pub mod http_client;
 pub mod lines;
 pub mod load;
 pub mod server;

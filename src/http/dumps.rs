@@ -1,0 +1,163 @@
+//! The process dumps: `cmdline` (argv joined by NUL, as Go's), `threadcreate` (the OS threads of
+//! the process from `/proc`) and `goroutine` (the watched tokio runtimes).
+//!
+//! `goroutine` shows per runtime its workers, idle workers, tasks and queues (`debug=2` adds a
+//! line per worker and the blocking pool), written from the same field tables as the SCHED lines.
+//! A dump of every task's stack (tokio's `Handle::dump`, which needs `--cfg tokio_unstable` and
+//! tokio's `taskdump` feature) is a later step: until then there is no per-task listing.
+//!
+//! Go serves `goroutine` and `threadcreate` as pprof protobuf when `debug=0`; rdebug serves the
+//! text in every case.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use hyper::Response;
+
+use super::reply::{self, Body, TEXT};
+use super::runtimes::{self, NONE_WATCHED};
+use crate::stats::encode::text_fields;
+use crate::stats::fields;
+use crate::sys::proc::{ProcFile, clock_ticks_per_sec, stat_field};
+
+/// `/debug/pprof/cmdline`: the program's arguments joined by NUL bytes.
+pub(crate) fn cmdline() -> Response<Body> {
+    let mut out = Vec::new();
+    for (i, a) in std::env::args_os().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(a.as_encoded_bytes());
+    }
+    reply::ok(TEXT, out)
+}
+
+/// Most threads listed; past it, one line counts the rest.
+const MAX_THREADS: usize = 10_000;
+
+/// `/debug/pprof/threadcreate`:
+///
+/// ```text
+/// threadcreate profile: total 7
+/// # tid state cpu name
+/// 4242 S 0.120s main
+/// ```
+///
+/// (the columns are separated by tabs).
+pub(crate) fn threadcreate() -> Response<Body> {
+    let mut rows = Vec::new();
+    let mut more = 0usize;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if rows.len() == MAX_THREADS {
+                more += 1;
+                continue;
+            }
+            rows.push((tid, thread(tid)));
+        }
+    }
+    rows.sort_by_key(|(tid, _)| *tid);
+    let mut out = String::with_capacity(64 * rows.len() + 64);
+    let _ = writeln!(out, "threadcreate profile: total {}", rows.len() + more);
+    out.push_str("# tid\tstate\tcpu\tname\n");
+    for (tid, t) in &rows {
+        let cpu = t.cpu_ns.map_or_else(
+            || "?".into(),
+            |ns| format!("{}.{:03}s", ns / 1_000_000_000, ns / 1_000_000 % 1000),
+        );
+        let _ = writeln!(out, "{tid}\t{}\t{cpu}\t{}", t.state, t.name.escape_debug());
+    }
+    if more > 0 {
+        let _ = writeln!(out, "# {more} more threads not listed");
+    }
+    if rows.is_empty() {
+        out.push_str("# no /proc/self/task on this system\n");
+    }
+    reply::ok(TEXT, out)
+}
+
+/// One thread as `/proc/self/task/<tid>/stat` describes it.
+struct Thread {
+    name: String,
+    state: char,
+    cpu_ns: Option<u64>,
+}
+
+fn thread(tid: u64) -> Thread {
+    let mut buf = [0u8; 1024];
+    let file = ProcFile::open(&format!("/proc/self/task/{tid}/stat"));
+    let parsed = file.read_with(&mut buf, |b| {
+        let open = b.iter().position(|&c| c == b'(')?;
+        let close = b.iter().rposition(|&c| c == b')')?;
+        let name = String::from_utf8_lossy(b.get(open + 1..close)?).into_owned();
+        let state = b.get(close + 2).map_or('?', |&c| c as char);
+        let ticks = stat_field(b, 14)?.saturating_add(stat_field(b, 15)?);
+        Some((name, state, ticks))
+    });
+    match parsed {
+        Some((name, state, ticks)) => Thread {
+            name,
+            state,
+            cpu_ns: Some(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec()),
+        },
+        None => Thread {
+            name: String::new(),
+            state: '?',
+            cpu_ns: None,
+        },
+    }
+}
+
+/// `/debug/pprof/goroutine`:
+///
+/// ```text
+/// goroutine profile: total 26
+/// # runtime main: workers=2 idleworkers=2 threads=9 tasks=26 runqueue=0
+/// ```
+///
+/// `debug=2` adds `#   W<i>: parked= parks= busy=...` per worker and `#   blocking: ...`.
+pub(crate) fn goroutine(debug: u8) -> Response<Body> {
+    let list = runtimes::snapshot();
+    let total = list
+        .iter()
+        .map(|(_, s)| s.tasks as u64)
+        .fold(0, u64::saturating_add);
+    let mut out = Vec::with_capacity(256 * (list.len() + 1));
+    let _ = writeln!(out, "goroutine profile: total {total}");
+    if list.is_empty() {
+        let _ = writeln!(out, "# {NONE_WATCHED}");
+    }
+    for (label, s) in &list {
+        let _ = write!(out, "# runtime {label}: ");
+        text_fields(&mut out, fields::SCHED, s, true);
+        out.push(b'\n');
+        if debug >= 2 {
+            for (i, w) in s.per_worker.iter().enumerate() {
+                let _ = write!(out, "#   W{i}: ");
+                text_fields(&mut out, fields::WORKER, w, true);
+                out.push(b'\n');
+            }
+            let start = out.len();
+            out.extend_from_slice(b"#   blocking: ");
+            let before = out.len();
+            text_fields(&mut out, fields::BLOCKING, s, true);
+            if out.len() == before {
+                out.truncate(start);
+            } else {
+                out.push(b'\n');
+            }
+        }
+    }
+    out.extend_from_slice(
+        b"# per-task stacks (tokio task dumps) are not listed: a later rdebug step, needing \
+          --cfg tokio_unstable and tokio's taskdump feature\n",
+    );
+    reply::ok(TEXT, out)
+}

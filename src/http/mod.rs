@@ -1,0 +1,168 @@
+//! The debug server: Go's `net/http/pprof` endpoints, and rdebug's own pages (feature `http`).
+//!
+//! Start it with `RDEBUG=http=127.0.0.1:6060` (`:6060` means loopback) and [`init`](crate::init),
+//! with [`serve`] from code, or mount [`router`] into the application's own axum server (feature
+//! `axum`). [`serve`] runs on its own thread, `rdebug-http`, with its own current-thread tokio
+//! runtime, so it answers while the application's runtime is saturated.
+//!
+//! ```
+//! let server = rdebug::http::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+//! let addr = server.local_addr();
+//! // curl http://{addr}/debug/pprof/
+//! # use std::io::{Read, Write};
+//! # let mut c = std::net::TcpStream::connect(addr).unwrap();
+//! # c.write_all(b"GET /debug/vars HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+//! # let mut answer = String::new();
+//! # c.read_to_string(&mut answer).unwrap();
+//! # assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+//! # assert!(answer.contains("\"memstats\":{"), "{answer}");
+//! server.stop();
+//! ```
+//!
+//! # Endpoints
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/debug/pprof/` | index page, as Go's, with links to rdebug's pages |
+//! | `/debug/pprof/profile?seconds=N` | CPU profile (feature `pprof`); one at a time, else 409 |
+//! | `/debug/pprof/heap`, `allocs` | heap profiles (feature `pprof`) |
+//! | `/debug/pprof/goroutine` | the watched tokio runtimes: workers, idle, tasks, queues (text; `debug=2` adds workers) |
+//! | `/debug/pprof/threadcreate` | the OS threads of the process: tid, state, CPU time, name (text) |
+//! | `/debug/pprof/trace?seconds=N` | rdebug's SCHED and gc records as JSON lines for N s (default 1), not Go's binary trace |
+//! | `/debug/pprof/cmdline` | argv joined by NUL |
+//! | `/debug/pprof/block`, `mutex` | 404: Rust has no runtime hook for these |
+//! | `/debug/vars` | `memstats()` and `sched_stats()` of every watched runtime, JSON |
+//! | `/metrics` | Prometheus text |
+//! | `/debug/rdebug` | live dashboard |
+//!
+//! Errors are `text/plain` with `X-Go-Pprof: 1` (`go tool pprof` prints the body). Bad query
+//! values get 400 naming the parameter: `seconds` is a whole number from 1 to 300, `hz` from 1
+//! to 1000, `debug` 0, 1 or 2, `gc` 0 or 1.
+//!
+//! # Safety
+//!
+//! The server binds exactly the address given; a non-loopback address prints one warning.
+//! When `RDEBUG_HTTP_TOKEN` is set (not empty), profiles and dumps (`profile`, `heap`, `allocs`,
+//! `goroutine`, `threadcreate`, `cmdline`, `trace`) need it, as `Authorization: Bearer <token>` or
+//! `?token=<token>` (`go tool pprof` can only pass the latter): 401 without one, 403 with a wrong
+//! one. rdebug asks for the token whenever it is set, whatever the address.
+//!
+//! Bounded: request heads of 16 KiB, no request bodies (413), 10 s to send a request head
+//! (slow-drip clients are dropped), 64 connections (at the limit a new connection closes the
+//! oldest idle one, or is closed itself when all are being answered), `seconds` ≤ 300, 4 traces
+//! at a time.
+
+mod auth;
+mod dashboard;
+mod dumps;
+mod index;
+mod metrics;
+mod params;
+mod profiles;
+mod reply;
+mod routes;
+mod runtimes;
+mod server;
+mod trace;
+mod vars;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+pub use server::Server;
+
+use crate::error::Error;
+use crate::sys::stderr;
+
+/// Starts the debug server on `addr` on its own thread; returns once it listens.
+///
+/// Port 0 picks a free port: [`Server::local_addr`] says which. A non-loopback address prints one
+/// warning on stderr. The server does not watch any runtime itself: [`init`](crate::init) (or
+/// [`watch`](crate::watch)) decides which runtimes the pages show.
+///
+/// ```
+/// let server = rdebug::http::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+/// assert!(server.local_addr().ip().is_loopback());
+/// server.stop();
+///
+/// // A port that is taken is an error naming the address.
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let err = rdebug::http::serve(taken.local_addr().unwrap()).unwrap_err();
+/// assert!(err.to_string().starts_with("cannot listen on 127.0.0.1:"));
+/// ```
+pub fn serve(addr: SocketAddr) -> Result<Server, Error> {
+    let ctx = routes::Ctx::from_env();
+    let token = ctx.token.is_set();
+    let server = server::start(addr, ctx)?;
+    if !addr.ip().is_loopback() {
+        let guard = if token {
+            "profiles and dumps need the token in RDEBUG_HTTP_TOKEN"
+        } else {
+            "set RDEBUG_HTTP_TOKEN to require a token for profiles and dumps"
+        };
+        stderr::note(
+            "warning",
+            &format!(
+                "debug server listens on {}, not a loopback address: anyone who can reach it can \
+                 read it; {guard}",
+                server.local_addr()
+            ),
+        );
+    }
+    Ok(server)
+}
+
+/// The server `RDEBUG=http=` started.
+static FROM_ENV: OnceLock<Server> = OnceLock::new();
+
+/// Whether `RDEBUG=http=` started the server.
+pub(crate) fn from_env_running() -> bool {
+    FROM_ENV.get().is_some()
+}
+
+/// Starts the server for `RDEBUG=http=ADDR` and says where on stderr.
+pub(crate) fn start_from_env(addr: SocketAddr) -> Result<(), Error> {
+    let server = serve(addr)?;
+    stderr::note(
+        "note",
+        &format!(
+            "debug server on http://{}/debug/pprof/",
+            server.local_addr()
+        ),
+    );
+    let _ = FROM_ENV.set(server);
+    Ok(())
+}
+
+/// The debug server's endpoints as an [`axum::Router`], to mount in the application's own
+/// server (feature `axum`). The same handlers as [`serve`]'s; the application's server then sets
+/// the connection limits, and the endpoints run on its runtime.
+///
+/// ```
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .merge(rdebug::http::router());
+/// # let _ = app;
+/// ```
+#[cfg(feature = "axum")]
+pub fn router() -> axum::Router {
+    use axum::routing::any;
+    let ctx = std::sync::Arc::new(routes::Ctx::from_env());
+    let handler = move |req: axum::extract::Request| {
+        let ctx = ctx.clone();
+        async move {
+            let (parts, _body) = req.into_parts();
+            routes::respond(&parts.method, &parts.uri, &parts.headers, &ctx)
+                .await
+                .map(axum::body::Body::new)
+        }
+    };
+    axum::Router::new()
+        .route("/debug/pprof", any(handler.clone()))
+        .route("/debug/pprof/", any(handler.clone()))
+        .route("/debug/pprof/{*name}", any(handler.clone()))
+        .route("/debug/vars", any(handler.clone()))
+        .route("/metrics", any(handler.clone()))
+        .route("/debug/rdebug", any(handler.clone()))
+        .route("/debug/rdebug/{*page}", any(handler))
+}

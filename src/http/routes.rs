@@ -1,0 +1,119 @@
+//! The one router: every endpoint, for both the server's own connections and the axum router.
+//! It sees only the request's method, URI and headers: no request body is ever read.
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Response, StatusCode, Uri};
+
+use super::auth::Token;
+use super::params::{CpuSlot, Params};
+use super::reply::{self, Body};
+use super::{dashboard, dumps, index, metrics, profiles, trace, vars};
+
+/// What every request is checked against.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ctx {
+    /// Required for profiles and dumps when set.
+    pub token: Token,
+}
+
+impl Ctx {
+    pub(crate) fn from_env() -> Ctx {
+        Ctx {
+            token: Token::from_env(),
+        }
+    }
+}
+
+/// Whether the request says it has a body (`Content-Length` above 0, or any
+/// `Transfer-Encoding`).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
+}
+
+/// The answer to a request.
+pub(crate) async fn respond(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    ctx: &Ctx,
+) -> Response<Body> {
+    if has_body(headers) {
+        let mut r = reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the rdebug debug server accepts no request bodies",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the rdebug debug server answers GET and HEAD only",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = uri.path();
+    let query = uri.query().unwrap_or("");
+    let Some(name) = path.strip_prefix("/debug/pprof/") else {
+        return match path {
+            "/debug/pprof" => {
+                let mut r = reply::with(StatusCode::MOVED_PERMANENTLY, reply::TEXT, "");
+                r.headers_mut()
+                    .insert(header::LOCATION, HeaderValue::from_static("/debug/pprof/"));
+                r
+            }
+            "/debug/vars" => vars::page(),
+            "/metrics" => metrics::serve(query).await,
+            p if p == "/debug/rdebug" || p.starts_with("/debug/rdebug/") => {
+                dashboard::serve(p, query).await
+            }
+            _ => reply::error(StatusCode::NOT_FOUND, "404 page not found"),
+        };
+    };
+    match name {
+        "" => return index::page(),
+        "block" | "mutex" => {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "{name} profile: not available in Rust: no runtime hook sees where tasks \
+                     block or which locks are contended"
+                ),
+            );
+        }
+        "symbol" => {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                "symbol: not needed: rdebug's profiles carry function names",
+            );
+        }
+        "profile" | "heap" | "allocs" | "goroutine" | "threadcreate" | "cmdline" | "trace" => {}
+        _ => return reply::error(StatusCode::NOT_FOUND, "Unknown profile"),
+    }
+    // Profiles and dumps reveal code and data.
+    if let Err(r) = ctx.token.check(headers, query) {
+        return *r;
+    }
+    let params = match Params::parse(query) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match name {
+        "cmdline" => dumps::cmdline(),
+        "threadcreate" => dumps::threadcreate(),
+        "goroutine" => dumps::goroutine(params.debug),
+        "trace" => trace::start(params.seconds_or(trace::DEFAULT_SECONDS)),
+        "profile" => match CpuSlot::take() {
+            Ok(slot) => profiles::serve(name, &params, Some(slot)).await,
+            Err(busy) => *busy,
+        },
+        _ => profiles::serve(name, &params, None).await,
+    }
+}

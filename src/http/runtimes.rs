@@ -1,0 +1,24 @@
+//! The watched runtimes as the pages show them: a label and a fresh [`SchedStats`] each.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::stats::{SchedStats, runtimes, sched_stats};
+
+/// Each live watched runtime's label (`main` for the unnamed one) and scheduler snapshot, in
+/// the order they were watched.
+pub(crate) fn snapshot() -> Vec<(String, SchedStats)> {
+    // Handles are cloned out first: `sched_stats` takes the list's lock itself.
+    let handles: Vec<_> = runtimes::watched()
+        .iter()
+        .filter(|w| w.alive.load(Relaxed))
+        .map(|w| (w.label.clone(), w.handle.clone()))
+        .collect();
+    handles
+        .into_iter()
+        .map(|(label, h)| (label.unwrap_or_else(|| "main".into()), sched_stats(&h)))
+        .collect()
+}
+
+/// What a page says when no runtime is watched.
+pub(crate) const NONE_WATCHED: &str = "no tokio runtime is watched: call rdebug::init() inside \
+     the runtime, or rdebug::watch(&handle)";
