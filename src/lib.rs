@@ -117,6 +117,8 @@ mod clock;
 mod config;
 mod env;
 mod error;
+#[cfg(any(feature = "prometheus", feature = "metrics"))]
+pub mod export;
 mod stats;
 mod sync;
 mod sys;
