@@ -35,11 +35,11 @@ fn bench(c: &mut Criterion) {
     let a2 = rdebug::alloc_counters();
     eprintln!(
         "export: one render allocates {} calls, {} bytes ({} bytes of text); one memstats() {} calls, {} bytes",
-        (a1.mallocs - a0.mallocs) / N,
-        (a1.total_alloc - a0.total_alloc) / N,
+        (a1.allocs - a0.allocs) / N,
+        (a1.allocated_bytes - a0.allocated_bytes) / N,
         len,
-        (a2.mallocs - a1.mallocs) / N,
-        (a2.total_alloc - a1.total_alloc) / N,
+        (a2.allocs - a1.allocs) / N,
+        (a2.allocated_bytes - a1.allocated_bytes) / N,
     );
 
     let mut g = c.benchmark_group("export");

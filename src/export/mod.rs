@@ -67,12 +67,16 @@
 //! Each scrape or publish takes one snapshot: one [`memstats`](crate::memstats) read, the
 //! scheduler figures of every watched runtime, and a few `/proc` reads.
 
+#[cfg(feature = "metrics")]
+mod facade;
 mod names;
 mod process;
 #[cfg(feature = "prometheus")]
 pub(crate) mod prometheus;
 mod snapshot;
 
+#[cfg(feature = "metrics")]
+pub use facade::publish_metrics;
 #[cfg(feature = "prometheus")]
 pub use prometheus::CONTENT_TYPE;
 

@@ -20,6 +20,7 @@ pub(crate) enum Num {
 }
 
 impl Num {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn as_f64(self) -> f64 {
         match self {
             Num::Int(v) => v as f64,
@@ -33,8 +34,10 @@ impl Num {
 pub(crate) struct Metric<R: 'static> {
     pub field: &'static Field<R>,
     /// Without the unit and `_total`, which the encoder adds: `rdebug_memstats_heap_alloc`.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub stem: String,
     /// The whole name: `rdebug_memstats_heap_alloc_bytes`.
+    #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
     pub name: String,
     pub unit: PromUnit,
     /// One series per watched runtime (`runtime` label); false for process-wide figures.
@@ -130,7 +133,10 @@ pub(crate) fn all_names() -> Vec<String> {
     let n = names();
     let mut all: Vec<String> = super::process::PROCESS
         .iter()
-        .map(|p| full_name(p.stem, p.unit, p.kind))
+        .map(|p| {
+            assert_eq!(full_name(p.stem, p.unit, p.kind), p.name);
+            p.name.to_owned()
+        })
         .collect();
     all.extend(n.mem.iter().map(|m| m.name.clone()));
     all.extend(n.sched.iter().map(|m| m.name.clone()));

@@ -34,7 +34,11 @@ pub(crate) fn read() -> ProcessStats {
 #[derive(Debug)]
 pub(crate) struct ProcessMetric {
     /// Without the unit and `_total`.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub stem: &'static str,
+    /// The whole name.
+    #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
+    pub name: &'static str,
     pub unit: PromUnit,
     pub kind: Kind,
     pub help: &'static str,
@@ -45,6 +49,7 @@ pub(crate) struct ProcessMetric {
 pub(crate) static PROCESS: &[ProcessMetric] = &[
     ProcessMetric {
         stem: "process_cpu",
+        name: "process_cpu_seconds_total",
         unit: PromUnit::NsAsSeconds,
         kind: Kind::Counter,
         help: "Total user and system CPU time spent in seconds: /proc/self/stat utime + stime.",
@@ -52,6 +57,7 @@ pub(crate) static PROCESS: &[ProcessMetric] = &[
     },
     ProcessMetric {
         stem: "process_open_fds",
+        name: "process_open_fds",
         unit: PromUnit::None,
         kind: Kind::Gauge,
         help: "Number of open file descriptors: entries of /proc/self/fd.",
@@ -59,6 +65,7 @@ pub(crate) static PROCESS: &[ProcessMetric] = &[
     },
     ProcessMetric {
         stem: "process_max_fds",
+        name: "process_max_fds",
         unit: PromUnit::None,
         kind: Kind::Gauge,
         help: "Maximum number of open file descriptors: the soft RLIMIT_NOFILE.",
@@ -66,6 +73,7 @@ pub(crate) static PROCESS: &[ProcessMetric] = &[
     },
     ProcessMetric {
         stem: "process_virtual_memory",
+        name: "process_virtual_memory_bytes",
         unit: PromUnit::Bytes,
         kind: Kind::Gauge,
         help: "Virtual memory size in bytes: /proc/self/statm size.",
@@ -73,6 +81,7 @@ pub(crate) static PROCESS: &[ProcessMetric] = &[
     },
     ProcessMetric {
         stem: "process_resident_memory",
+        name: "process_resident_memory_bytes",
         unit: PromUnit::Bytes,
         kind: Kind::Gauge,
         help: "Resident memory size in bytes: /proc/self/statm resident.",
@@ -80,6 +89,7 @@ pub(crate) static PROCESS: &[ProcessMetric] = &[
     },
     ProcessMetric {
         stem: "process_start_time",
+        name: "process_start_time_seconds",
         unit: PromUnit::NsAsSeconds,
         kind: Kind::Gauge,
         help: "Start time of the process since unix epoch in seconds: /proc/self/stat starttime + btime.",

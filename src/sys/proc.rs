@@ -140,6 +140,10 @@ impl ProcessFiles {
     }
 
     /// Virtual memory size in bytes: `/proc/self/statm` field 1 times the page size.
+    #[cfg_attr(
+        not(any(feature = "prometheus", feature = "metrics")),
+        allow(dead_code)
+    )]
     pub(crate) fn virtual_size(&self) -> Option<u64> {
         self.statm_bytes(0)
     }
@@ -155,6 +159,10 @@ impl ProcessFiles {
 
     /// CPU time (user + system) of the whole process, ns: `/proc/self/stat` fields 14 and 15
     /// (clock-tick resolution, usually 10 ms).
+    #[cfg_attr(
+        not(any(feature = "prometheus", feature = "metrics")),
+        allow(dead_code)
+    )]
     pub(crate) fn cpu_ns(&self) -> Option<u64> {
         let mut buf = [0u8; 1024];
         let ticks = self.stat.read_with(&mut buf, |b| {
@@ -165,6 +173,10 @@ impl ProcessFiles {
 
     /// When the process started, seconds since the Unix epoch: `/proc/self/stat` field 22
     /// (clock ticks after boot) plus `btime` of `/proc/stat`. Constant, so read once.
+    #[cfg_attr(
+        not(any(feature = "prometheus", feature = "metrics")),
+        allow(dead_code)
+    )]
     pub(crate) fn start_time_secs(&self) -> Option<f64> {
         static START: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
         *START.get_or_init(|| {
@@ -178,6 +190,10 @@ impl ProcessFiles {
 
 /// `btime` of `/proc/stat`: when the system booted, seconds since the Unix epoch. Allocates
 /// (the file grows with the CPU count): call it once.
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
 fn boot_time_secs() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     text.lines()
@@ -187,6 +203,10 @@ fn boot_time_secs() -> Option<u64> {
 
 /// Open file descriptors of this process: the entries of `/proc/self/fd`, less the one this
 /// count opens to read them. Reads through `opendir`/`readdir` (no Rust allocation).
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
 pub(crate) fn open_fds() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
@@ -221,6 +241,10 @@ pub(crate) fn open_fds() -> Option<u64> {
 
 /// The most file descriptors this process may open: the soft `RLIMIT_NOFILE` (what
 /// `/proc/self/limits` shows as "Max open files"); `None` when unlimited.
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
 pub(crate) fn max_fds() -> Option<u64> {
     #[cfg(unix)]
     {
@@ -234,7 +258,8 @@ pub(crate) fn max_fds() -> Option<u64> {
         {
             return None;
         }
-        Some(lim.rlim_cur as u64)
+        #[allow(clippy::useless_conversion)] // rlim_t is not u64 everywhere
+        u64::try_from(lim.rlim_cur).ok()
     }
     #[cfg(not(unix))]
     {
@@ -379,7 +404,7 @@ mod tests {
         };
         // SAFETY: a valid out-pointer.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert_eq!(max_fds(), Some(lim.rlim_cur as u64));
+        assert_eq!(max_fds(), Some(lim.rlim_cur));
 
         // Burn 300 ms of CPU on this thread: the process's CPU time grows by at least that
         // (less one clock tick of rounding at each end).
