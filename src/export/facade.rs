@@ -22,7 +22,7 @@ use crate::stats::fields::{Kind, PromUnit};
 /// #[global_allocator]
 /// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// // With a recorder installed (e.g. metrics_exporter_prometheus::PrometheusBuilder):
 /// let publisher = tokio::spawn(async {
