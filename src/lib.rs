@@ -148,6 +148,8 @@ mod clock;
 mod config;
 mod env;
 mod error;
+#[cfg(any(feature = "prometheus", feature = "metrics"))]
+pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
 mod stats;

@@ -207,6 +207,95 @@ pub(crate) static MEMSTATS: &[Field<MemStats>] = &[
     field!(rss, "", Plain, Gauge, "Resident set size of the whole process: /proc/self/statm."),
 ];
 
+/// The unit part of a Prometheus name, and how the value is scaled for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
+pub(crate) enum PromUnit {
+    /// A count or a share: no unit in the name.
+    None,
+    /// `_bytes`.
+    Bytes,
+    /// `_seconds`; the figure is in nanoseconds and is divided by 1e9.
+    NsAsSeconds,
+}
+
+/// A figure's Prometheus name, as a table's naming hook gives it:
+/// `rdebug_<group>_<stem>[_<unit>]`, then `_total` for a [`Kind::Counter`]. The exporters build
+/// the name from this and the field's kind; HELP is the field's `help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
+pub(crate) struct PromName {
+    /// `memstats`, `gc`, `sched`, `sched_worker`; empty for a process-wide figure that needs no
+    /// group (`rdebug_threads`).
+    pub group: &'static str,
+    /// The key, or the client_golang word for it.
+    pub stem: &'static str,
+    /// The unit suffix.
+    pub unit: PromUnit,
+}
+
+const fn prom(group: &'static str, stem: &'static str, unit: PromUnit) -> PromName {
+    PromName { group, stem, unit }
+}
+
+/// Naming hook of [`MEMSTATS`]: client_golang's `go_memstats_*` / `go_gc_*` names. A figure is
+/// `rdebug_memstats_<key>_bytes` unless named here.
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
+pub(crate) fn memstats_prom(key: &'static str) -> PromName {
+    use PromUnit::*;
+    match key {
+        // go_memstats_alloc_bytes_total
+        "total_alloc" => prom("memstats", "alloc", Bytes),
+        "mallocs" | "frees" | "heap_objects" => prom("memstats", key, None),
+        // go_memstats_last_gc_time_seconds
+        "last_gc" => prom("memstats", "last_gc_time", NsAsSeconds),
+        "num_gc" => prom("gc", "cycles", None),
+        "num_forced_gc" => prom("gc", "forced_cycles", None),
+        "pause_total_ns" => prom("gc", "pause", NsAsSeconds),
+        "gc_cpu_fraction" => prom("gc", "cpu_fraction", None),
+        _ => prom("memstats", key, Bytes),
+    }
+}
+
+/// Naming hook of [`SCHED`] and [`BLOCKING`]: `rdebug_sched_<key>` (one series per watched
+/// runtime), except the process-wide thread count, `rdebug_threads`.
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
+pub(crate) fn sched_prom(key: &'static str) -> PromName {
+    match key {
+        "threads" => prom("", key, PromUnit::None),
+        _ => prom("sched", key, PromUnit::None),
+    }
+}
+
+/// Naming hook of [`WORKER`]: `rdebug_sched_worker_<key>` (one series per worker), a key
+/// ending in `_ns` in seconds without it, and counts named as counters are.
+#[cfg_attr(
+    not(any(feature = "prometheus", feature = "metrics")),
+    allow(dead_code)
+)]
+pub(crate) fn worker_prom(key: &'static str) -> PromName {
+    match key {
+        "park_count" => prom("sched_worker", "parks", PromUnit::None),
+        "park_unpark_count" => prom("sched_worker", "park_unparks", PromUnit::None),
+        _ => match key.strip_suffix("_ns") {
+            Some(stem) => prom("sched_worker", stem, PromUnit::NsAsSeconds),
+            None => prom("sched_worker", key, PromUnit::None),
+        },
+    }
+}
+
 #[cfg(all(test, feature = "serde"))]
 mod tests {
     use super::*;
