@@ -1,7 +1,7 @@
 //! The Prometheus exposition against real Prometheus tools: `promtool check metrics` (Debian
 //! package `prometheus`) on a render, and a real `prometheus` server scraping a child that holds
 //! a known amount of memory, queried through its HTTP API.
-#![cfg(feature = "prometheus")]
+#![cfg(feature = "http")]
 
 mod support;
 
@@ -223,9 +223,8 @@ fn fresh(rt: &tokio::runtime::Runtime, prom: SocketAddr, metric: &str, after: f6
     wait_for(rt, prom, &q, Duration::from_secs(5), |_| true)
 }
 
-/// The child: a 2-worker runtime allocating in a loop, `/metrics` served by a tiny axum server
-/// on its own thread (the debug server replaces it later), and `hold` / `release` / `quit`
-/// read from stdin, each acknowledged on stdout.
+/// The child: a 2-worker runtime allocating in a loop, `/metrics` served by rdebug's debug
+/// server, and `hold` / `release` / `quit` read from stdin, each acknowledged on stdout.
 fn child_main() {
     let rt = support::two_worker_runtime();
     rdebug::watch(rt.handle()); // the first unnamed runtime: runtime="main"
@@ -241,33 +240,9 @@ fn child_main() {
             }
         });
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let server = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        server.block_on(async move {
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(|| async {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            rdebug::export::CONTENT_TYPE,
-                        )],
-                        rdebug::export::prometheus_text(),
-                    )
-                }),
-            );
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(l.local_addr().expect("addr")).expect("send");
-            axum::serve(l, app).await.expect("serve");
-        });
-    });
-    let addr = rx.recv().expect("server address");
+    // The real debug server, on its own thread and runtime, serves /metrics.
+    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("address")).expect("serve");
+    let addr = server.local_addr();
     println!("LISTEN {addr}");
     let mut held: Option<Vec<u8>> = None;
     for line in std::io::stdin().lines() {
