@@ -117,6 +117,8 @@ mod clock;
 mod config;
 mod env;
 mod error;
+#[cfg(feature = "pprof")]
+pub mod profile;
 mod stats;
 mod sync;
 mod sys;

@@ -16,6 +16,7 @@ pub mod child;
 pub mod foreign;
 pub mod lines;
 pub mod load;
+pub mod pprof;
 pub mod server;
 
 pub use child::*;
