@@ -36,7 +36,13 @@ fn out_path(tag: &str) -> PathBuf {
 fn result(stdout: &str, key: &str) -> u64 {
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix("RESULT ")?.strip_prefix(key)?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("RESULT ")?
+                .strip_prefix(key)?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no RESULT {key} in:\n{stdout}"))
 }
 
@@ -53,8 +59,11 @@ fn heap_profile_shows_what_each_function_holds() {
         let b = hold_b(128);
         let p = rdebug::profile::heap().expect("heap profile");
         let m = rdebug::memstats();
-        std::fs::write(std::env::var("PB").unwrap(), p.pprof_gz(rdebug::profile::HeapKind::Heap))
-            .unwrap();
+        std::fs::write(
+            std::env::var("PB").unwrap(),
+            p.pprof_gz(rdebug::profile::HeapKind::Heap),
+        )
+        .unwrap();
         std::fs::write(std::env::var("TXT").unwrap(), p.debug_text()).unwrap();
         println!("RESULT heap_alloc {}", m.heap_alloc);
         println!("RESULT rate {}", p.rate());
@@ -68,7 +77,9 @@ fn heap_profile_shows_what_each_function_holds() {
     let t = top(&pb, &["-sample_index=inuse_space"]);
     let _ = std::fs::remove_file(&pb);
     for (f, mib) in [("hold_a", 256.0), ("hold_b", 128.0)] {
-        let row = t.row(f).unwrap_or_else(|| panic!("{f} missing:\n{}", t.text));
+        let row = t
+            .row(f)
+            .unwrap_or_else(|| panic!("{f} missing:\n{}", t.text));
         let want = mib * MIB as f64;
         assert!(
             (row.cum - want).abs() <= 0.15 * want,
@@ -102,10 +113,22 @@ fn heap_profile_shows_what_each_function_holds() {
         .skip(1)
         .take_while(|l| !l.starts_with("# runtime.MemStats"))
         .filter(|l| l.contains(" @ 0x"))
-        .map(|l| l.split(':').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap())
+        .map(|l| {
+            l.split(':')
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert!(records.len() >= 2, "{text:.2000}");
-    assert!(records.windows(2).all(|w| w[0] >= w[1]), "sorted by in-use bytes");
+    assert!(
+        records.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by in-use bytes"
+    );
     let footer: Vec<&str> = text
         .lines()
         .skip_while(|l| *l != "# runtime.MemStats")
@@ -172,7 +195,13 @@ fn memprofile_is_written_at_exit() {
     assert!(out.status.success(), "{}", out.stderr);
     let t = top(&pb, &["-sample_index=inuse_space"]);
     let _ = std::fs::remove_file(&pb);
-    let row = t.row("hold_b").unwrap_or_else(|| panic!("hold_b missing:\n{}", t.text));
-    assert!((row.cum - 64.0 * MIB as f64).abs() <= 0.25 * 64.0 * MIB as f64, "{}", t.text);
+    let row = t
+        .row("hold_b")
+        .unwrap_or_else(|| panic!("hold_b missing:\n{}", t.text));
+    assert!(
+        (row.cum - 64.0 * MIB as f64).abs() <= 0.25 * 64.0 * MIB as f64,
+        "{}",
+        t.text
+    );
     assert!(quantity("64MB") == Some(64.0 * MIB as f64));
 }

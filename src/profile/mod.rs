@@ -37,7 +37,7 @@ pub(crate) mod whole_run;
 
 use std::fmt;
 
-pub use cpu::{CpuProfile, cpu};
+pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
 pub use heap::{HeapKind, HeapProfile, heap};
 
 /// Why there is no profile.

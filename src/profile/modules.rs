@@ -22,8 +22,6 @@ pub(crate) struct Module {
     pub base: u64,
     /// Runtime addresses its loadable segments span.
     pub range: Range<u64>,
-    /// Runtime addresses of its executable segments.
-    pub text: Range<u64>,
     /// Whether it is the main executable.
     pub is_main: bool,
 }
@@ -54,29 +52,24 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
         use std::os::unix::ffi::OsStrExt;
         PathBuf::from(std::ffi::OsStr::from_bytes(name))
     };
-    let base = info.dlpi_addr as u64;
-    let (mut lo, mut hi, mut tlo, mut thi) = (u64::MAX, 0u64, u64::MAX, 0u64);
+    let base = info.dlpi_addr;
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
     for i in 0..usize::from(info.dlpi_phnum) {
         // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
         if ph.p_type != libc::PT_LOAD {
             continue;
         }
-        let start = base.wrapping_add(ph.p_vaddr as u64);
-        let end = start.saturating_add(ph.p_memsz as u64);
+        let start = base.wrapping_add(ph.p_vaddr);
+        let end = start.saturating_add(ph.p_memsz);
         lo = lo.min(start);
         hi = hi.max(end);
-        if ph.p_flags & libc::PF_X != 0 {
-            tlo = tlo.min(start);
-            thi = thi.max(end);
-        }
     }
     if lo < hi {
         out.push(Module {
             path,
             base,
             range: lo..hi,
-            text: if tlo < thi { tlo..thi } else { 0..0 },
             is_main,
         });
     }

@@ -88,7 +88,11 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// A profile with these `(type, unit)` sample types and period type.
-    pub(crate) fn new(sample_types: &[(&str, &str)], period_type: (&str, &str), period: i64) -> Self {
+    pub(crate) fn new(
+        sample_types: &[(&str, &str)],
+        period_type: (&str, &str),
+        period: i64,
+    ) -> Self {
         let mut b = Builder {
             strings: vec![String::new()],
             string_ids: HashMap::from([(String::new(), 0)]),

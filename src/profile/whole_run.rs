@@ -54,7 +54,10 @@ pub(crate) fn start(config: &Config) {
         REGISTER.call_once(|| {
             // SAFETY: registers a plain extern "C" function.
             if unsafe { libc::atexit(write_at_exit) } != 0 {
-                stderr::note("warning", "atexit failed: whole-run profiles will not be written");
+                stderr::note(
+                    "warning",
+                    "atexit failed: whole-run profiles will not be written",
+                );
             }
         });
     }
@@ -84,9 +87,9 @@ fn write_now() {
         }
     }
     if let Some(path) = lock(&MEM).take() {
-        let written = super::heap()
-            .map_err(|e| e.to_string())
-            .and_then(|p| std::fs::write(&path, p.pprof_gz(HeapKind::Heap)).map_err(|e| e.to_string()));
+        let written = super::heap().map_err(|e| e.to_string()).and_then(|p| {
+            std::fs::write(&path, p.pprof_gz(HeapKind::Heap)).map_err(|e| e.to_string())
+        });
         if let Err(e) = written {
             stderr::note("warning", &format!("memprofile={}: {e}", path.display()));
         }

@@ -99,7 +99,11 @@ pub fn top(file: &Path, args: &[&str]) -> Top {
             header.push(line.to_owned());
         }
     }
-    Top { header, rows, text: format!("{text}{err}") }
+    Top {
+        header,
+        rows,
+        text: format!("{text}{err}"),
+    }
 }
 
 /// The total of `go tool pprof -top`'s "Showing nodes accounting for X, P% of T total" line.

@@ -58,10 +58,22 @@ pub(super) fn svg<'a>(stacks: impl Iterator<Item = (Vec<&'a str>, u64)>, title: 
 }
 
 fn max_depth(n: &Node<'_>) -> usize {
-    n.children.values().map(|c| 1 + max_depth(c)).max().unwrap_or(0)
+    n.children
+        .values()
+        .map(|c| 1 + max_depth(c))
+        .max()
+        .unwrap_or(0)
 }
 
-fn draw(out: &mut String, name: &str, n: &Node<'_>, total: f64, x: f64, level: usize, depth: usize) {
+fn draw(
+    out: &mut String,
+    name: &str,
+    n: &Node<'_>,
+    total: f64,
+    x: f64,
+    level: usize,
+    depth: usize,
+) {
     if n.value as f64 / total * WIDTH < MIN_WIDTH {
         return;
     }
@@ -105,9 +117,9 @@ fn frame(out: &mut String, name: &str, value: u64, total: f64, x: f64, level: us
 
 /// flamegraph.pl's "hot" palette, picked by a hash of the name so a function keeps its colour.
 fn color(name: &str) -> (u8, u8, u8) {
-    let h = name
-        .bytes()
-        .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+    let h = name.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
     let v = |shift: u32| (h >> shift) & 0xff;
     (
         (205 + v(0) % 50) as u8,
@@ -137,10 +149,7 @@ mod tests {
 
     #[test]
     fn widths_follow_the_counts_and_names_are_escaped() {
-        let stacks = vec![
-            (vec!["main", "a<T>"], 3u64),
-            (vec!["main", "b"], 1),
-        ];
+        let stacks = vec![(vec!["main", "a<T>"], 3u64), (vec!["main", "b"], 1)];
         let s = String::from_utf8(svg(stacks.into_iter(), "t")).unwrap();
         assert!(s.contains("a&lt;T&gt; (3 samples, 75.00%)"));
         assert!(s.contains("b (1 samples, 25.00%)"));

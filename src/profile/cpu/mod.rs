@@ -97,7 +97,12 @@ impl Session {
         // session's `Live` is here.
         let ptr = (&*live as *const Live).cast_mut();
         if LIVE
-            .compare_exchange(std::ptr::null_mut(), ptr, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                std::ptr::null_mut(),
+                ptr,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return Err(ProfileError::Busy);
@@ -149,11 +154,8 @@ impl Session {
         let duration = self.started.elapsed();
         let symbols = Symbols::load();
         let mut names: HashMap<u64, String> = HashMap::new();
-        let mut stacks: Vec<(Box<[u64]>, u64, u64)> = self
-            .stacks
-            .drain()
-            .map(|(k, (c, ns))| (k, c, ns))
-            .collect();
+        let mut stacks: Vec<(Box<[u64]>, u64, u64)> =
+            self.stacks.drain().map(|(k, (c, ns))| (k, c, ns)).collect();
         for (stack, _, _) in &stacks {
             for &a in stack.iter() {
                 names.entry(a).or_insert_with(|| symbols.name_or_addr(a));
@@ -163,7 +165,7 @@ impl Session {
             names.insert(0, "(rdebug: stacks limit reached)".into());
             stacks.push((Box::new([0]), self.overflow.0, self.overflow.1));
         }
-        stacks.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        stacks.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         CpuProfile {
             hz: self.hz,
             time: self.time,
@@ -362,6 +364,13 @@ impl CpuProfile {
                 .collect();
             (names, *count)
         });
-        flame::svg(stacks, &format!("CPU {:.1} s, {} samples", self.duration.as_secs_f64(), self.samples()))
+        flame::svg(
+            stacks,
+            &format!(
+                "CPU {:.1} s, {} samples",
+                self.duration.as_secs_f64(),
+                self.samples()
+            ),
+        )
     }
 }

@@ -55,7 +55,9 @@ mod imp {
             let timer = TIMER.load(Ordering::Relaxed);
             // SAFETY: timer_getoverrun is async-signal-safe; a stale timer id gives -1.
             let overrun = unsafe { libc::timer_getoverrun(timer) }.max(0) as u64;
-            let weight = PERIOD_NS.load(Ordering::Relaxed).saturating_mul(1 + overrun);
+            let weight = PERIOD_NS
+                .load(Ordering::Relaxed)
+                .saturating_mul(1 + overrun);
             // SAFETY: HOOK only ever holds a `SampleHook`.
             let hook: SampleHook = unsafe { std::mem::transmute::<*mut (), SampleHook>(hook) };
             // SAFETY: the hook's contract: called from the handler with its ucontext.
@@ -93,7 +95,8 @@ mod imp {
             PERIOD_NS.store(period_ns, Ordering::SeqCst);
             HOOK.store(hook as *mut (), Ordering::SeqCst);
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = handler as usize;
+            sa.sa_sigaction =
+                handler as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
             if libc::sigaction(libc::SIGPROF, &sa, std::ptr::null_mut()) != 0 {
@@ -158,7 +161,9 @@ mod imp {
     pub(crate) struct ProfileGuard;
 
     pub(crate) fn start_profile(_hz: u32, _hook: SampleHook) -> Result<ProfileGuard, SamplerError> {
-        Err(SamplerError::Unavailable("CPU profiles are implemented on Linux only"))
+        Err(SamplerError::Unavailable(
+            "CPU profiles are implemented on Linux only",
+        ))
     }
 }
 

@@ -13,8 +13,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use framehop::{
-    CacheNative, ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder as _,
-    UnwindRegsNative, UnwinderNative,
+    CacheNative, ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, UnwindRegsNative,
+    Unwinder as _, UnwinderNative,
 };
 use object::{Object, ObjectSection};
 
@@ -62,7 +62,10 @@ impl std::fmt::Debug for Unwinder {
 fn section(file: &object::File<'static>, name: &str) -> Option<(std::ops::Range<u64>, Bytes)> {
     let s = file.section_by_name(name)?;
     let data = s.data().ok()?;
-    Some((s.address()..s.address().saturating_add(s.size()), Bytes(data)))
+    Some((
+        s.address()..s.address().saturating_add(s.size()),
+        Bytes(data),
+    ))
 }
 
 impl Unwinder {
@@ -181,7 +184,10 @@ fn registers(ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {
 }
 
 /// Stack walking is implemented for Linux on x86_64 and aarch64.
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 fn registers(_ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {
     None
 }

@@ -21,7 +21,8 @@ use crate::sync::lock;
 static _rjem_malloc_conf: ConfPtr = ConfPtr(MALLOC_CONF.as_ptr());
 
 /// The options [`_rjem_malloc_conf`] points at.
-pub(crate) const MALLOC_CONF: &CStr = c"prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true";
+pub(crate) const MALLOC_CONF: &CStr =
+    c"prof:true,prof_active:true,lg_prof_sample:19,prof_accum:true";
 
 /// A `const char *` that may sit in a static (it points at a string literal).
 #[repr(transparent)]
@@ -82,7 +83,11 @@ pub(crate) fn lg_of(bytes: u64) -> usize {
     let floor = 63 - bytes.leading_zeros() as usize;
     // Round up when bytes ≥ 2^floor × √2.
     let threshold = (1u128 << floor) as f64 * std::f64::consts::SQRT_2;
-    if bytes as f64 >= threshold { floor + 1 } else { floor }
+    if bytes as f64 >= threshold {
+        floor + 1
+    } else {
+        floor
+    }
 }
 
 /// Sets Go's `MemProfileRate`: 0 pauses sampling (`prof.active=false`); otherwise the rate is
@@ -133,9 +138,8 @@ pub(crate) fn dump() -> Result<std::fs::File, String> {
     let name: *const c_char = path.as_ptr().cast();
     {
         let _dumping = lock(&DUMP);
-        write(c"prof.dump", name).map_err(|rc| {
-            format!("prof.dump into {}: error {rc}", path.trim_end_matches('\0'))
-        })?;
+        write(c"prof.dump", name)
+            .map_err(|rc| format!("prof.dump into {}: error {rc}", path.trim_end_matches('\0')))?;
     }
     file.seek(SeekFrom::Start(0))
         .map_err(|e| format!("reading the heap dump: {e}"))?;

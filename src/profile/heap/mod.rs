@@ -238,7 +238,10 @@ impl HeapProfile {
         let (start, limit, file) = &self.mapping;
         b.mapping(*start, *limit, file);
         if self.dropped > 0 {
-            b.comment(&format!("rdebug: {} stacks left out (limit reached)", self.dropped));
+            b.comment(&format!(
+                "rdebug: {} stacks left out (limit reached)",
+                self.dropped
+            ));
         }
         let mut locs = Vec::new();
         for r in &self.records {

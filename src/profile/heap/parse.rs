@@ -87,7 +87,9 @@ pub(crate) fn parse(input: impl BufRead) -> Result<Dump, String> {
         }
         n += 1;
         if !line.ends_with('\n') && read == MAX_LINE {
-            return Err(format!("heap dump line {n} is longer than {MAX_LINE} bytes"));
+            return Err(format!(
+                "heap dump line {n} is longer than {MAX_LINE} bytes"
+            ));
         }
         let l = line.trim_end();
         if n == 1 {
@@ -112,7 +114,8 @@ pub(crate) fn parse(input: impl BufRead) -> Result<Dump, String> {
             continue;
         }
         if let Some(rest) = l.trim_start().strip_prefix("t*:") {
-            let c = counts(rest).ok_or_else(|| format!("heap dump line {n}: bad counts {l:.60}"))?;
+            let c =
+                counts(rest).ok_or_else(|| format!("heap dump line {n}: bad counts {l:.60}"))?;
             if let Some(stack) = pending.take() {
                 if dump.records.len() < MAX_STACKS {
                     dump.records.push(Record { stack, counts: c });
