@@ -20,6 +20,20 @@
 //! powers of two, so N is rounded to the nearest one (log2 rounded: 600000 → 2^19, 800000 →
 //! 2^20); 0 pauses sampling.
 //!
+//! # What the debug server's routes call
+//!
+//! | route | call |
+//! |---|---|
+//! | `/debug/pprof/profile?seconds=N&hz=H` | [`cpu`]`(N s, H)` (defaults 30 s, 100 Hz; [`ProfileError::Busy`] → 409, [`ProfileError::Invalid`] → 400), then [`CpuProfile::pprof_gz`] |
+//! | `…/profile?format=svg` | the same, then [`CpuProfile::flamegraph_svg`] (`image/svg+xml`) |
+//! | `/debug/pprof/heap` | [`heap`], then [`HeapProfile::pprof_gz`]`(`[`HeapKind::Heap`]`)` |
+//! | `/debug/pprof/allocs` | [`heap`], then [`HeapProfile::pprof_gz`]`(`[`HeapKind::Allocs`]`)` |
+//! | `…?debug=1` | [`HeapProfile::debug_text`] (`text/plain`) |
+//! | `…?gc=1` | [`free_os_memory`](crate::free_os_memory) first: jemalloc's profile is always current, so this only returns freed pages and makes the footer's figures fresh, as Go's GC-first does for its profile |
+//!
+//! [`cpu`] blocks its thread for the whole duration: call it from a blocking task
+//! (`tokio::task::spawn_blocking`), not on the server's event loop.
+//!
 //! # Whole-run profiles
 //!
 //! `RDEBUG=cpuprofile=FILE` profiles the CPU from [`init`](crate::init) to normal exit and

@@ -138,7 +138,11 @@ pub fn heap() -> Result<HeapProfile, ProfileError> {
             counts: r.counts,
         });
     }
-    names.retain(|a, _| records.iter().any(|r| r.stack.contains(a)));
+    let used: std::collections::HashSet<u64> = records
+        .iter()
+        .flat_map(|r| r.stack.iter().copied())
+        .collect();
+    names.retain(|a, _| used.contains(a));
     Ok(HeapProfile {
         rate: dump.rate,
         records,
