@@ -48,6 +48,8 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     // `gcpercent` sets the goal `memstats().next_gc` reports even when no trace is on.
     stderr::set_notes_json(config.format() == Format::Json);
     stats::gc::set_gcpercent(config.gcpercent());
+    #[cfg(feature = "pprof")]
+    crate::profile::whole_run::start(&config);
     if !config.any_service() {
         return Ok(());
     }

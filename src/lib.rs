@@ -152,6 +152,8 @@ mod error;
 pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "pprof")]
+pub mod profile;
 mod stats;
 mod sync;
 mod sys;

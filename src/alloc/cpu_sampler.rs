@@ -31,12 +31,12 @@ pub(crate) const DEFAULT_HZ: u32 = 100;
 /// Called from the `SIGPROF` handler, on the thread whose CPU time expired its timer; must be
 /// async-signal-safe (no allocation, no locks). `ucontext` is the handler's third argument (a
 /// `libc::ucontext_t`), `weight_ns` the CPU time the sample stands for.
-#[allow(dead_code)] // the CPU profiler (feature `pprof`) is its user
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
 pub(crate) type SampleHook = unsafe fn(ucontext: *mut std::ffi::c_void, weight_ns: u64);
 
 /// Why the sampler cannot serve a profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // the CPU profiler (feature `pprof`) is its user
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
 pub(crate) enum SamplerError {
     /// Another profile runs.
     Busy,
@@ -97,14 +97,16 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
 
 /// A profile's hold on the sampler; dropping it removes the hook and puts the rate back.
 #[derive(Debug)]
-#[allow(dead_code)] // the CPU profiler (feature `pprof`) is its user
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
 pub(crate) struct ProfileGuard {
-    _private: (),
+    /// Timers for the threads that had no slot (never allocated) when the profile started: a
+    /// profile samples every thread, the allocator figure only the allocating ones.
+    extra: Vec<usize>,
 }
 
 /// Points the sampler at `hz` samples per CPU-second of each allocating thread and installs
 /// `hook`. One profile at a time.
-#[allow(dead_code)] // the CPU profiler (feature `pprof`) is its user
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
 pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, SamplerError> {
     let _guard = control_lock();
     if HOOK.load(Acquire) != 0 {
@@ -117,12 +119,28 @@ pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, S
         start(hz).map_err(SamplerError::Unavailable)?;
     }
     HOOK.store(hook as usize, Release);
-    Ok(ProfileGuard { _private: () })
+    let mut armed = Vec::new();
+    for_each_slot(|s| {
+        if s.timer.load(Acquire) != NO_TIMER {
+            armed.push(s.tid.load(Relaxed));
+        }
+    });
+    let period = Duration::from_nanos(period_ns(hz));
+    let extra = imp::thread_ids()
+        .into_iter()
+        .filter(|tid| !armed.contains(tid))
+        .filter_map(imp::create_timer)
+        .inspect(|&t| imp::set_timer(t, period))
+        .collect();
+    Ok(ProfileGuard { extra })
 }
 
 impl Drop for ProfileGuard {
     fn drop(&mut self) {
         let _guard = control_lock();
+        for t in self.extra.drain(..) {
+            imp::delete_timer(t);
+        }
         HOOK.store(0, SeqCst);
         // A handler that loaded the hook before it was cleared finishes with it first.
         while IN_HOOK.load(SeqCst) != 0 {
@@ -258,6 +276,17 @@ mod imp {
         i64::from(unsafe { libc::gettid() })
     }
 
+    /// Every thread of the process now, from `/proc/self/task` (allocates: call it rarely).
+    pub(super) fn thread_ids() -> Vec<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Installs the handler unless `SIGPROF` belongs to someone else.
     pub(super) fn install_handler() -> Result<(), &'static str> {
         // SAFETY: plain sigaction calls with valid pointers.
@@ -356,6 +385,10 @@ mod imp {
 
     pub(super) fn current_tid() -> i64 {
         0
+    }
+
+    pub(super) fn thread_ids() -> Vec<i64> {
+        Vec::new()
     }
 
     pub(super) fn install_handler() -> Result<(), &'static str> {

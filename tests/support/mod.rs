@@ -17,6 +17,7 @@ pub mod foreign;
 pub mod http_client;
 pub mod lines;
 pub mod load;
+pub mod pprof;
 pub mod server;
 
 pub use child::*;

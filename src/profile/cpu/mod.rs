@@ -1,0 +1,384 @@
+//! CPU profiles: [`cpu`], [`CpuProfile`].
+//!
+//! rdebug's one CPU-time sampler ([`cpu_sampler`](crate::alloc::cpu_sampler): a timer on each
+//! thread's CPU clock raising `SIGPROF`, shared with the allocator-CPU figure) calls
+//! [`on_sample`] in the handler; it walks the stack into a preallocated [`Ring`]; the profiling thread drains the
+//! ring every [`DRAIN_EVERY`] into a map of stacks, and symbolizes them once the profile ends.
+
+mod flame;
+mod ring;
+mod unwind;
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::ProfileError;
+use super::proto::Builder;
+use super::symbols::Symbols;
+use ring::{MAX_DEPTH, Ring, Sample};
+use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
+use unwind::Unwinder;
+
+/// How often the profiling thread empties the ring.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+/// Samples the ring holds: at 100 Hz, 50 ms of 800 busy threads' samples.
+const RING_SAMPLES: usize = 4096;
+/// Longest profile accepted by [`cpu`].
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Highest sampling rate accepted by [`cpu`], samples per CPU-second.
+pub const MAX_HZ: u32 = 10_000;
+/// Most distinct stacks kept; samples of further new stacks are counted under one
+/// `(rdebug: stacks limit reached)` frame.
+const MAX_STACKS: usize = 200_000;
+
+/// The pseudo-address of samples whose stack was not walked.
+const NOT_WALKED: u64 = 1;
+
+/// What the handler needs: set while a profile runs.
+#[derive(Debug)]
+struct Live {
+    unwinder: &'static Unwinder,
+    ring: Ring,
+}
+
+/// The running profile's state, for the handler (null: none).
+static LIVE: AtomicPtr<Live> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The unwinder, built once before the first profile (the objects loaded then).
+fn unwinder() -> &'static Unwinder {
+    static UNWINDER: OnceLock<Unwinder> = OnceLock::new();
+    UNWINDER.get_or_init(Unwinder::load)
+}
+
+/// The sample hook: walks the interrupted stack into the ring. Async-signal-safe.
+///
+/// # Safety
+/// Called only by the sampler from its SIGPROF handler, with the handler's `ucontext`.
+unsafe fn on_sample(ucontext: *mut c_void, weight_ns: u64) {
+    let live = LIVE.load(Ordering::Acquire);
+    if live.is_null() {
+        return;
+    }
+    // SAFETY: `LIVE` points at a `Live` that outlives the sampler's guard, and the guard's drop
+    // waits for every handler to leave this hook before the `Live` is freed.
+    let live = unsafe { &*live };
+    live.ring.push(|s| {
+        s.weight_ns = weight_ns;
+        s.depth = live.unwinder.walk(ucontext, &mut s.frames);
+    });
+}
+
+/// A running CPU profile: started by [`Session::start`], drained by its owner.
+#[derive(Debug)]
+pub(crate) struct Session {
+    live: Box<Live>,
+    guard: Option<ProfileGuard>,
+    hz: u32,
+    started: Instant,
+    time: SystemTime,
+    stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    overflow: (u64, u64),
+    scratch: Sample,
+}
+
+impl Session {
+    /// Loads the unwind information (first time only), then starts sampling at `hz`.
+    pub(crate) fn start(hz: u32) -> Result<Session, ProfileError> {
+        if hz == 0 || hz > MAX_HZ {
+            return Err(ProfileError::Invalid(format!(
+                "hz={hz}: expected 1 to {MAX_HZ} samples per CPU-second"
+            )));
+        }
+        let live = Box::new(Live {
+            unwinder: unwinder(),
+            ring: Ring::new(RING_SAMPLES),
+        });
+        // Published before the hook can run; the sampler refuses a second profile, so no other
+        // session's `Live` is here.
+        let ptr = (&*live as *const Live).cast_mut();
+        if LIVE
+            .compare_exchange(
+                std::ptr::null_mut(),
+                ptr,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return Err(ProfileError::Busy);
+        }
+        let guard = match start_profile(hz, on_sample) {
+            Ok(g) => g,
+            Err(e) => {
+                LIVE.store(std::ptr::null_mut(), Ordering::Release);
+                return Err(match e {
+                    SamplerError::Busy => ProfileError::Busy,
+                    SamplerError::Unavailable(why) => ProfileError::Unavailable(why.into()),
+                });
+            }
+        };
+        Ok(Session {
+            live,
+            guard: Some(guard),
+            hz,
+            started: Instant::now(),
+            time: SystemTime::now(),
+            stacks: HashMap::new(),
+            overflow: (0, 0),
+            scratch: Sample::EMPTY,
+        })
+    }
+
+    /// Moves the samples in the ring into the stack map.
+    pub(crate) fn drain(&mut self) {
+        while self.live.ring.pop(&mut self.scratch) {
+            let w = self.scratch.weight_ns;
+            // A handler that found no free unwinder cache walked nothing: its time still counts.
+            let stack = match self.scratch.stack() {
+                [] => &[NOT_WALKED][..],
+                s => s,
+            };
+            if let Some(e) = self.stacks.get_mut(stack) {
+                e.0 += 1;
+                e.1 = e.1.saturating_add(w);
+            } else if self.stacks.len() < MAX_STACKS {
+                self.stacks.insert(stack.into(), (1, w));
+            } else {
+                self.overflow.0 += 1;
+                self.overflow.1 = self.overflow.1.saturating_add(w);
+            }
+        }
+    }
+
+    /// Stops sampling and symbolizes: the profile.
+    pub(crate) fn finish(mut self) -> CpuProfile {
+        drop(self.guard.take()); // waits until no handler is in the hook
+        LIVE.store(std::ptr::null_mut(), Ordering::Release);
+        self.drain();
+        let duration = self.started.elapsed();
+        let symbols = Symbols::load();
+        let mut names: HashMap<u64, String> = HashMap::new();
+        let mut stacks: Vec<(Box<[u64]>, u64, u64)> =
+            self.stacks.drain().map(|(k, (c, ns))| (k, c, ns)).collect();
+        for (stack, _, _) in &stacks {
+            for &a in stack.iter() {
+                names.entry(a).or_insert_with(|| symbols.name_or_addr(a));
+            }
+        }
+        names.insert(NOT_WALKED, "(rdebug: stack not walked)".into());
+        if self.overflow.0 > 0 {
+            names.insert(0, "(rdebug: stacks limit reached)".into());
+            stacks.push((Box::new([0]), self.overflow.0, self.overflow.1));
+        }
+        stacks.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
+        CpuProfile {
+            hz: self.hz,
+            time: self.time,
+            duration,
+            stacks,
+            names,
+            mapping: symbols.main_mapping(),
+            lost: self.live.ring.lost(),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            LIVE.store(std::ptr::null_mut(), Ordering::Release);
+        }
+    }
+}
+
+/// A CPU profile: where the process spent its CPU time over a window, sampled `hz` times per
+/// CPU-second, stacks symbolized in this process.
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+/// let spin = std::thread::spawn(|| {
+///     let t = std::time::Instant::now();
+///     while t.elapsed() < std::time::Duration::from_millis(300) {
+///         std::hint::black_box(0u64);
+///     }
+/// });
+/// let p = rdebug::profile::cpu(std::time::Duration::from_millis(250), 100).unwrap();
+/// spin.join().unwrap();
+/// assert!(p.duration() >= std::time::Duration::from_millis(250));
+/// let gz = p.pprof_gz();
+/// assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+/// assert!(String::from_utf8(p.flamegraph_svg()).unwrap().starts_with("<?xml"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct CpuProfile {
+    hz: u32,
+    time: SystemTime,
+    duration: Duration,
+    /// Stacks (lookup addresses, innermost first), samples, CPU ns; most samples first.
+    stacks: Vec<(Box<[u64]>, u64, u64)>,
+    names: HashMap<u64, String>,
+    mapping: (u64, u64, String),
+    lost: u64,
+}
+
+/// Profiles the process's CPU for `duration`, sampling `hz` times per CPU-second (Go's
+/// default is 100), and returns the profile. Blocks the calling thread for `duration`.
+///
+/// Samples are taken when the process has used `1/hz` s of CPU, on the thread that used it
+/// (Linux ≥ 6.4; older kernels pick any thread); each stands for that much CPU time. One
+/// profile runs at a time: a second gets [`ProfileError::Busy`]. Other errors:
+/// [`ProfileError::Invalid`] for `hz` outside 1 to [`MAX_HZ`] or `duration` over
+/// [`MAX_DURATION`], [`ProfileError::Unavailable`] when `SIGPROF` has another handler or on a
+/// platform without a CPU-time timer.
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+/// let p = rdebug::profile::cpu(std::time::Duration::from_millis(100), 100).unwrap();
+/// std::fs::write(std::env::temp_dir().join("cpu.pb.gz"), p.pprof_gz()).unwrap();
+/// // go tool pprof -top cpu.pb.gz
+/// ```
+pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
+    if duration > MAX_DURATION {
+        return Err(ProfileError::Invalid(format!(
+            "duration {duration:?}: expected at most {} s",
+            MAX_DURATION.as_secs()
+        )));
+    }
+    let mut session = Session::start(hz)?;
+    let end = Instant::now() + duration;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep(DRAIN_EVERY.min(end - now));
+        session.drain();
+    }
+    Ok(session.finish())
+}
+
+impl CpuProfile {
+    /// Samples taken.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// assert!(p.samples() < 100); // a mostly idle process
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.stacks.iter().map(|s| s.1).sum()
+    }
+
+    /// CPU time the samples stand for, ns.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// assert!(p.cpu_ns() >= p.samples() * 10_000_000);
+    /// ```
+    pub fn cpu_ns(&self) -> u64 {
+        self.stacks.iter().map(|s| s.2).fold(0, u64::saturating_add)
+    }
+
+    /// Wall time the profile covered.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// assert!(p.duration() >= std::time::Duration::from_millis(50));
+    /// ```
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Samples dropped because the handlers outran the profiling thread (normally 0).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// assert_eq!(p.lost_samples(), 0);
+    /// ```
+    pub fn lost_samples(&self) -> u64 {
+        self.lost
+    }
+
+    /// The profile in pprof format, gzipped, as Go's `/debug/pprof/profile` serves it: sample
+    /// types `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`, period
+    /// `1e9/hz`, `duration_nanos`; function names in the profile under one mapping marked
+    /// `has_functions`.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// assert_eq!(&p.pprof_gz()[..2], &[0x1f, 0x8b]);
+    /// ```
+    pub fn pprof_gz(&self) -> Vec<u8> {
+        let period = 1_000_000_000 / i64::from(self.hz.max(1));
+        let mut b = Builder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            ("cpu", "nanoseconds"),
+            period,
+        );
+        let unix = self
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let dur = i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX);
+        b.times(unix, dur);
+        let (start, limit, file) = &self.mapping;
+        b.mapping(*start, *limit, file);
+        if self.lost > 0 {
+            b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
+        }
+        let mut locs = Vec::with_capacity(MAX_DEPTH);
+        for (stack, count, ns) in &self.stacks {
+            locs.clear();
+            for a in stack.iter() {
+                let name = self.names.get(a).map_or("?", String::as_str);
+                locs.push(b.location(*a, name));
+            }
+            let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+            b.sample(&locs, &[v(*count), v(*ns)]);
+        }
+        b.encode_gz()
+    }
+
+    /// The profile as a flame graph, an SVG image (self-contained, hover titles on every frame):
+    /// what `/debug/pprof/profile?format=svg` serves.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// let svg = String::from_utf8(p.flamegraph_svg()).unwrap();
+    /// assert!(svg.contains("<svg"));
+    /// ```
+    pub fn flamegraph_svg(&self) -> Vec<u8> {
+        let stacks = self.stacks.iter().map(|(stack, count, _)| {
+            let names: Vec<&str> = stack
+                .iter()
+                .rev()
+                .map(|a| self.names.get(a).map_or("?", String::as_str))
+                .collect();
+            (names, *count)
+        });
+        flame::svg(
+            stacks,
+            &format!(
+                "CPU {:.1} s, {} samples",
+                self.duration.as_secs_f64(),
+                self.samples()
+            ),
+        )
+    }
+}

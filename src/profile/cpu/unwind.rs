@@ -1,0 +1,242 @@
+//! Walking the interrupted thread's stack inside the SIGPROF handler, with framehop.
+//!
+//! libgcc's unwinder is not safe in a signal handler (it takes locks and may allocate:
+//! pprof-rs#36, #203), so the unwind information of every loaded object is found before
+//! sampling starts ([`Unwinder::load`]): `.eh_frame`, `.eh_frame_hdr` and `.text`, borrowed
+//! from the files mapped once ([`modules::map`]), nothing copied. In the handler,
+//! [`Unwinder::walk`] allocates nothing and takes no lock: each handler borrows one of a few
+//! preallocated framehop caches with an atomic flag (none free: the sample is dropped), and
+//! every stack word is read only after the kernel said its page is readable.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use framehop::{
+    CacheNative, ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, UnwindRegsNative,
+    Unwinder as _, UnwinderNative,
+};
+use object::{Object, ObjectSection};
+
+use crate::profile::modules;
+
+/// Section bytes borrowed from a file mapped for the rest of the process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bytes(&'static [u8]);
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0
+    }
+}
+
+/// Handlers that can unwind at the same time (more at once drop their samples).
+const CACHES: usize = 4;
+
+struct CacheSlot {
+    busy: AtomicBool,
+    cache: UnsafeCell<CacheNative<MustNotAllocateDuringUnwind>>,
+}
+
+/// The unwind information of the objects loaded when it was built, and the caches.
+pub(crate) struct Unwinder {
+    unwinder: UnwinderNative<Bytes, MustNotAllocateDuringUnwind>,
+    caches: Vec<CacheSlot>,
+    modules: usize,
+}
+
+// SAFETY: each cache is used by one handler at a time (its `busy` flag); the unwinder is only read.
+unsafe impl Sync for Unwinder {}
+// SAFETY: as above; nothing in it is tied to a thread.
+unsafe impl Send for Unwinder {}
+
+impl std::fmt::Debug for Unwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unwinder")
+            .field("modules", &self.modules)
+            .finish_non_exhaustive()
+    }
+}
+
+fn section(file: &object::File<'static>, name: &str) -> Option<(std::ops::Range<u64>, Bytes)> {
+    let s = file.section_by_name(name)?;
+    let data = s.data().ok()?;
+    Some((
+        s.address()..s.address().saturating_add(s.size()),
+        Bytes(data),
+    ))
+}
+
+impl Unwinder {
+    /// Finds the unwind information of every object loaded now (allocates; not in a handler).
+    pub(crate) fn load() -> Unwinder {
+        let mut unwinder = UnwinderNative::new();
+        let mut count = 0;
+        for m in modules::loaded() {
+            let Some(mapped) = modules::map(&m.path) else {
+                continue;
+            };
+            let Ok(file) = object::File::parse(mapped.0) else {
+                continue;
+            };
+            let text = section(&file, ".text");
+            let eh_frame = section(&file, ".eh_frame");
+            let eh_frame_hdr = section(&file, ".eh_frame_hdr");
+            let got = section(&file, ".got");
+            let info = ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: text.as_ref().map(|t| t.0.clone()),
+                text: text.map(|t| t.1),
+                got_svma: got.map(|g| g.0),
+                eh_frame_svma: eh_frame.as_ref().map(|t| t.0.clone()),
+                eh_frame: eh_frame.map(|t| t.1),
+                eh_frame_hdr_svma: eh_frame_hdr.as_ref().map(|t| t.0.clone()),
+                eh_frame_hdr: eh_frame_hdr.map(|t| t.1),
+                stubs_svma: None,
+                stub_helper_svma: None,
+                unwind_info: None,
+                debug_frame: None,
+                text_segment_svma: None,
+                text_segment: None,
+            };
+            let name = m.path.to_string_lossy().into_owned();
+            unwinder.add_module(Module::new(name, m.range.clone(), m.base, info));
+            count += 1;
+        }
+        let caches = (0..CACHES)
+            .map(|_| CacheSlot {
+                busy: AtomicBool::new(false),
+                cache: UnsafeCell::new(CacheNative::new_in()),
+            })
+            .collect();
+        Unwinder {
+            unwinder,
+            caches,
+            modules: count,
+        }
+    }
+
+    /// Walks the stack of the thread interrupted with `ucontext` into `out` (code addresses for
+    /// lookup, innermost first: the interrupted pc, then return addresses − 1). Returns how many
+    /// were written (0: no cache free or no registers).
+    ///
+    /// Async-signal-safe: no allocation, no lock; stack words are read after `process_vm_readv`
+    /// (a syscall) showed their page readable.
+    pub(crate) fn walk(&self, ucontext: *mut c_void, out: &mut [u64]) -> usize {
+        let Some((pc, regs)) = registers(ucontext) else {
+            return 0;
+        };
+        let Some(slot) = self
+            .caches
+            .iter()
+            .find(|s| !s.busy.swap(true, Ordering::Acquire))
+        else {
+            return 0;
+        };
+        // SAFETY: the `busy` flag gives this handler the cache alone until it is cleared.
+        let cache = unsafe { &mut *slot.cache.get() };
+        let mut pages = ReadablePages::default();
+        let mut read = |addr: u64| pages.read(addr);
+        let mut it = self.unwinder.iter_frames(pc, regs, cache, &mut read);
+        let mut n = 0;
+        while n < out.len() {
+            match it.next() {
+                Ok(Some(frame)) => {
+                    out[n] = frame.address_for_lookup();
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        if n == 0 {
+            out[0] = pc;
+            n = 1;
+        }
+        slot.busy.store(false, Ordering::Release);
+        n
+    }
+}
+
+/// The registers framehop starts from, from the handler's `ucontext_t`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn registers(ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {
+    if ucontext.is_null() {
+        return None;
+    }
+    // SAFETY: the kernel's ucontext_t for this signal.
+    let g = unsafe { &(*ucontext.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
+    let pc = g[libc::REG_RIP as usize] as u64;
+    let sp = g[libc::REG_RSP as usize] as u64;
+    let bp = g[libc::REG_RBP as usize] as u64;
+    Some((pc, UnwindRegsNative::new(pc, sp, bp)))
+}
+
+/// The registers framehop starts from, from the handler's `ucontext_t`.
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+fn registers(ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {
+    if ucontext.is_null() {
+        return None;
+    }
+    // SAFETY: the kernel's ucontext_t for this signal.
+    let m = unsafe { &(*ucontext.cast::<libc::ucontext_t>()).uc_mcontext };
+    Some((m.pc, UnwindRegsNative::new(m.regs[30], m.sp, m.regs[29])))
+}
+
+/// Stack walking is implemented for Linux on x86_64 and aarch64.
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn registers(_ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {
+    None
+}
+
+/// Pages of this thread's stack already shown readable in this walk.
+#[derive(Default)]
+struct ReadablePages {
+    pages: [u64; 8],
+    n: usize,
+}
+
+const PAGE_MASK: u64 = !4095;
+
+impl ReadablePages {
+    fn read(&mut self, addr: u64) -> Result<u64, ()> {
+        let addr = addr & !7;
+        let page = addr & PAGE_MASK;
+        if self.pages[..self.n].contains(&page) {
+            // SAFETY: an aligned word in a page the kernel read from a moment ago, on the
+            // stack of the thread running this handler (which cannot be unmapped under it).
+            return Ok(unsafe { (addr as *const u64).read_volatile() });
+        }
+        let value = read_checked(addr)?;
+        if self.n < self.pages.len() {
+            self.pages[self.n] = page;
+            self.n += 1;
+        }
+        Ok(value)
+    }
+}
+
+/// Reads one word through the kernel: an unreadable address is an error, not a fault.
+#[cfg(target_os = "linux")]
+fn read_checked(addr: u64) -> Result<u64, ()> {
+    let mut value = 0u64;
+    let local = libc::iovec {
+        iov_base: (&mut value as *mut u64).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: 8,
+    };
+    // SAFETY: a syscall on our own process; the kernel checks `remote`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n == 8 { Ok(value) } else { Err(()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_checked(_addr: u64) -> Result<u64, ()> {
+    Err(())
+}

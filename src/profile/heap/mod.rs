@@ -1,0 +1,361 @@
+//! Heap profiles from jemalloc's sampling profiler: [`heap`], [`HeapProfile`].
+
+pub(crate) mod jemalloc;
+mod parse;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::BufReader;
+use std::time::SystemTime;
+
+use super::ProfileError;
+use super::proto::Builder;
+use super::symbols::Symbols;
+use crate::stats::MemStats;
+use crate::stats::fields::{MEMSTATS, Value};
+use parse::{Counts, unscale};
+
+/// Which default view a heap profile's pprof form has: Go's `/debug/pprof/heap` or
+/// `/debug/pprof/allocs`. The samples are the same.
+///
+/// ```
+/// assert_ne!(rdebug::profile::HeapKind::Heap, rdebug::profile::HeapKind::Allocs);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeapKind {
+    /// `default_sample_type` left unset: `go tool pprof` shows `inuse_space`.
+    #[default]
+    Heap,
+    /// `default_sample_type = alloc_space`: bytes allocated since sampling began.
+    Allocs,
+}
+
+/// One stack of a heap profile, counts as jemalloc sampled them (not unscaled).
+#[derive(Debug, Clone)]
+struct Record {
+    /// Code addresses, innermost first, allocator frames removed (return address − 1).
+    stack: Vec<u64>,
+    counts: Counts,
+}
+
+/// A heap profile: jemalloc's heap samples at one moment, symbolized, with [`MemStats`] read
+/// right after.
+///
+/// Sampling is on by default whenever the `pprof` feature is compiled in and
+/// [`Alloc`](crate::Alloc) is the global allocator: one sample per 512 KiB allocated on
+/// average (Go's `MemProfileRate`); `RDEBUG=memprofilerate=N` or [`set_memprofilerate`]
+/// changes it. Unlike Go's, the profile is current (not as of the last collection).
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// let held: Vec<Vec<u8>> = (0..16).map(|_| vec![1u8; 1 << 20]).collect();
+/// let p = rdebug::profile::heap().unwrap();
+/// assert!(p.inuse_bytes() > 4 << 20); // 16 MiB held, sampled
+/// let gz = p.pprof_gz(rdebug::profile::HeapKind::Heap);
+/// assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+/// assert!(p.debug_text().starts_with("heap profile: "));
+/// drop(held);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeapProfile {
+    rate: u64,
+    records: Vec<Record>,
+    names: HashMap<u64, String>,
+    mapping: (u64, u64, String),
+    memstats: MemStats,
+    time: SystemTime,
+    dropped: usize,
+}
+
+/// Frames at the top of jemalloc's stacks that are the allocator itself, not the program:
+/// jemalloc's own functions and the global-allocator shims above it.
+fn is_allocator_frame(name: &str) -> bool {
+    name.starts_with("_rjem_")
+        || name.starts_with("je_")
+        || name.starts_with("prof_")
+        || name.starts_with("imalloc")
+        || name.starts_with("__rust_alloc")
+        || name.starts_with("__rust_realloc")
+        || name.starts_with("__rust_dealloc")
+        || name.starts_with("__rg_")
+        || name.starts_with("__rdl_")
+        || name.starts_with("_Unwind_")
+        || name.starts_with("tikv_jemallocator::")
+        || name.starts_with("<tikv_jemallocator::")
+        || name.starts_with("<rdebug::alloc::")
+        || name.starts_with("rdebug::alloc::")
+        || name.starts_with("0x")
+}
+
+/// Takes a heap profile now: jemalloc's samples of every live allocation (and, with
+/// cumulative counts on, every allocation since sampling began), symbolized in this process.
+///
+/// Errors: [`ProfileError::Unavailable`] when jemalloc's profiler is off (another global
+/// allocator, `_RJEM_MALLOC_CONF=prof:false`) or on a platform without `memfd_create`.
+/// Costs a `prof.dump` (jemalloc holds its profiling locks while writing, ~ms for thousands of
+/// stacks) and reading the executable's symbol table (~24 bytes per function, freed after).
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+///
+/// match rdebug::profile::heap() {
+///     Ok(p) => println!("{} bytes in use (estimated)", p.inuse_bytes()),
+///     Err(e) => eprintln!("no heap profile: {e}"),
+/// }
+/// ```
+pub fn heap() -> Result<HeapProfile, ProfileError> {
+    let file = jemalloc::dump().map_err(ProfileError::Unavailable)?;
+    let memstats = crate::stats::memstats();
+    let time = SystemTime::now();
+    let dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
+    let symbols = Symbols::load();
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut records = Vec::with_capacity(dump.records.len());
+    for r in dump.records {
+        let mut stack: Vec<u64> = Vec::with_capacity(r.stack.len());
+        let mut top = true;
+        for &ret in &r.stack {
+            let addr = ret.saturating_sub(1);
+            let name = names
+                .entry(addr)
+                .or_insert_with(|| symbols.name_or_addr(addr));
+            if top && is_allocator_frame(name) {
+                continue;
+            }
+            top = false;
+            stack.push(addr);
+        }
+        if stack.is_empty() {
+            // Nothing but allocator frames: keep the innermost one so the bytes still show.
+            stack.extend(r.stack.first().map(|a| a.saturating_sub(1)));
+        }
+        records.push(Record {
+            stack,
+            counts: r.counts,
+        });
+    }
+    let used: std::collections::HashSet<u64> = records
+        .iter()
+        .flat_map(|r| r.stack.iter().copied())
+        .collect();
+    names.retain(|a, _| used.contains(a));
+    Ok(HeapProfile {
+        rate: dump.rate,
+        records,
+        names,
+        mapping: symbols.main_mapping(),
+        memstats,
+        time,
+        dropped: dump.dropped,
+    })
+}
+
+impl HeapProfile {
+    /// The sampling rate the samples were taken at, bytes (jemalloc's `2^lg_prof_sample`).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// assert_eq!(rdebug::profile::heap().unwrap().rate(), 524288);
+    /// ```
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Estimated bytes in live allocations: the samples unscaled (Go's and jeprof's way).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::heap().unwrap();
+    /// assert!(p.inuse_bytes() <= p.alloc_bytes());
+    /// ```
+    pub fn inuse_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| unscale(r.counts.cur_objs, r.counts.cur_bytes, self.rate).1)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Estimated bytes allocated since sampling began (or was last reset).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// assert!(rdebug::profile::heap().unwrap().alloc_bytes() > 0);
+    /// ```
+    pub fn alloc_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| unscale(r.counts.acc_objs, r.counts.acc_bytes, self.rate).1)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The [`MemStats`] read right after the samples were dumped (the `debug=1` footer).
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::heap().unwrap();
+    /// assert!(p.memstats().heap_alloc > 0);
+    /// ```
+    pub fn memstats(&self) -> &MemStats {
+        &self.memstats
+    }
+
+    /// The profile in pprof format, gzipped: sample types `alloc_objects`, `alloc_space`,
+    /// `inuse_objects`, `inuse_space` (unscaled estimates), period type `space/bytes`, period the
+    /// sampling rate; [`HeapKind::Allocs`] sets `alloc_space` as the default type. Function names
+    /// are in the profile, under one mapping marked `has_functions`, so `go tool pprof` needs
+    /// neither the binary nor `/debug/pprof/symbol`.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let gz = rdebug::profile::heap().unwrap().pprof_gz(rdebug::profile::HeapKind::Allocs);
+    /// std::fs::write(std::env::temp_dir().join("allocs.pb.gz"), gz).unwrap();
+    /// // go tool pprof -top allocs.pb.gz
+    /// ```
+    pub fn pprof_gz(&self, kind: HeapKind) -> Vec<u8> {
+        let mut b = Builder::new(
+            &[
+                ("alloc_objects", "count"),
+                ("alloc_space", "bytes"),
+                ("inuse_objects", "count"),
+                ("inuse_space", "bytes"),
+            ],
+            ("space", "bytes"),
+            i64::try_from(self.rate).unwrap_or(i64::MAX),
+        );
+        if kind == HeapKind::Allocs {
+            b.default_sample_type("alloc_space");
+        }
+        let unix = self
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        b.times(unix, 0);
+        let (start, limit, file) = &self.mapping;
+        b.mapping(*start, *limit, file);
+        if self.dropped > 0 {
+            b.comment(&format!(
+                "rdebug: {} stacks left out (limit reached)",
+                self.dropped
+            ));
+        }
+        let mut locs = Vec::new();
+        for r in &self.records {
+            locs.clear();
+            for a in &r.stack {
+                let name = self.names.get(a).map_or("?", String::as_str);
+                locs.push(b.location(*a, name));
+            }
+            let c = r.counts;
+            let (ao, ab) = unscale(c.acc_objs, c.acc_bytes, self.rate);
+            let (io, ib) = unscale(c.cur_objs, c.cur_bytes, self.rate);
+            let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+            b.sample(&locs, &[v(ao), v(ab), v(io), v(ib)]);
+        }
+        b.encode_gz()
+    }
+
+    /// Go's `heap?debug=1` text: `heap profile: <inuse objs>: <inuse bytes> [<alloc objs>:
+    /// <alloc bytes>] @ heap/<2×rate>`, one record per stack sorted by in-use bytes (sampled
+    /// counts, as Go prints them) with a `#` line per frame, then `# runtime.MemStats` and one
+    /// `# Name = value` line per [`MemStats`] field, Go's CamelCase names.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let text = rdebug::profile::heap().unwrap().debug_text();
+    /// assert!(text.contains("\n# runtime.MemStats\n# Alloc = "));
+    /// ```
+    pub fn debug_text(&self) -> String {
+        let mut out = String::new();
+        // Go's header is the sum of its records (jemalloc's own `t*` total counts differently).
+        let t = self.records.iter().fold(Counts::default(), |t, r| Counts {
+            cur_objs: t.cur_objs.saturating_add(r.counts.cur_objs),
+            cur_bytes: t.cur_bytes.saturating_add(r.counts.cur_bytes),
+            acc_objs: t.acc_objs.saturating_add(r.counts.acc_objs),
+            acc_bytes: t.acc_bytes.saturating_add(r.counts.acc_bytes),
+        });
+        let _ = writeln!(
+            out,
+            "heap profile: {}: {} [{}: {}] @ heap/{}",
+            t.cur_objs,
+            t.cur_bytes,
+            t.acc_objs,
+            t.acc_bytes,
+            self.rate.saturating_mul(2)
+        );
+        let mut order: Vec<&Record> = self.records.iter().collect();
+        order.sort_by(|a, b| {
+            (b.counts.cur_bytes, b.counts.acc_bytes).cmp(&(a.counts.cur_bytes, a.counts.acc_bytes))
+        });
+        for r in order {
+            let c = r.counts;
+            let _ = write!(
+                out,
+                "{}: {} [{}: {}] @",
+                c.cur_objs, c.cur_bytes, c.acc_objs, c.acc_bytes
+            );
+            for a in &r.stack {
+                let _ = write!(out, " {:#x}", a + 1);
+            }
+            out.push('\n');
+            for a in &r.stack {
+                let name = self.names.get(a).map_or("?", String::as_str);
+                let _ = writeln!(out, "#\t{a:#x}\t{name}");
+            }
+            out.push('\n');
+        }
+        out.push_str("\n# runtime.MemStats\n");
+        for f in MEMSTATS {
+            let value = match (f.get)(&self.memstats) {
+                Value::Int(v) => v.to_string(),
+                Value::Bool(v) => u8::from(v).to_string(),
+                Value::Float(v) => v.to_string(),
+                Value::Missing => continue,
+            };
+            let _ = writeln!(out, "# {} = {value}", go_name(f.key));
+        }
+        out
+    }
+}
+
+/// Go's `runtime.MemStats` name for a snake_case field: `total_alloc` → `TotalAlloc`,
+/// `gc_cpu_fraction` → `GCCPUFraction`, `next_gc` → `NextGC`.
+fn go_name(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for word in key.split('_') {
+        match word {
+            "gc" | "cpu" | "rss" => out.push_str(&word.to_ascii_uppercase()),
+            _ => {
+                let mut c = word.chars();
+                if let Some(first) = c.next() {
+                    out.extend(first.to_uppercase());
+                    out.push_str(c.as_str());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memstats_fields_get_go_names() {
+        assert_eq!(go_name("total_alloc"), "TotalAlloc");
+        assert_eq!(go_name("gc_cpu_fraction"), "GCCPUFraction");
+        assert_eq!(go_name("next_gc"), "NextGC");
+        assert_eq!(go_name("num_forced_gc"), "NumForcedGC");
+        assert_eq!(go_name("pause_total_ns"), "PauseTotalNs");
+    }
+}

@@ -1,0 +1,271 @@
+//! A small writer for pprof's `profile.proto` (the messages Go's `go tool pprof` reads), gzipped.
+//!
+//! Only what rdebug emits: sample types, samples, one mapping, locations with one line each,
+//! functions and the string table. Field numbers are those of
+//! `github.com/google/pprof/proto/profile.proto`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+/// Protobuf wire encoding into a byte buffer.
+#[derive(Debug, Default)]
+struct Wire(Vec<u8>);
+
+impl Wire {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    fn key(&mut self, field: u32, wire_type: u8) {
+        self.varint(u64::from(field) << 3 | u64::from(wire_type));
+    }
+
+    /// A varint field; zero is the default and is left out.
+    fn uint(&mut self, field: u32, v: u64) {
+        if v != 0 {
+            self.key(field, 0);
+            self.varint(v);
+        }
+    }
+
+    fn int(&mut self, field: u32, v: i64) {
+        self.uint(field, v as u64);
+    }
+
+    fn bytes(&mut self, field: u32, b: &[u8]) {
+        self.key(field, 2);
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+
+    fn packed(&mut self, field: u32, values: impl Iterator<Item = u64>) {
+        let mut inner = Wire::default();
+        for v in values {
+            inner.varint(v);
+        }
+        if !inner.0.is_empty() {
+            self.bytes(field, &inner.0);
+        }
+    }
+
+    fn message(&mut self, field: u32, f: impl FnOnce(&mut Wire)) {
+        let mut inner = Wire::default();
+        f(&mut inner);
+        self.bytes(field, &inner.0);
+    }
+}
+
+/// A location: one code address and the function it is in.
+#[derive(Debug, Clone)]
+struct Location {
+    address: u64,
+    function: u64,
+}
+
+/// Builds one pprof `Profile`: strings, functions and locations are interned as they come.
+#[derive(Debug)]
+pub(crate) struct Builder {
+    strings: Vec<String>,
+    string_ids: HashMap<String, i64>,
+    functions: Vec<i64>,
+    function_ids: HashMap<String, u64>,
+    locations: Vec<Location>,
+    location_ids: HashMap<u64, u64>,
+    samples: Wire,
+    sample_types: Vec<(i64, i64)>,
+    period_type: (i64, i64),
+    period: i64,
+    duration_nanos: i64,
+    time_nanos: i64,
+    default_sample_type: i64,
+    mapping: Option<(u64, u64, i64)>,
+    comments: Vec<i64>,
+}
+
+impl Builder {
+    /// A profile with these `(type, unit)` sample types and period type.
+    pub(crate) fn new(
+        sample_types: &[(&str, &str)],
+        period_type: (&str, &str),
+        period: i64,
+    ) -> Self {
+        let mut b = Builder {
+            strings: vec![String::new()],
+            string_ids: HashMap::from([(String::new(), 0)]),
+            functions: Vec::new(),
+            function_ids: HashMap::new(),
+            locations: Vec::new(),
+            location_ids: HashMap::new(),
+            samples: Wire::default(),
+            sample_types: Vec::new(),
+            period_type: (0, 0),
+            period,
+            duration_nanos: 0,
+            time_nanos: 0,
+            default_sample_type: 0,
+            mapping: None,
+            comments: Vec::new(),
+        };
+        for (t, u) in sample_types {
+            let st = (b.string(t), b.string(u));
+            b.sample_types.push(st);
+        }
+        b.period_type = (b.string(period_type.0), b.string(period_type.1));
+        b
+    }
+
+    /// The string table index of `s`.
+    pub(crate) fn string(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.string_ids.get(s) {
+            return i;
+        }
+        let i = self.strings.len() as i64;
+        self.strings.push(s.to_owned());
+        self.string_ids.insert(s.to_owned(), i);
+        i
+    }
+
+    /// Sets `default_sample_type` to the named sample type.
+    pub(crate) fn default_sample_type(&mut self, t: &str) {
+        self.default_sample_type = self.string(t);
+    }
+
+    /// Sets `time_nanos` (Unix ns at the start) and `duration_nanos`.
+    pub(crate) fn times(&mut self, time_nanos: i64, duration_nanos: i64) {
+        self.time_nanos = time_nanos;
+        self.duration_nanos = duration_nanos;
+    }
+
+    /// Adds a comment line (`go tool pprof -comments`).
+    pub(crate) fn comment(&mut self, c: &str) {
+        let i = self.string(c);
+        self.comments.push(i);
+    }
+
+    /// The one mapping every location refers to: the main executable's range and file,
+    /// `has_functions` set (names are in the profile, so pprof never asks for symbols).
+    pub(crate) fn mapping(&mut self, start: u64, limit: u64, file: &str) {
+        let f = self.string(file);
+        self.mapping = Some((start, limit, f));
+    }
+
+    /// The location id of code address `address` in function `name`.
+    pub(crate) fn location(&mut self, address: u64, name: &str) -> u64 {
+        if let Some(&id) = self.location_ids.get(&address) {
+            return id;
+        }
+        let function = match self.function_ids.get(name) {
+            Some(&id) => id,
+            None => {
+                let n = self.string(name);
+                self.functions.push(n);
+                let id = self.functions.len() as u64;
+                self.function_ids.insert(name.to_owned(), id);
+                id
+            }
+        };
+        self.locations.push(Location { address, function });
+        let id = self.locations.len() as u64;
+        self.location_ids.insert(address, id);
+        id
+    }
+
+    /// Adds a sample: location ids leaf first, one value per sample type.
+    pub(crate) fn sample(&mut self, locations: &[u64], values: &[i64]) {
+        self.samples.message(2, |m| {
+            m.packed(1, locations.iter().copied());
+            m.packed(2, values.iter().map(|&v| v as u64));
+        });
+    }
+
+    /// The encoded `Profile`, not compressed.
+    pub(crate) fn encode(self) -> Vec<u8> {
+        let mut w = Wire::default();
+        for &(t, u) in &self.sample_types {
+            w.message(1, |m| {
+                m.int(1, t);
+                m.int(2, u);
+            });
+        }
+        w.0.extend_from_slice(&self.samples.0);
+        let has_mapping = self.mapping.is_some();
+        if let Some((start, limit, file)) = self.mapping {
+            w.message(3, |m| {
+                m.uint(1, 1);
+                m.uint(2, start);
+                m.uint(3, limit);
+                m.int(5, file);
+                m.uint(7, 1); // has_functions
+            });
+        }
+        for (i, loc) in self.locations.iter().enumerate() {
+            w.message(4, |m| {
+                m.uint(1, i as u64 + 1);
+                m.uint(2, u64::from(has_mapping));
+                m.uint(3, loc.address);
+                m.message(4, |l| l.uint(1, loc.function));
+            });
+        }
+        for (i, &name) in self.functions.iter().enumerate() {
+            w.message(5, |m| {
+                m.uint(1, i as u64 + 1);
+                m.int(2, name);
+                m.int(3, name);
+            });
+        }
+        for s in &self.strings {
+            w.bytes(6, s.as_bytes());
+        }
+        w.int(9, self.time_nanos);
+        w.int(10, self.duration_nanos);
+        w.message(11, |m| {
+            m.int(1, self.period_type.0);
+            m.int(2, self.period_type.1);
+        });
+        w.int(12, self.period);
+        w.packed(13, self.comments.iter().map(|&c| c as u64));
+        w.int(14, self.default_sample_type);
+        w.0
+    }
+
+    /// The encoded `Profile`, gzipped (what Go serves).
+    pub(crate) fn encode_gz(self) -> Vec<u8> {
+        gzip(&self.encode())
+    }
+}
+
+/// Gzips `data` at the default level.
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_strings_encode_as_protobuf_does() {
+        let mut w = Wire::default();
+        w.varint(300);
+        assert_eq!(w.0, [0xac, 0x02]);
+        let mut b = Builder::new(&[("samples", "count")], ("cpu", "nanoseconds"), 10);
+        assert_eq!(b.string("samples"), 1);
+        assert_eq!(b.string("cpu"), 3);
+        let l = b.location(0x1000, "main");
+        assert_eq!(b.location(0x1000, "main"), l);
+        b.sample(&[l], &[5]);
+        let bytes = b.encode();
+        // sample_type { type: 1 unit: 2 }
+        assert_eq!(&bytes[..6], &[0x0a, 0x04, 0x08, 0x01, 0x10, 0x02]);
+    }
+}

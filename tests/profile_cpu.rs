@@ -1,0 +1,194 @@
+//! CPU profiles against CPU time the test burns itself in named functions, read back with the
+//! real `go tool pprof` (Debian: golang-go).
+#![cfg(feature = "pprof")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::pprof::{top, total};
+use support::{is_child, run_child};
+
+#[global_allocator]
+static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[inline(never)]
+fn burn_a(n: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i ^ (x >> 3)));
+    }
+    x
+}
+
+#[inline(never)]
+fn burn_b(n: u64) -> u64 {
+    let mut x = 1u64;
+    for i in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(17).wrapping_add(i ^ (x >> 5)));
+    }
+    x
+}
+
+/// This thread's CPU time, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The whole process's CPU time (user + system), ns.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Burns `burn_a(2k)` then `burn_b(k)` until `until`; returns the thread CPU ns spent in each.
+fn burner(until: Instant) -> (u64, u64) {
+    let (mut a, mut b) = (0, 0);
+    while Instant::now() < until {
+        let t0 = thread_cpu_ns();
+        burn_a(200_000);
+        let t1 = thread_cpu_ns();
+        burn_b(100_000);
+        let t2 = thread_cpu_ns();
+        a += t1 - t0;
+        b += t2 - t1;
+    }
+    (a, b)
+}
+
+fn out_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("rdebug-{}-{tag}", std::process::id()))
+}
+
+fn result(stdout: &str, key: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("RESULT ")?
+                .strip_prefix(key)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no RESULT {key} in:\n{stdout}"))
+}
+
+/// Two threads burn CPU in `burn_a` and `burn_b` about 2:1 (the truth: their thread CPU time);
+/// pprof shows `burn_a`'s share of the two within 0.1 of the truth, and the profile's total is
+/// within 30% of the process's CPU time over the window. A second profile meanwhile is Busy.
+#[test]
+fn cpu_profile_shows_where_the_time_went() {
+    let name = support::test_name!();
+    let pb = out_path("cpu.pb.gz");
+    let svg = out_path("cpu.svg");
+    if is_child(name) {
+        let until = Instant::now() + Duration::from_millis(2300);
+        let burners: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || burner(until)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let busy = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            rdebug::profile::cpu(Duration::from_millis(10), 100).err()
+        });
+        let c0 = process_cpu_ns();
+        let p = rdebug::profile::cpu(Duration::from_secs(2), 200).expect("cpu profile");
+        let c1 = process_cpu_ns();
+        let (mut a, mut b) = (0, 0);
+        for t in burners {
+            let (x, y) = t.join().unwrap();
+            a += x;
+            b += y;
+        }
+        let second = busy.join().unwrap();
+        println!(
+            "RESULT busy {}",
+            u8::from(second == Some(rdebug::profile::ProfileError::Busy))
+        );
+        println!("RESULT share_a {}", a as f64 / (a + b) as f64);
+        println!("RESULT process_cpu_ns {}", c1 - c0);
+        println!("RESULT lost {}", p.lost_samples());
+        std::fs::write(std::env::var("PB").unwrap(), p.pprof_gz()).unwrap();
+        std::fs::write(std::env::var("SVG").unwrap(), p.flamegraph_svg()).unwrap();
+        return;
+    }
+    let out = run_child(name, &[("PB", &pb), ("SVG", &svg)], TIMEOUT);
+    out.assert_success();
+    assert_eq!(
+        result(&out.stdout, "busy"),
+        1.0,
+        "a second profile meanwhile is Busy"
+    );
+    let t = top(&pb, &[]);
+    let _ = std::fs::remove_file(&pb);
+    let row = |f: &str| {
+        t.row(f)
+            .unwrap_or_else(|| panic!("{f} missing:\n{}", t.text))
+            .cum // cum: in a debug build the loop's helpers are frames of their own
+    };
+    let (a, b) = (row("burn_a"), row("burn_b"));
+    let share = a / (a + b);
+    let truth = result(&out.stdout, "share_a");
+    assert!(
+        (share - truth).abs() <= 0.1,
+        "burn_a's share: profile {share:.3}, thread CPU time {truth:.3}\n{}",
+        t.text
+    );
+    let profiled = total(&t);
+    let cpu = result(&out.stdout, "process_cpu_ns");
+    assert!(
+        (profiled - cpu).abs() <= 0.3 * cpu,
+        "profile total {profiled} ns, process CPU {cpu} ns\n{}",
+        t.text
+    );
+    assert!(
+        t.header.iter().any(|l| l.starts_with("Duration: 2")),
+        "duration_nanos: {:?}",
+        t.header
+    );
+    let svg_text = std::fs::read_to_string(&svg).expect("svg");
+    let _ = std::fs::remove_file(&svg);
+    assert!(
+        svg_text.starts_with("<?xml") && svg_text.contains("burn_a ("),
+        "{svg_text:.500}"
+    );
+}
+
+/// `RDEBUG=cpuprofile=FILE` profiles from init to normal exit.
+#[test]
+fn cpuprofile_is_written_at_exit() {
+    let name = support::test_name!();
+    let pb = out_path("exit-cpu.pb.gz");
+    if is_child(name) {
+        rdebug::init();
+        let until = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < until {
+            burn_b(100_000);
+        }
+        return; // the test harness exits normally
+    }
+    let _ = std::fs::remove_file(&pb);
+    let env = format!("cpuprofile={}", pb.display());
+    let out = run_child(name, &[("RDEBUG", env.as_str())], TIMEOUT);
+    out.assert_success();
+    let t = top(&pb, &[]);
+    let _ = std::fs::remove_file(&pb);
+    let b = t
+        .row("burn_b")
+        .unwrap_or_else(|| panic!("burn_b missing:\n{}", t.text));
+    assert!(b.cum >= 0.5 * total(&t), "{}", t.text);
+}
