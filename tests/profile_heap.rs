@@ -138,7 +138,11 @@ fn heap_profile_shows_what_each_function_holds() {
         .expect("MemStats as JSON")
         .as_object()
         .map_or(0, |o| o.len());
-    assert_eq!(footer.len(), fields, "one line per MemStats field: {footer:?}");
+    assert_eq!(
+        footer.len(),
+        fields,
+        "one line per MemStats field: {footer:?}"
+    );
     let field = |n: &str| -> u64 {
         footer
             .iter()

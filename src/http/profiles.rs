@@ -1,13 +1,13 @@
 //! `/debug/pprof/profile`, `/debug/pprof/heap`, `/debug/pprof/allocs`: CPU and heap profiles in
-//! pprof format, served by rdebug's `pprof` Cargo feature.
+//! pprof format (gzipped protobuf), from [`rdebug::profile`](crate::profile) (feature `pprof`).
 //!
 //! The router has already checked the request (token, and the parameters with
 //! [`Params`]: `seconds` 1..=300, `hz` 1..=1000, `debug`, `gc`) when it calls [`serve`], and for
 //! `profile` it has taken the process's one [`CpuSlot`] (a second request meanwhile gets 409):
-//! hold it until the profile ends.
+//! it is held until the profile ends. Profiles are made on tokio's blocking pool, so the server
+//! keeps answering other requests meanwhile.
 //!
-//! Without the `pprof` feature (and, for now, with it: the profiler lands separately) each route
-//! answers 404 saying which feature is needed.
+//! Without the `pprof` feature each route answers 404 saying which feature is needed.
 
 use hyper::{Response, StatusCode};
 
@@ -15,6 +15,7 @@ use super::params::{CpuSlot, Params};
 use super::reply::{self, Body};
 
 /// The answer for profile `name` (`profile`, `heap` or `allocs`) with checked `params`.
+#[cfg(not(feature = "pprof"))]
 pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) -> Response<Body> {
     let _ = (params, slot);
     reply::error(
@@ -24,6 +25,80 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
              without (rdebug = {{ features = [\"pprof\"] }})"
         ),
     )
+}
+
+/// The answer for profile `name` (`profile`, `heap` or `allocs`) with checked `params`.
+#[cfg(feature = "pprof")]
+pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) -> Response<Body> {
+    use crate::profile::{self, HeapKind, ProfileError};
+
+    /// Go's default CPU profile length and rate.
+    const DEFAULT_SECONDS: u64 = 30;
+    const DEFAULT_HZ: u64 = 100;
+
+    let refuse = |e: ProfileError| {
+        let status = match e {
+            ProfileError::Busy => StatusCode::CONFLICT,
+            ProfileError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ProfileError::Unavailable(_) => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        reply::error(status, &format!("{name} profile: {e}"))
+    };
+    let lost = || reply::error(StatusCode::INTERNAL_SERVER_ERROR, "profiler task failed");
+    match name {
+        "profile" => {
+            let seconds = params.seconds.unwrap_or(DEFAULT_SECONDS);
+            let hz = u32::try_from(params.hz.unwrap_or(DEFAULT_HZ)).unwrap_or(100);
+            let svg = params.format.as_deref() == Some("svg");
+            let made = tokio::task::spawn_blocking(move || {
+                let _slot = slot; // held until the profile is done
+                profile::cpu(std::time::Duration::from_secs(seconds), hz).map(|p| {
+                    if svg {
+                        p.flamegraph_svg()
+                    } else {
+                        p.pprof_gz()
+                    }
+                })
+            })
+            .await;
+            match made {
+                Ok(Ok(bytes)) if svg => reply::ok("image/svg+xml", bytes),
+                Ok(Ok(bytes)) => reply::attachment(reply::ok(reply::OCTETS, bytes), "profile"),
+                Ok(Err(e)) => refuse(e),
+                Err(_) => lost(),
+            }
+        }
+        "heap" | "allocs" => {
+            let (gc, debug) = (params.gc, params.debug);
+            let kind = if name == "heap" {
+                HeapKind::Heap
+            } else {
+                HeapKind::Allocs
+            };
+            let made = tokio::task::spawn_blocking(move || {
+                if gc {
+                    crate::free_os_memory();
+                }
+                profile::heap().map(|p| {
+                    if debug > 0 {
+                        (true, p.debug_text().into_bytes())
+                    } else {
+                        (false, p.pprof_gz(kind))
+                    }
+                })
+            })
+            .await;
+            let file = if name == "heap" { "heap" } else { "allocs" };
+            match made {
+                Ok(Ok((true, text))) => reply::ok(reply::TEXT, text),
+                Ok(Ok((false, bytes))) => reply::attachment(reply::ok(reply::OCTETS, bytes), file),
+                Ok(Err(e)) => refuse(e),
+                Err(_) => lost(),
+            }
+        }
+        _ => reply::error(StatusCode::NOT_FOUND, "Unknown profile"),
+    }
 }
 
 /// Samples in profile `name` now, for the index page's Count column (`None`: unknown).

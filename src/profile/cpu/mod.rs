@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::ProfileError;
 use super::proto::Builder;
 use super::symbols::Symbols;
-use ring::{MAX_DEPTH, Ring, Sample};
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
+use ring::{MAX_DEPTH, Ring, Sample};
 use unwind::Unwinder;
 
 /// How often the profiling thread empties the ring.
