@@ -203,7 +203,6 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
         ("/debug/pprof/mutex", 404, "not available in Rust"),
         ("/debug/pprof/nosuch", 404, "Unknown profile"),
         ("/nosuch", 404, "404 page not found"),
-        ("/metrics", 404, "not built yet"),
         ("/debug/rdebug", 404, "not built yet"),
     ] {
         let a = get(addr, path);

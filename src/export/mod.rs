@@ -36,6 +36,7 @@
 //! | `rdebug_gc_forced_cycles_total` | counter | | `num_forced_gc` |
 //! | `rdebug_gc_pause_seconds_total` | counter | | `pause_total_ns` / 1e9 |
 //! | `rdebug_gc_cpu_fraction` | gauge | | `gc_cpu_fraction` |
+//! | `rdebug_memstats_allocated_bytes` | gauge | | `allocated` (jemalloc's `stats.allocated`) |
 //! | `rdebug_memstats_resident_bytes` | gauge | | `resident` |
 //! | `rdebug_memstats_retained_bytes` | gauge | | `retained` |
 //! | `rdebug_memstats_mapped_bytes` | gauge | | `mapped` |
