@@ -318,6 +318,30 @@ fn a_real_prometheus_scrapes_true_figures() {
         Duration::from_secs(2),
         |v| v == 2.0,
     );
+    // The README's three questions evaluate, with windows short enough for this test: the
+    // allocator's CPU share, the heap's growth rate, and the workers' busy share (the child's
+    // four tasks keep its 2 workers partly busy: strictly between 0 and 1).
+    wait_for(
+        &rt,
+        prom,
+        "max by (instance) (rdebug_gc_cpu_fraction)",
+        Duration::from_secs(5),
+        |v| (0.0..=1.0).contains(&v),
+    );
+    wait_for(
+        &rt,
+        prom,
+        "deriv(rdebug_memstats_heap_alloc_bytes[5s]) * 3600",
+        Duration::from_secs(5),
+        f64::is_finite,
+    );
+    wait_for(
+        &rt,
+        prom,
+        "avg by (instance, runtime) (rate(rdebug_sched_worker_busy_seconds_total[5s]))",
+        Duration::from_secs(8),
+        |v| v > 0.0 && v < 1.0,
+    );
 
     let heap = "rdebug_memstats_heap_alloc_bytes";
     let before = fresh(&rt, prom, heap, now_secs());
