@@ -1,7 +1,7 @@
 //! From `RDEBUG` to a running reporter: read the variable, warn about what cannot be used (or
 //! refuse it, strictly), and start the one process-wide reporter.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -14,15 +14,16 @@ use crate::sync::lock;
 use crate::sys::stderr::{self, Stderr};
 use crate::trace::{self, Builder, Reporter, panic_hook};
 
-/// The reporter started from `RDEBUG`, if any.
-static GLOBAL: OnceLock<Reporter> = OnceLock::new();
 /// Whether `RDEBUG` has been read successfully once.
 static STARTED: Mutex<bool> = Mutex::new(false);
 
 pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     let mut started = lock(&STARTED);
     if *started {
-        if let (true, Ok(h)) = (GLOBAL.get().is_some() || serving(), Handle::try_current()) {
+        if let (true, Ok(h)) = (
+            trace::global().is_some() || serving(),
+            Handle::try_current(),
+        ) {
             runtimes::watch(&h, None);
         }
         return if strict {
@@ -62,8 +63,8 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     }
     let schedtrace = config.schedtrace_ms() > 0;
     let reporter = Builder::new().config_from(config).start()?;
-    let _ = GLOBAL.set(reporter);
-    if let Some(r) = GLOBAL.get() {
+    trace::set_global(reporter);
+    if let Some(r) = trace::global() {
         panic_hook::install(r);
         flush_at_exit();
     }
@@ -176,7 +177,7 @@ const FLUSH_WAIT: Duration = Duration::from_millis(100);
 
 /// Has the reporter started from `RDEBUG` write what is pending now (bounded wait).
 pub(crate) fn flush_reporter() {
-    if let Some(r) = GLOBAL.get() {
+    if let Some(r) = trace::global() {
         r.flush_now(FLUSH_WAIT);
     }
 }
@@ -199,5 +200,5 @@ fn flush_at_exit() {
 
 /// The reporter started from `RDEBUG`, if any.
 pub(crate) fn global() -> Option<&'static Reporter> {
-    GLOBAL.get()
+    trace::global()
 }

@@ -78,7 +78,7 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
             };
             let made = tokio::task::spawn_blocking(move || {
                 if gc {
-                    crate::free_os_memory();
+                    crate::stats::free_os_memory();
                 }
                 profile::heap().map(|p| {
                     if debug > 0 {

@@ -28,7 +28,7 @@ const DEFAULT_POLL_MS: u64 = 100;
 
 /// The SCHED period and allocator sampling period in effect, ms.
 fn periods() -> (u64, u64) {
-    let config = crate::reporter().map(|r| r.config());
+    let config = crate::trace::global().map(|r| r.config());
     let sched = config
         .as_ref()
         .map(|c| c.schedtrace_ms())

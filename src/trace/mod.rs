@@ -26,3 +26,19 @@ pub use bench::TickForBench;
 pub use builder::Builder;
 pub(crate) use encode::note;
 pub use handle::{Reporter, ReporterStats};
+
+/// The reporter started from `RDEBUG` by [`init`](crate::init), if any: the one process-wide
+/// reporter, which the panic hook, the debug server and `rdebug::reporter()` read.
+static GLOBAL: std::sync::OnceLock<Reporter> = std::sync::OnceLock::new();
+
+/// Makes `reporter` the process-wide one (the first call wins; a later one is stopped).
+pub(crate) fn set_global(reporter: Reporter) {
+    if let Err(extra) = GLOBAL.set(reporter) {
+        extra.stop();
+    }
+}
+
+/// The reporter started from `RDEBUG`, if any.
+pub(crate) fn global() -> Option<&'static Reporter> {
+    GLOBAL.get()
+}
