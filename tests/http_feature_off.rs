@@ -40,7 +40,7 @@ fn http_without_the_feature_warns_once_naming_it() {
     assert_eq!(lines.len(), 1, "{}", out.stderr);
     assert_eq!(
         lines[0],
-        "rdebug: warning: http=127.0.0.1:0: needs rdebug's `http` Cargo feature, which this \
-         program was built without (rdebug = { features = [\"http\"] }), ignoring it"
+        "rdebug: warning: http=127.0.0.1:0: needs rdebug's `http` Cargo feature: \
+         rdebug = { features = [\"http\"] }, ignoring it"
     );
 }

@@ -21,8 +21,8 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
     reply::error(
         StatusCode::NOT_FOUND,
         &format!(
-            "{name} profile: needs rdebug's `pprof` Cargo feature, which this program was built \
-             without (rdebug = {{ features = [\"pprof\"] }})"
+            "{name} profile: needs rdebug's `pprof` Cargo feature: \
+             rdebug = {{ features = [\"pprof\"] }}"
         ),
     )
 }
