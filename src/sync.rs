@@ -2,6 +2,7 @@
 //! stops rdebug), and code that must not block (the panic hook) can wait a bounded time.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Takes `m`, taking over a poisoned lock: rdebug's shared state is numbers and lists that stay
@@ -26,5 +27,18 @@ pub(crate) fn lock_briefly<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
             }
             Err(TryLockError::WouldBlock) => return None,
         }
+    }
+}
+
+/// Joins the thread in `slot` if it finishes within `timeout` (it may be in the middle of a
+/// write); one that does not is left to end on its own. Takes the handle out either way.
+pub(crate) fn join_within(slot: &Mutex<Option<JoinHandle<()>>>, timeout: Duration) {
+    let Some(t) = lock(slot).take() else { return };
+    let deadline = Instant::now() + timeout;
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if t.is_finished() {
+        let _ = t.join();
     }
 }

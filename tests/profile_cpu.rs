@@ -7,6 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::burn::{burn_a, burn_b, cpu_ns};
 use support::pprof::{top, total};
 use support::{is_child, run_child};
 
@@ -15,44 +16,14 @@ static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-#[inline(never)]
-fn burn_a(n: u64) -> u64 {
-    let mut x = 0u64;
-    for i in 0..n {
-        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i ^ (x >> 3)));
-    }
-    x
-}
-
-#[inline(never)]
-fn burn_b(n: u64) -> u64 {
-    let mut x = 1u64;
-    for i in 0..n {
-        x = std::hint::black_box(x.wrapping_mul(17).wrapping_add(i ^ (x >> 5)));
-    }
-    x
-}
-
 /// This thread's CPU time, ns.
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The whole process's CPU time (user + system), ns.
 fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// Burns `burn_a(2k)` then `burn_b(k)` until `until`; returns the thread CPU ns spent in each.

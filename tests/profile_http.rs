@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use support::burn::{burn_a, burn_b};
 use support::http_client::{self, ServerChild};
 use support::is_child;
 
@@ -17,24 +18,6 @@ static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 /// Held by `hold_here`: 192 MiB in 1 MiB blocks, enough that heap sampling error stays small.
 const HELD_MIB: usize = 192;
-
-#[inline(never)]
-fn burn_a(n: u64) -> u64 {
-    let mut x = 0u64;
-    for i in 0..n {
-        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i ^ (x >> 3)));
-    }
-    x
-}
-
-#[inline(never)]
-fn burn_b(n: u64) -> u64 {
-    let mut x = 1u64;
-    for i in 0..n {
-        x = std::hint::black_box(x.wrapping_mul(17).wrapping_add(i ^ (x >> 5)));
-    }
-    x
-}
 
 #[inline(never)]
 fn hold_here() -> Vec<Vec<u8>> {

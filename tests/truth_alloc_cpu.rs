@@ -8,20 +8,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::burn::cpu_ns;
 use support::{NO_ENV, is_child, run_child};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
-
-fn cpu_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Pins the calling thread to CPU `cpu`.
 fn pin(cpu: usize) {

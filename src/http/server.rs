@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::Request;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
@@ -89,16 +89,7 @@ impl Server {
         if let Some(tx) = lock(&self.stop).take() {
             let _ = tx.send(());
         }
-        let thread = lock(&self.thread).take();
-        if let Some(t) = thread {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        crate::sync::join_within(&self.thread, Duration::from_secs(1));
     }
 }
 

@@ -119,16 +119,7 @@ impl Reporter {
     pub fn stop(&self) {
         self.shared.control().stop = true;
         self.shared.wake.notify_all();
-        let thread = lock(&self.thread).take();
-        if let Some(t) = thread {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        crate::sync::join_within(&self.thread, Duration::from_secs(1));
     }
 
     /// Has the thread sample the allocator and write every line pending now (the `gc` line of a

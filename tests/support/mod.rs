@@ -12,6 +12,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod burn;
 pub mod child;
 pub mod foreign;
 pub mod http_client;
