@@ -36,8 +36,11 @@ fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
         for _ in 0..60 {
             rt.spawn(async {});
         }
+        // A line whose snapshot was taken while the tasks were being spawned is written
+        // within one period: let it go out before the phase starts.
+        std::thread::sleep(Duration::from_millis(150));
         eprintln!("PHASE blocked");
-        std::thread::sleep(Duration::from_millis(700));
+        std::thread::sleep(Duration::from_millis(550));
         eprintln!("PHASE -");
         std::thread::sleep(Duration::from_millis(1000));
         eprintln!("PHASE drained");
@@ -86,6 +89,14 @@ fn blocked_workers_and_a_flooded_global_queue_show_then_drain() {
     }
 }
 
+/// Writes `line` on stderr in one `write`: `eprintln!` with arguments writes each piece
+/// separately, and the reporter's lines (written through its own descriptor) can land in
+/// between.
+fn marker(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Threads of this process according to `/proc/self/status`.
 fn os_threads() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -103,7 +114,7 @@ fn threads_follow_the_process_thread_count() {
         let rt = support::two_worker_runtime();
         rt.block_on(async { rdebug::init() });
         std::thread::sleep(Duration::from_millis(300));
-        eprintln!("PHASE before {}", os_threads());
+        marker(&format!("PHASE before {}", os_threads()));
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("PHASE -");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -118,7 +129,7 @@ fn threads_follow_the_process_thread_count() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(50));
-        eprintln!("PHASE after {}", os_threads());
+        marker(&format!("PHASE after {}", os_threads()));
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("PHASE end");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -74,6 +74,9 @@ impl ReporterThread {
                 && now >= next_sched
             {
                 self.sched.tick(&mut self.out, &self.config, now);
+                // Out before the allocator sample: a SCHED line is written right after its
+                // snapshot, not after jemalloc's `epoch`.
+                self.flush();
                 next_sched = advance(next_sched, period, now);
                 worked = true;
             }
