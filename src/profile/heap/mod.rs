@@ -44,7 +44,7 @@ struct Record {
 ///
 /// Sampling is on by default whenever the `pprof` feature is compiled in and
 /// [`Alloc`](crate::Alloc) is the global allocator: one sample per 512 KiB allocated on
-/// average (Go's `MemProfileRate`); `RDEBUG=memprofilerate=N` or [`set_memprofilerate`]
+/// average (Go's `MemProfileRate`); `RDEBUG=memprofilerate=N` or [`set_memprofilerate`](crate::profile::set_memprofilerate)
 /// changes it. Unlike Go's, the profile is current (not as of the last collection).
 ///
 /// ```
