@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::burn::{burn_a, burn_b, cpu_ns};
@@ -41,21 +40,8 @@ fn burner(until: Instant) -> (u64, u64) {
     (a, b)
 }
 
-fn out_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("rdebug-{}-{tag}", std::process::id()))
-}
-
 fn result(stdout: &str, key: &str) -> f64 {
-    stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("RESULT ")?
-                .strip_prefix(key)?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no RESULT {key} in:\n{stdout}"))
+    support::result_value(stdout, key)
 }
 
 /// Two threads burn CPU in `burn_a` and `burn_b` about 2:1 (the truth: their thread CPU time);
@@ -64,8 +50,8 @@ fn result(stdout: &str, key: &str) -> f64 {
 #[test]
 fn cpu_profile_shows_where_the_time_went() {
     let name = support::test_name!();
-    let pb = out_path("cpu.pb.gz");
-    let svg = out_path("cpu.svg");
+    let pb = support::temp_path("cpu.pb.gz");
+    let svg = support::temp_path("cpu.svg");
     if is_child(name) {
         let until = Instant::now() + Duration::from_millis(2300);
         let burners: Vec<_> = (0..2)
@@ -143,7 +129,7 @@ fn cpu_profile_shows_where_the_time_went() {
 #[test]
 fn cpuprofile_is_written_at_exit() {
     let name = support::test_name!();
-    let pb = out_path("exit-cpu.pb.gz");
+    let pb = support::temp_path("exit-cpu.pb.gz");
     if is_child(name) {
         rdebug::init();
         let until = Instant::now() + Duration::from_millis(600);

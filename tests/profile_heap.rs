@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use support::pprof::{quantity, top, total};
@@ -28,22 +27,8 @@ fn hold_b(mib: usize) -> Vec<Vec<u8>> {
     std::hint::black_box(v)
 }
 
-fn out_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("rdebug-{}-{tag}", std::process::id()))
-}
-
-/// Reads `RESULT <key> <value>` lines a child printed.
 fn result(stdout: &str, key: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("RESULT ")?
-                .strip_prefix(key)?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no RESULT {key} in:\n{stdout}"))
+    support::result_value(stdout, key)
 }
 
 /// 256 MiB held from `hold_a` and 128 MiB from `hold_b`, in 1 MiB blocks: pprof shows each
@@ -52,8 +37,8 @@ fn result(stdout: &str, key: &str) -> u64 {
 #[test]
 fn heap_profile_shows_what_each_function_holds() {
     let name = support::test_name!();
-    let pb = out_path("heap.pb.gz");
-    let txt = out_path("heap.txt");
+    let pb = support::temp_path("heap.pb.gz");
+    let txt = support::temp_path("heap.txt");
     if is_child(name) {
         let a = hold_a(256);
         let b = hold_b(128);
@@ -190,7 +175,7 @@ fn memprofilerate_sets_the_sampling_rate() {
 #[test]
 fn memprofile_is_written_at_exit() {
     let name = support::test_name!();
-    let pb = out_path("exit-heap.pb.gz");
+    let pb = support::temp_path("exit-heap.pb.gz");
     if is_child(name) {
         rdebug::init();
         static HELD: std::sync::Mutex<Vec<Vec<Vec<u8>>>> = std::sync::Mutex::new(Vec::new());

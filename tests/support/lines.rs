@@ -58,3 +58,17 @@ pub fn runtime_of(line: &str) -> Option<&str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("runtime="))
 }
+
+/// The value of a `RESULT <key> <value>` line the child printed (several such lines may stand).
+pub fn result_value<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("RESULT ")?
+                .strip_prefix(key)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no RESULT {key} in:\n{stdout}"))
+}

@@ -70,3 +70,9 @@ pub fn page_size() -> u64 {
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).expect("sysconf(_SC_PAGESIZE)")
 }
+
+/// A path in the temporary directory for file `tag` of this test process (a child, whose pid
+/// differs, is handed the path through its environment).
+pub fn temp_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rdebug-{}-{tag}", std::process::id()))
+}
