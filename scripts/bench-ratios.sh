@@ -115,14 +115,6 @@ cat "$out"/round* | awk '
   }'
 
 if (( callgrind )); then
-  command -v valgrind >/dev/null || { echo "--callgrind needs valgrind" >&2; exit 2; }
   echo
-  declare -A ir
-  for b in alloc_jemalloc alloc_rdebug; do
-    ir[$b]=$(ALLOC_STEPS=1000000 valgrind --tool=callgrind --callgrind-out-file="$out/cg.$b" \
-      --toggle-collect='*Ring*run*' "$(exe_of "$b")" 2>&1 | sed -n 's/.*Collected : *//p')
-  done
-  awk -v j="${ir[alloc_jemalloc]}" -v r="${ir[alloc_rdebug]}" 'BEGIN {
-    printf "instructions per alloc+free step (callgrind, 1 thread): jemalloc %.1f, rdebug %.1f, ratio %.3f\n",
-      j / 1e6, r / 1e6, r / j }'
+  bash "$(dirname "$0")/callgrind-alloc.sh"
 fi
