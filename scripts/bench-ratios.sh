@@ -116,5 +116,5 @@ cat "$out"/round* | awk '
 
 if (( callgrind )); then
   echo
-  bash "$(dirname "$0")/callgrind-alloc.sh"
+  bash scripts/callgrind-alloc.sh   # the script cd-ed to the repository root above
 fi
