@@ -54,19 +54,21 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     if !config.any_service() {
         return Ok(());
     }
+    // The reporter first, so the debug server's first request already sees its periods.
     #[cfg(feature = "http")]
-    if let Some(addr) = config.http() {
-        start_http(addr, strict, config.format())?;
-    }
-    if !config.any_trace() {
-        return Ok(());
-    }
+    let http = config.http().map(|addr| (addr, config.format()));
     let schedtrace = config.schedtrace_ms() > 0;
-    let reporter = Builder::new().config_from(config).start()?;
-    trace::set_global(reporter);
-    if let Some(r) = trace::global() {
-        panic_hook::install(r);
-        flush_at_exit();
+    if config.any_trace() {
+        let reporter = Builder::new().config_from(config).start()?;
+        trace::set_global(reporter);
+        if let Some(r) = trace::global() {
+            panic_hook::install(r);
+            flush_at_exit();
+        }
+    }
+    #[cfg(feature = "http")]
+    if let Some((addr, format)) = http {
+        start_http(addr, strict, format)?;
     }
     if schedtrace && runtimes::watched().is_empty() {
         stderr::note(
