@@ -214,7 +214,7 @@ fn main() -> ExitCode {
 }
 
 /// Serves until Ctrl-C.
-async fn serve(addr: SocketAddr) -> Result<(), String> {
+pub(crate) async fn serve(addr: SocketAddr) -> Result<(), String> {
     rdebug::init();
     let (listener, local) = bind(addr).await?;
     log::info!("listening on http://{local}");

@@ -1,10 +1,102 @@
-//! `/debug/rdebug`: the live dashboard (the dashboard work fills this in).
+//! `/debug/rdebug`: the live dashboard (statsviz's idea, for rdebug's figures).
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/debug/rdebug` | the page: seven charts of the last five minutes, updated every second |
+//! | `/debug/rdebug/history?since=MS` | the [`history`](super::history) ticks after `MS` as JSON lines; with `since`, waits up to 2 s for the next tick |
+//! | `/debug/rdebug/dashboard.js`, `uPlot.iife.min.js`, `uPlot.min.css`, `LICENSE-uPlot` | the page's script and its vendored chart library, [uPlot](https://github.com/leeoniya/uPlot) 1.6.32 (MIT) |
+//!
+//! The charts: workers (busy on average over each second, busy at the sample, all), tasks, run
+//! queues (global, sum of the local ones), threads (the process's, the blocking pool's), heap
+//! (live, footprint, goal, and a mark at every allocator cycle), CPU (allocator and process, in %
+//! of one core) and RSS.
+//!
+//! The page also charts a log captured with `RDEBUG=...,format=json` (its "Open a log" button):
+//! it reads the file in the browser (nothing is sent anywhere) and draws what the log has — SCHED
+//! figures from `sched` records, the heap, goal and allocator CPU share from `gc` records, RSS
+//! from `gcdetail` records (`gctrace=2`); lines that are not rdebug's JSON are skipped. That is
+//! what gcvis did for Go's gctrace.
+//!
+//! Everything is served from the binary (about 60 KB): the page works with no network. The page
+//! sends `Content-Security-Policy: default-src 'self'`, so it runs no script but its own. It
+//! needs no token: it shows the figures `/metrics` and `/debug/vars` show.
 
+use std::time::Duration;
+
+use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::reply::{self, Body};
+use super::history;
+use super::params::{self, value};
+use super::reply::{self, Body, HTML, NDJSON};
+
+/// Longest a `history?since=` request waits for the next tick.
+const LONG_POLL: Duration = Duration::from_secs(2);
+
+const PAGE: &str = include_str!("assets/dashboard.html");
+const SCRIPT: &str = include_str!("assets/dashboard.js");
+const UPLOT_JS: &str = include_str!("assets/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("assets/uPlot.min.css");
+const UPLOT_LICENSE: &str = include_str!("assets/LICENSE-uPlot");
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
 pub(crate) async fn serve(path: &str, query: &str) -> Response<Body> {
-    let _ = (path, query);
-    reply::error(StatusCode::NOT_FOUND, "/debug/rdebug: not built yet")
+    // The history starts with the server; through the axum router, with the first request.
+    history::ensure_feeding();
+    let page = path
+        .strip_prefix("/debug/rdebug")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    match page {
+        "" => {
+            let mut r = reply::ok(HTML, PAGE);
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'"),
+            );
+            r
+        }
+        "history" => history_page(query).await,
+        "dashboard.js" => asset(JS, SCRIPT),
+        "uPlot.iife.min.js" => asset(JS, UPLOT_JS),
+        "uPlot.min.css" => asset(CSS, UPLOT_CSS),
+        "LICENSE-uPlot" => asset(reply::TEXT, UPLOT_LICENSE),
+        _ => reply::error(
+            StatusCode::NOT_FOUND,
+            "/debug/rdebug: no such page: the dashboard is /debug/rdebug, its data \
+             /debug/rdebug/history",
+        ),
+    }
+}
+
+/// A static file of the page, cached by the browser for an hour.
+fn asset(content_type: &'static str, text: &'static str) -> Response<Body> {
+    let mut r = reply::ok(content_type, text);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    r
+}
+
+async fn history_page(query: &str) -> Response<Body> {
+    let since = match value(query, "since") {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) => Some(ms),
+            Err(_) => {
+                let cut: String = v.chars().take(40).collect();
+                return *params::bad(&format!(
+                    "bad since={}: expected the ms of the last tick seen, a whole number",
+                    cut.escape_debug()
+                ));
+            }
+        },
+    };
+    let mut r = reply::ok(NDJSON, history::after(since, LONG_POLL).await);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }

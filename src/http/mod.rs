@@ -55,6 +55,7 @@
 mod auth;
 mod dashboard;
 mod dumps;
+mod history;
 mod index;
 mod metrics;
 mod params;

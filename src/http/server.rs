@@ -173,6 +173,8 @@ async fn accept_loop(
         );
         return;
     };
+    // The dashboard's history is kept from the start.
+    super::history::ensure_feeding();
     let table = Arc::new(Mutex::new(Table::default()));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -12,9 +12,11 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod burn;
 pub mod child;
 pub mod foreign;
+pub mod hey;
 pub mod http_client;
 pub mod lines;
 pub mod load;

@@ -1,0 +1,427 @@
+//! `/debug/rdebug`, the live dashboard: its history against ground truths a child creates (one
+//! worker kept busy, 64 MiB held), and the page itself in a real headless Chromium — live against
+//! the webapp example under `hey` load, and offline on a captured `format=json` log.
+
+#![cfg(feature = "http")]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::browser;
+use support::hey::Hey;
+use support::http_client::{ServerChild, get, serve_commands};
+use support::is_child;
+
+/// The webapp example itself (its routes, its `rdebug::init()`), run by the child.
+#[allow(dead_code)]
+#[path = "../examples/webapp.rs"]
+mod webapp;
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// The tests of this file run one at a time: the browser test's load would take the CPU the
+/// history test measures.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn records(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn ticks(text: &str) -> Vec<serde_json::Value> {
+    records(text)
+        .into_iter()
+        .filter(|r| r["type"] == "tick")
+        .collect()
+}
+
+fn f(r: &serde_json::Value, key: &str) -> f64 {
+    r[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {r}"))
+}
+
+/// The newest tick's `ms` now.
+fn newest_ms(addr: SocketAddr) -> u64 {
+    let t = ticks(&get(addr, "/debug/rdebug/history").text());
+    t.last().map_or(0, |r| f(r, "ms") as u64)
+}
+
+/// The child of the history test: a 2-worker runtime; `spin` keeps one worker busy for 4 s in
+/// 1 ms polls, `hold` / `free` 64 MiB.
+fn history_child() {
+    let rt = support::two_worker_runtime();
+    rt.block_on(async { rdebug::init() });
+    let mut held: Option<Vec<u8>> = None;
+    serve_commands(|cmd| match cmd {
+        "spin" => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            rt.spawn(async move {
+                let end = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < end {
+                    let poll = Instant::now();
+                    while poll.elapsed() < Duration::from_millis(1) {
+                        std::hint::spin_loop();
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let _ = tx.send(());
+            });
+            let _ = rx.recv();
+            println!("SPUN");
+        }
+        "hold" => {
+            held = Some(vec![7u8; 64 << 20]);
+            println!("HELD");
+        }
+        "free" => {
+            held = None;
+            println!("FREED");
+        }
+        _ => println!("UNKNOWN {cmd}"),
+    });
+    drop(held);
+}
+
+/// The ticks' own figures: one worker of two busy for 4 s reads as 1 busy worker and ~100% of a
+/// core; 64 MiB held moves the live heap by 64 MiB; RSS agrees with /proc; `since` waits for the
+/// next tick; a bad `since` is a 400 naming it.
+#[test]
+fn history_ticks_are_true() {
+    let name = support::test_name!();
+    if is_child(name) {
+        history_child();
+        return;
+    }
+    let _alone = alone();
+    let mut c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
+    let addr = c.addr;
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = newest_ms(addr);
+    c.command("spin", "SPUN");
+    let during = ticks(&get(addr, &format!("/debug/rdebug/history?since={before}")).text());
+    // The first and last ticks of the window overlap the spin only in part.
+    let inner = &during[1..during.len().saturating_sub(1).max(1)];
+    assert!(inner.len() >= 2, "ticks during the 4 s spin: {during:?}");
+    for t in inner {
+        let busy = f(t, "busy_workers");
+        let cpu = f(t, "process_cpu");
+        assert!((0.8..=1.25).contains(&busy), "busy_workers {busy}: {t}");
+        assert!((80.0..=130.0).contains(&cpu), "process_cpu {cpu}%: {t}");
+        assert_eq!(t["workers"], 2, "{t}");
+    }
+
+    let wait_from = newest_ms(addr);
+    let started = Instant::now();
+    let next = ticks(&get(addr, &format!("/debug/rdebug/history?since={wait_from}")).text());
+    assert!(
+        !next.is_empty() && started.elapsed() < Duration::from_millis(1900),
+        "since= waits for the next tick (1 s), not for the 2 s limit: {next:?} after {:?}",
+        started.elapsed()
+    );
+
+    let heap_at = |addr| {
+        let from = newest_ms(addr);
+        let t = ticks(&get(addr, &format!("/debug/rdebug/history?since={from}")).text());
+        let last = t.last().expect("a tick").clone();
+        last
+    };
+    let base = heap_at(addr);
+    c.command("hold", "HELD");
+    let held = heap_at(addr);
+    let rss_proc = support::rss_of(c.pid()) as f64;
+    c.command("free", "FREED");
+    let grew = f(&held, "heap_alloc") - f(&base, "heap_alloc");
+    assert!(
+        (grew - 64.0 * MIB).abs() <= 0.05 * 64.0 * MIB,
+        "heap_alloc grew by {:.1} MiB while the child held 64 MiB",
+        grew / MIB
+    );
+    let rss = f(&held, "rss");
+    assert!(
+        (rss - rss_proc).abs() <= 0.10 * rss_proc,
+        "tick rss {rss} vs /proc {rss_proc}"
+    );
+
+    let bad = get(addr, "/debug/rdebug/history?since=soon");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().starts_with("bad since=soon"), "{}", bad.text());
+    let out = c.finish();
+    out.assert_success();
+}
+
+/// The webapp child: the webapp example on `WEBAPP_ADDR` (2 workers), and two ground truths on
+/// command: `stall` blocks both workers for 2.5 s with 64 tasks waiting in the global queue;
+/// `threads` starts 4 threads that live 3 s.
+fn webapp_child() {
+    let addr: SocketAddr = std::env::var("WEBAPP_ADDR")
+        .expect("WEBAPP_ADDR")
+        .parse()
+        .expect("address");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("webapp-server")
+        .build()
+        .expect("runtime");
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        if let Err(e) = rt.block_on(webapp::serve(addr)) {
+            println!("WEBAPP FAILED {e}");
+        }
+    });
+    serve_commands(|cmd| match cmd {
+        "stall" => {
+            for _ in 0..2 {
+                handle.spawn(async { std::thread::sleep(Duration::from_millis(2500)) });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            // Spawned from outside the runtime: they wait in the global queue.
+            for _ in 0..64 {
+                handle.spawn(async {});
+            }
+            println!("STALLED");
+        }
+        "threads" => {
+            for _ in 0..4 {
+                std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3)));
+            }
+            println!("THREADS");
+        }
+        _ => println!("UNKNOWN {cmd}"),
+    });
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the webapp does not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The page's own account of what it drew (`<body data-state>`), per chart: the points, and per
+/// series their count, distinct values, min, max and last.
+fn page_state(dom: &str) -> serde_json::Value {
+    let text = browser::attribute(dom, "data-state")
+        .unwrap_or_else(|| panic!("no data-state on the page; DOM:\n{dom}"));
+    serde_json::from_str(&text).expect("data-state is JSON")
+}
+
+fn series<'a>(state: &'a serde_json::Value, chart: &str, label: &str) -> &'a serde_json::Value {
+    let s = &state["charts"][chart]["series"][label];
+    assert!(
+        s.is_object(),
+        "no series {label:?} in chart {chart}: {state}"
+    );
+    s
+}
+
+const CHARTS: [&str; 7] = [
+    "workers", "tasks", "queues", "threads", "heap", "cpu", "rss",
+];
+
+/// Headless Chromium opens the dashboard while hey loads the webapp: every chart has points,
+/// the page takes a new tick every second, and the charts show what the test did — both workers
+/// busy and 64 tasks in the global queue during the stall, 4 more threads, load on the heap and
+/// the CPU. A screenshot is saved.
+#[test]
+fn the_live_dashboard_charts_the_webapp_under_hey() {
+    let name = support::test_name!();
+    if is_child(name) {
+        webapp_child();
+        return;
+    }
+    let _alone = alone();
+    browser::chromium(); // fail first, clearly, when a tool is missing
+    support::hey::hey();
+    let app = free_addr();
+    let app_env = app.to_string();
+    let mut c = ServerChild::start(
+        name,
+        &[
+            ("RDEBUG", "schedtrace=1000,gctrace=1,http=127.0.0.1:0"),
+            ("WEBAPP_ADDR", &app_env),
+        ],
+    );
+    wait_listening(app);
+    let body = "x".repeat(8 << 10);
+    let url = format!("http://{app}/cache");
+    let load = Hey::start(&[
+        "-z", "14s", "-c", "4", "-q", "100", "-m", "POST", "-d", &body, &url,
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    c.command("stall", "STALLED");
+    std::thread::sleep(Duration::from_secs(3));
+    c.command("threads", "THREADS");
+
+    // The page runs ~8 long-polls (each waits for the next real tick).
+    let page = format!("http://{}/debug/rdebug", c.addr);
+    let dom = browser::dump_dom(&page, Duration::from_millis(1600), Duration::from_secs(60));
+    let state = page_state(&dom);
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rdebug-dashboard.png");
+    browser::screenshot(
+        &page,
+        &shot,
+        (1400, 1500),
+        Duration::from_millis(800),
+        Duration::from_secs(60),
+    );
+    let status = load.wait(Duration::from_secs(30));
+    let out = c.finish();
+    println!("dashboard state: {state}\nscreenshot: {}", shot.display());
+
+    assert!(status.success(), "hey: {status}");
+    out.assert_success();
+    assert_eq!(state["mode"], "live", "{state}");
+    // Live: the newest tick moved on by about a second at each update.
+    let newest: Vec<u64> = state["newest_ms"]
+        .as_array()
+        .expect("newest_ms")
+        .iter()
+        .map(|v| v.as_u64().expect("ms"))
+        .collect();
+    assert!(newest.len() >= 5, "updates: {newest:?}");
+    let steps: Vec<u64> = newest.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        steps.iter().all(|s| (500..=2500).contains(s)),
+        "one tick a second: {steps:?}"
+    );
+    for chart in CHARTS {
+        let c = &state["charts"][chart];
+        assert!(
+            c["points"].as_u64().unwrap_or(0) >= 10,
+            "chart {chart} has too few points: {c}"
+        );
+        let changing = c["series"]
+            .as_object()
+            .expect("series")
+            .values()
+            .any(|s| s["distinct"].as_u64().unwrap_or(0) >= 2);
+        assert!(changing, "chart {chart}: no series changed: {c}");
+    }
+    // The stall: both workers busy at a sample, 64 tasks in the global queue.
+    assert_eq!(series(&state, "workers", "workers")["max"], 2, "{state}");
+    assert_eq!(
+        series(&state, "workers", "busy at the sample")["max"],
+        2,
+        "{state}"
+    );
+    let queued = series(&state, "queues", "global queue")["max"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        queued >= 64,
+        "global queue max {queued} during the stall: {state}"
+    );
+    let threads = series(&state, "threads", "OS threads");
+    let spread = threads["max"].as_u64().unwrap_or(0) - threads["min"].as_u64().unwrap_or(0);
+    assert!(spread >= 4, "4 threads came and went: {threads}");
+    // The load: the heap and the CPU moved; allocator cycles were marked.
+    assert!(
+        series(&state, "heap", "live")["distinct"].as_u64() >= Some(5),
+        "{state}"
+    );
+    assert!(
+        series(&state, "heap", "gc: live")["n"].as_u64() >= Some(1),
+        "{state}"
+    );
+    let cpu = series(&state, "cpu", "process")["max"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(cpu >= 20.0, "process CPU under load: {cpu}%");
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
+}
+
+/// The log child: 48 MiB held, then released, with `format=json` traces on stderr.
+fn log_child() {
+    let rt = support::two_worker_runtime();
+    rt.block_on(async {
+        rdebug::init();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let held = vec![3u8; 48 << 20];
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        drop(held);
+        rdebug::free_os_memory();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    });
+}
+
+/// The page charts a captured `format=json` log offline: SCHED figures from the sched records,
+/// the heap from the gc records (its peak is the 48 MiB the child held), RSS from gcdetail.
+#[test]
+fn the_dashboard_charts_a_captured_json_log() {
+    let name = support::test_name!();
+    if is_child(name) {
+        log_child();
+        return;
+    }
+    let _alone = alone();
+    browser::chromium();
+    let out = support::run_child(
+        name,
+        &[("RDEBUG", "schedtrace=200,gctrace=2,format=json")],
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    let log = &out.stderr;
+    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("addr")).expect("serve");
+    let encoded: String = log
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let page = format!("http://{}/debug/rdebug#log={encoded}", server.local_addr());
+    let dom = browser::dump_dom(&page, Duration::from_millis(500), Duration::from_secs(60));
+    server.stop();
+    let state = page_state(&dom);
+    println!("log state: {state}");
+    assert_eq!(state["mode"], "log", "{state}");
+    let sched_lines = log
+        .lines()
+        .filter(|l| l.contains("\"type\":\"sched\""))
+        .count() as u64;
+    assert!(sched_lines >= 5, "{log}");
+    assert_eq!(
+        series(&state, "tasks", "tasks")["n"],
+        sched_lines,
+        "{state}"
+    );
+    assert_eq!(series(&state, "workers", "workers")["max"], 2, "{state}");
+    let peak = series(&state, "heap", "gc: live")["max"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        (peak - 48.0 * MIB).abs() <= 0.05 * 48.0 * MIB,
+        "peak live heap of the log's cycles {:.1} MiB, held 48 MiB: {state}",
+        peak / MIB
+    );
+    assert!(
+        series(&state, "rss", "gcdetail: RSS")["n"].as_u64() >= Some(1),
+        "{state}"
+    );
+    // Live-only figures are absent from a log, and the page says so rather than drawing zeros.
+    assert_eq!(series(&state, "heap", "live")["n"], 0, "{state}");
+}
