@@ -130,8 +130,7 @@ fn history_ticks_are_true() {
     let heap_at = |addr| {
         let from = newest_ms(addr);
         let t = ticks(&get(addr, &format!("/debug/rdebug/history?since={from}")).text());
-        let last = t.last().expect("a tick").clone();
-        last
+        t.last().expect("a tick").clone()
     };
     let base = heap_at(addr);
     c.command("hold", "HELD");

@@ -251,6 +251,6 @@ fn tick_json(
         .zip(wall)
         .and_then(|(p, w)| percent(now.process_cpu_ns?.saturating_sub(p.process_cpu_ns?), w));
     opt_f64(&mut s, "process_cpu", process);
-    let _ = write!(s, ",\"gc_cpu_fraction\":{:.4}}}\n", m.gc_cpu_fraction);
+    let _ = writeln!(s, ",\"gc_cpu_fraction\":{:.4}}}", m.gc_cpu_fraction);
     out.extend_from_slice(s.as_bytes());
 }
