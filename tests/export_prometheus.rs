@@ -1,6 +1,7 @@
 //! The Prometheus exposition against real Prometheus tools: `promtool check metrics` (Debian
-//! package `prometheus`) on a render, and a real `prometheus` server scraping a child that holds
-//! a known amount of memory, queried through its HTTP API.
+//! package `prometheus`) on a render, and a real `prometheus` server scraping the webapp
+//! example's debug server while `hey` loads the webapp and the child holds a known amount of
+//! memory, queried through its HTTP API.
 #![cfg(feature = "http")]
 
 mod support;
@@ -14,10 +15,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use support::{expect_line, is_child, rss_of, stdout_lines};
+use support::hey::Hey;
+use support::http_client::{
+    APP_ADDR_ENV, ServerChild, free_addr, serve_commands, start_app, wait_listening,
+};
+use support::{is_child, rss_of};
 
-#[global_allocator]
-static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+/// The webapp example itself (its routes, its global allocator, its `rdebug::init()`), run by
+/// the child.
+#[allow(dead_code)]
+#[path = "../examples/webapp.rs"]
+mod webapp;
 
 const HELD: usize = 64 << 20;
 
@@ -223,41 +231,22 @@ fn fresh(rt: &tokio::runtime::Runtime, prom: SocketAddr, metric: &str, after: f6
     wait_for(rt, prom, &q, Duration::from_secs(5), |_| true)
 }
 
-/// The child: a 2-worker runtime allocating in a loop, `/metrics` served by rdebug's debug
-/// server, and `hold` / `release` / `quit` read from stdin, each acknowledged on stdout.
+/// The child: the webapp example (2 workers, its debug server from `RDEBUG=http=`), and
+/// `hold` / `release` of 64 MiB on stdin, each acknowledged on stdout.
 fn child_main() {
-    let rt = support::two_worker_runtime();
-    rdebug::watch(rt.handle()); // the first unnamed runtime: runtime="main"
-    for t in 0..4u64 {
-        rt.spawn(async move {
-            let mut i = t;
-            loop {
-                for _ in 0..100 {
-                    i = i.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    std::hint::black_box(vec![1u8; 64 + (i >> 54) as usize]);
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-    }
-    // The real debug server, on its own thread and runtime, serves /metrics.
-    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("address")).expect("serve");
-    let addr = server.local_addr();
-    println!("LISTEN {addr}");
+    let _app = start_app(webapp::serve);
     let mut held: Option<Vec<u8>> = None;
-    for line in std::io::stdin().lines() {
-        match line.unwrap_or_default().trim() {
-            "hold" => {
-                held = Some(vec![1u8; HELD]); // every page written: RSS grows too
-                println!("HELD");
-            }
-            "release" => {
-                held = None;
-                println!("RELEASED");
-            }
-            _ => break,
+    serve_commands(|cmd| match cmd {
+        "hold" => {
+            held = Some(vec![1u8; HELD]); // every page written: RSS grows too
+            println!("HELD");
         }
-    }
+        "release" => {
+            held = None;
+            println!("RELEASED");
+        }
+        _ => println!("UNKNOWN {cmd}"),
+    });
     drop(held);
 }
 
@@ -272,24 +261,28 @@ fn a_real_prometheus_scrapes_true_figures() {
         return;
     }
     tool("prometheus"); // fail first, clearly, when it is missing
+    support::hey::hey();
     let started = Instant::now();
-    let mut child = support::child_command(name)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn child");
-    let pid = child.id();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let lines = stdout_lines(&mut child);
-    let mut seen = Vec::new();
-    expect_line(
-        &lines,
-        support::RAN_MARKER,
-        Duration::from_secs(10),
-        &mut seen,
+    let app = free_addr();
+    let app_env = app.to_string();
+    let mut c = ServerChild::start(
+        name,
+        &[("RDEBUG", "http=127.0.0.1:0"), (APP_ADDR_ENV, &app_env)],
     );
-    let target: SocketAddr = expect_line(&lines, "LISTEN ", Duration::from_secs(10), &mut seen)
-        .parse()
-        .expect("address");
+    let pid = c.pid();
+    let target = c.addr;
+    wait_listening(app);
+    // hey loads the webapp for the whole test: /sendjson allocates per request but keeps the
+    // live heap flat, so the 64 MiB the child holds stands out.
+    let load = Hey::start(&[
+        "-z",
+        "40s",
+        "-c",
+        "2",
+        "-q",
+        "200",
+        &format!("http://{app}/sendjson"),
+    ]);
 
     let dir = std::env::temp_dir().join(format!("rdebug-prometheus-{}", std::process::id()));
     let (server, prom) = start_prometheus(target, &dir);
@@ -345,18 +338,15 @@ fn a_real_prometheus_scrapes_true_figures() {
 
     let heap = "rdebug_memstats_heap_alloc_bytes";
     let before = fresh(&rt, prom, heap, now_secs());
-    writeln!(stdin, "hold").expect("to child");
-    expect_line(&lines, "HELD", Duration::from_secs(5), &mut seen);
+    c.command("hold", "HELD");
     let held_at = now_secs();
     let during = fresh(&rt, prom, heap, held_at);
     let rss_metric = fresh(&rt, prom, "process_resident_memory_bytes", held_at);
     let rss_proc = rss_of(pid) as f64;
-    writeln!(stdin, "release").expect("to child");
-    expect_line(&lines, "RELEASED", Duration::from_secs(5), &mut seen);
+    c.command("release", "RELEASED");
     let after = fresh(&rt, prom, heap, now_secs());
-    writeln!(stdin, "quit").expect("to child");
-    drop(stdin);
-    let status = support::wait(&mut child, Duration::from_secs(5));
+    drop(load);
+    let out = c.finish();
     drop(server);
 
     let grew = during - before;
@@ -367,7 +357,7 @@ fn a_real_prometheus_scrapes_true_figures() {
         grew / (1 << 20) as f64,
         started.elapsed()
     );
-    assert!(status.success(), "child: {status}");
+    out.assert_success();
     assert!(
         (grew - held).abs() <= 0.05 * held,
         "heap grew by {grew} bytes while the child held {held}"

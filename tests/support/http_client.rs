@@ -206,3 +206,52 @@ pub fn serve_commands(mut f: impl FnMut(&str)) {
         f(line.trim());
     }
 }
+
+/// The environment variable that tells a child where its app listens.
+pub const APP_ADDR_ENV: &str = "RDEBUG_TEST_APP_ADDR";
+
+/// A free loopback address for a child's app (bound and released: another process could take
+/// it in between, which on a test machine does not happen).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Waits (up to 20 s) until something accepts connections on `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// In the child: runs `serve(addr)` — an app's main future, e.g. the webapp example's `serve` —
+/// for the address in [`APP_ADDR_ENV`] on a 2-worker runtime (threads named `webapp-server`)
+/// on a thread of its own; returns the runtime's handle.
+pub fn start_app<F, Fut>(serve: F) -> tokio::runtime::Handle
+where
+    F: FnOnce(SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let addr: SocketAddr = std::env::var(APP_ADDR_ENV)
+        .expect("the app's address")
+        .parse()
+        .expect("address");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("webapp-server")
+        .build()
+        .expect("runtime");
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        if let Err(e) = rt.block_on(serve(addr)) {
+            println!("APP FAILED {e}");
+        }
+    });
+    handle
+}
