@@ -203,7 +203,7 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
         ("/debug/pprof/mutex", 404, "not available in Rust"),
         ("/debug/pprof/nosuch", 404, "Unknown profile"),
         ("/nosuch", 404, "404 page not found"),
-        ("/debug/rdebug", 404, "not built yet"),
+        ("/debug/rdebug/nosuch", 404, "no such page"),
     ] {
         let a = get(addr, path);
         assert_eq!(a.status, status, "{path}");

@@ -33,7 +33,7 @@
 //! | `/debug/pprof/block`, `mutex` | 404: Rust has no runtime hook for these |
 //! | `/debug/vars` | `memstats()` and `sched_stats()` of every watched runtime, JSON |
 //! | `/metrics` | Prometheus text |
-//! | `/debug/rdebug` | live dashboard |
+//! | `/debug/rdebug` | live dashboard: the last five minutes of SCHED, heap, CPU and RSS figures, one tick a second; also charts a captured `format=json` log |
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1` (`go tool pprof` prints the body). Bad query
 //! values get 400 naming the parameter: `seconds` is a whole number from 1 to 300, `hz` from 1
