@@ -1,38 +1,91 @@
 #!/usr/bin/env bash
-# What the debug server and heap sampling cost a real server: examples/webapp under `hey`, in four
-# configurations taken in turn each round: built without `pprof` (RDEBUG unset), built with
-# `pprof` (heap sampling on, RDEBUG unset), with the debug server idle (RDEBUG=http=...), and while
-# a CPU profile runs. Prints each configuration's mean requests/s and every run.
+# What the debug server and heap sampling cost a real server: examples/webapp under `hey`, in
+# configurations taken in turn each round.
 #
-# usage: scripts/server-cost.sh [ROUNDS]   (default 20; hey and the server share the machine's
-#        cores, so one run varies by +-15% on 2 cores: take many rounds). Needs hey and curl.
+# `profiles` (the default): built without `pprof` (RDEBUG unset), built with `pprof` (heap
+# sampling on, RDEBUG unset), with the debug server idle (RDEBUG=http=...), and while a CPU
+# profile runs.
+# `watched`: built with `http`, the debug server on, nobody looking (`http-idle`), vs a real
+# Prometheus scraping /metrics every second while a client follows the dashboard as the page
+# does (long-polls of /debug/rdebug/history?since=) (`http-watched`).
+# Prints each configuration's mean requests/s and the server's own CPU per request (from
+# /proc/PID/stat: what rdebug adds inside the server, whatever the other processes on the shared
+# cores take), and every run.
+#
+# usage: scripts/server-cost.sh [ROUNDS] [profiles|watched]   (default 20 rounds; hey and the
+#        server share the machine's cores, so one run varies by +-15% on 2 cores: take many
+#        rounds). Needs hey and curl; `watched` needs prometheus.
 # Only 127.0.0.1 is loaded; every hey run is bounded in time; servers are killed after each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
-case "$rounds" in ''|*[!0-9]*) echo "usage: $0 [ROUNDS]" >&2; exit 2 ;; esac
+mode=${2:-profiles}
+case "$rounds" in ''|*[!0-9]*) echo "usage: $0 [ROUNDS] [profiles|watched]" >&2; exit 2 ;; esac
+case "$mode" in profiles|watched) ;; *) echo "usage: $0 [ROUNDS] [profiles|watched]" >&2; exit 2 ;; esac
 command -v hey >/dev/null || { echo "needs hey (apt-get install hey)" >&2; exit 2; }
+if [ "$mode" = watched ]; then
+  command -v prometheus >/dev/null || { echo "needs prometheus (apt-get install prometheus)" >&2; exit 2; }
+fi
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-cargo build -q --release --example webapp && cp target/release/examples/webapp "$out/plain"
-cargo build -q --release --features pprof --example webapp && cp target/release/examples/webapp "$out/pprof"
+watchers=()
+trap 'kill "${watchers[@]}" 2>/dev/null || true; rm -rf "$out"' EXIT
+if [ "$mode" = profiles ]; then
+  cargo build -q --release --example webapp && cp target/release/examples/webapp "$out/plain"
+  cargo build -q --release --features pprof --example webapp && cp target/release/examples/webapp "$out/pprof"
+else
+  cargo build -q --release --features http --example webapp && cp target/release/examples/webapp "$out/http"
+  printf 'global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: webapp\n    static_configs:\n      - targets: ["127.0.0.1:6090"]\n' >"$out/prometheus.yml"
+fi
 body='{"a":1,"b":2}'
-run() { # name binary rdebug profile?
-  local name=$1 bin=$2 cfg=$3 prof=$4 port=4090 pid rps
+# Follows the dashboard as the page does: the whole history, then each next tick.
+follow_dashboard() {
+  local since=0 last
+  while :; do
+    last=$(curl -s -m 5 "http://127.0.0.1:6090/debug/rdebug/history?since=$since" | tail -n 1 \
+      | grep -o '"ms":[0-9]*' | head -n 1 | cut -d: -f2) || true
+    [ -n "$last" ] && since=$last
+    sleep 0.2
+  done
+}
+run() { # name binary rdebug extra(none|profile|watched)
+  local name=$1 bin=$2 cfg=$3 extra=$4 port=4090 pid rps
   if [ -z "$cfg" ]; then env -u RDEBUG "$bin" --addr 127.0.0.1:$port >/dev/null 2>&1 &
   else RDEBUG=$cfg "$bin" --addr 127.0.0.1:$port >/dev/null 2>&1 & fi
-  pid=$!; sleep 0.7
+  pid=$!
+  watchers=()
+  if [ "$extra" = watched ]; then
+    rm -rf "$out/tsdb"
+    prometheus --config.file="$out/prometheus.yml" --storage.tsdb.path="$out/tsdb" \
+      --web.listen-address=127.0.0.1:9099 --log.level=error >/dev/null 2>&1 &
+    watchers+=($!)
+    follow_dashboard & watchers+=($!)
+  fi
+  sleep 0.7
   hey -z 2s -c 8 -m POST -d "$body" -T application/json "http://127.0.0.1:$port/sendjson" >/dev/null 2>&1
-  if [ "$prof" = 1 ]; then curl -s -o /dev/null "http://127.0.0.1:6090/debug/pprof/profile?seconds=7" & fi
-  rps=$(hey -z 5s -c 8 -m POST -d "$body" -T application/json "http://127.0.0.1:$port/sendjson" 2>/dev/null \
-    | awk '/Requests\/sec/ {print $2}')
+  if [ "$extra" = profile ]; then curl -s -o /dev/null "http://127.0.0.1:6090/debug/pprof/profile?seconds=7" & fi
+  local cpu0 cpu1 report
+  cpu0=$(cpu_ticks "$pid")
+  report=$(hey -z 5s -c 8 -m POST -d "$body" -T application/json "http://127.0.0.1:$port/sendjson" 2>/dev/null)
+  cpu1=$(cpu_ticks "$pid")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$report")
+  # The server's own CPU per request (µs): what rdebug adds in the server, whatever else (hey,
+  # prometheus, the dashboard client) takes of the shared cores.
+  local us
+  us=$(awk -v c=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" '/\[200\]/ {n=$2} END {if (n) printf "%.2f", c / hz * 1e6 / n; else print "nan"}' <<<"$report")
+  if [ ${#watchers[@]} -gt 0 ]; then kill "${watchers[@]}" 2>/dev/null || true; wait "${watchers[@]}" 2>/dev/null || true; fi
   kill "$pid"; wait "$pid" 2>/dev/null || true; sleep 0.3
-  echo "$name $rps"
+  echo "$name $rps $us"
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for r in $(seq 1 "$rounds"); do
-  run plain "$out/plain" "" 0
-  run pprof "$out/pprof" "" 0
-  run server-idle "$out/pprof" "http=127.0.0.1:6090" 0
-  run profiling "$out/pprof" "http=127.0.0.1:6090" 1
+  if [ "$mode" = profiles ]; then
+    run plain "$out/plain" "" none
+    run pprof "$out/pprof" "" none
+    run server-idle "$out/pprof" "http=127.0.0.1:6090" none
+    run profiling "$out/pprof" "http=127.0.0.1:6090" profile
+  else
+    run http-idle "$out/http" "http=127.0.0.1:6090" none
+    run http-watched "$out/http" "http=127.0.0.1:6090" watched
+  fi
 done | tee "$out/runs"
-awk '{s[$1]+=$2; n[$1]++} END {for (k in s) printf "%-12s mean %.0f req/s over %d runs\n", k, s[k]/n[k], n[k]}' "$out/runs" | sort
+awk '{s[$1]+=$2; u[$1]+=$3; n[$1]++} END {for (k in s) printf "%-12s mean %.0f req/s, server CPU %.2f us/request, over %d runs\n", k, s[k]/n[k], u[k]/n[k], n[k]}' "$out/runs" | sort
