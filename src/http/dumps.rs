@@ -17,7 +17,7 @@ use hyper::Response;
 use super::reply::{self, Body, TEXT};
 use super::runtimes::{self, NONE_WATCHED};
 use crate::stats::encode::text_fields;
-use crate::stats::fields;
+use crate::stats::{SchedStats, fields};
 use crate::sys::proc::{ProcFile, clock_ticks_per_sec, stat_field};
 
 /// `/debug/pprof/cmdline`: the program's arguments joined by NUL bytes.
@@ -135,29 +135,44 @@ pub(crate) fn goroutine(debug: u8) -> Response<Body> {
         let _ = writeln!(out, "# {NONE_WATCHED}");
     }
     for (label, s) in &list {
-        let _ = write!(out, "# runtime {label}: ");
-        text_fields(&mut out, fields::SCHED, s, true);
-        out.push(b'\n');
-        if debug >= 2 {
-            for (i, w) in s.per_worker.iter().enumerate() {
-                let _ = write!(out, "#   W{i}: ");
-                text_fields(&mut out, fields::WORKER, w, true);
-                out.push(b'\n');
-            }
-            let start = out.len();
-            out.extend_from_slice(b"#   blocking: ");
-            let before = out.len();
-            text_fields(&mut out, fields::BLOCKING, s, true);
-            if out.len() == before {
-                out.truncate(start);
-            } else {
-                out.push(b'\n');
-            }
+        runtime_lines(&mut out, label, s, debug);
+    }
+    out.extend_from_slice(TASKS_NOTE.as_bytes());
+    reply::ok(TEXT, out)
+}
+
+if_taskdump! {
+    {
+        /// How to get every task's trace, as the summary says it.
+        const TASKS_NOTE: &str =
+            "# every task's trace: goroutine?debug=1 (grouped) or goroutine?debug=2 (each task)\n";
+    } else {
+        /// How to get every task's trace, as the summary says it.
+        const TASKS_NOTE: &str = "# per-task traces (tokio task dumps) need a build with \
+            RUSTFLAGS=\"--cfg tokio_unstable\" and rdebug's feature taskdump, on Linux\n";
+    }
+}
+
+/// The `# runtime <label>: ...` line of one runtime, and with `debug=2` its worker and
+/// blocking-pool lines.
+pub(crate) fn runtime_lines(out: &mut Vec<u8>, label: &str, s: &SchedStats, debug: u8) {
+    let _ = write!(out, "# runtime {label}: ");
+    text_fields(out, fields::SCHED, s, true);
+    out.push(b'\n');
+    if debug >= 2 {
+        for (i, w) in s.per_worker.iter().enumerate() {
+            let _ = write!(out, "#   W{i}: ");
+            text_fields(out, fields::WORKER, w, true);
+            out.push(b'\n');
+        }
+        let start = out.len();
+        out.extend_from_slice(b"#   blocking: ");
+        let before = out.len();
+        text_fields(out, fields::BLOCKING, s, true);
+        if out.len() == before {
+            out.truncate(start);
+        } else {
+            out.push(b'\n');
         }
     }
-    out.extend_from_slice(
-        b"# per-task stacks (tokio task dumps) are not listed: a later rdebug step, needing \
-          --cfg tokio_unstable and tokio's taskdump feature\n",
-    );
-    reply::ok(TEXT, out)
 }

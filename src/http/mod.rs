@@ -52,6 +52,43 @@
 //! oldest idle one, or is closed itself when all are being answered), `seconds` ≤ 300, 4 traces
 //! at a time.
 
+/// `if_taskdump! { { items } else { items } }`: the first items where tokio can dump tasks
+/// (`--cfg tokio_unstable`, rdebug's feature `taskdump`, Linux on aarch64, x86, x86_64 or s390x:
+/// tokio's own condition for `Handle::dump`), the others elsewhere. The one place that condition
+/// is written.
+macro_rules! if_taskdump {
+    ({ $($yes:item)* } else { $($no:item)* }) => {
+        $(
+            #[cfg(all(
+                tokio_unstable,
+                feature = "taskdump",
+                target_os = "linux",
+                any(
+                    target_arch = "aarch64",
+                    target_arch = "x86",
+                    target_arch = "x86_64",
+                    target_arch = "s390x"
+                )
+            ))]
+            $yes
+        )*
+        $(
+            #[cfg(not(all(
+                tokio_unstable,
+                feature = "taskdump",
+                target_os = "linux",
+                any(
+                    target_arch = "aarch64",
+                    target_arch = "x86",
+                    target_arch = "x86_64",
+                    target_arch = "s390x"
+                )
+            )))]
+            $no
+        )*
+    };
+}
+
 mod auth;
 mod dashboard;
 mod dumps;
@@ -63,6 +100,11 @@ mod reply;
 mod routes;
 mod runtimes;
 mod server;
+if_taskdump! {
+    {
+        mod taskdump;
+    } else {}
+}
 mod trace;
 mod vars;
 

@@ -108,12 +108,30 @@ pub(crate) async fn respond(
     match name {
         "cmdline" => dumps::cmdline(),
         "threadcreate" => dumps::threadcreate(),
-        "goroutine" => dumps::goroutine(params.debug),
+        "goroutine" => goroutine(params.debug).await,
         "trace" => trace::start(params.seconds_or(trace::DEFAULT_SECONDS)),
         "profile" => match CpuSlot::take() {
             Ok(slot) => profiles::serve(name, &params, Some(slot)).await,
             Err(busy) => *busy,
         },
         _ => profiles::serve(name, &params, None).await,
+    }
+}
+
+if_taskdump! {
+    {
+        /// `goroutine`: the summary for `debug=0`, every task's trace for `debug=1` and `2`.
+        async fn goroutine(debug: u8) -> Response<Body> {
+            if debug == 0 {
+                dumps::goroutine(0)
+            } else {
+                super::taskdump::serve(debug).await
+            }
+        }
+    } else {
+        /// `goroutine`: the summary (no task dumps in this build).
+        async fn goroutine(debug: u8) -> Response<Body> {
+            dumps::goroutine(debug)
+        }
     }
 }
