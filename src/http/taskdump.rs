@@ -91,7 +91,7 @@ use tokio::sync::oneshot;
 
 use super::dumps::runtime_lines;
 use super::reply::{self, Body, TEXT};
-use crate::stats::{runtimes, sched_stats};
+use crate::stats::{SchedStats, runtimes, sched_stats};
 use crate::sync::lock;
 
 /// The longest rdebug waits for tokio's dump of the watched runtimes (all of them together)
@@ -215,6 +215,9 @@ fn run(slot: Slot, targets: Vec<Target>, debug: u8, tx: oneshot::Sender<Answer>)
             .map(|t| multi(&t.handle).then(|| counters(&t.handle)))
             .collect();
         tokio::time::sleep(PROBE).await;
+        // The summary lines describe the runtimes as they were before the dump (which wakes
+        // every traced task once).
+        let stats: Vec<_> = targets.iter().map(|t| sched_stats(&t.handle)).collect();
         let deadline = tokio::time::Instant::now() + DUMP_TIMEOUT;
         let mut outcomes = Vec::with_capacity(targets.len());
         let mut late = None;
@@ -262,7 +265,7 @@ fn run(slot: Slot, targets: Vec<Target>, debug: u8, tx: oneshot::Sender<Answer>)
             }
         }
         slot.now("resolving names".into());
-        let _ = tx.send(render(&targets, &outcomes, debug));
+        let _ = tx.send(render(&targets, &stats, &outcomes, debug));
         drop(outcomes);
         if let Some(dump) = late {
             slot.now("a dump that timed out, still waiting for its workers".into());
@@ -341,7 +344,7 @@ fn without_hash(name: &str) -> &str {
 }
 
 /// The answer: 503 when no runtime was traced, else the text.
-fn render(targets: &[Target], outcomes: &[Outcome], debug: u8) -> Answer {
+fn render(targets: &[Target], stats: &[SchedStats], outcomes: &[Outcome], debug: u8) -> Answer {
     if outcomes.iter().all(|o| matches!(o, Outcome::NotTraced(_))) {
         let lines: Vec<String> = targets
             .iter()
@@ -353,12 +356,11 @@ fn render(targets: &[Target], outcomes: &[Outcome], debug: u8) -> Answer {
             .collect();
         return Answer::Refused(StatusCode::SERVICE_UNAVAILABLE, lines.join("\n"));
     }
-    let stats: Vec<_> = targets.iter().map(|t| sched_stats(&t.handle)).collect();
     let tasks = |t: &Target, d: &Dump| d.tasks().iter().filter(|k| k.id() != t.own).count();
     let total = targets
         .iter()
         .zip(outcomes)
-        .zip(&stats)
+        .zip(stats)
         .map(|((t, o), s)| match o {
             Outcome::Traced(d) => tasks(t, d),
             Outcome::NotTraced(_) => s.tasks,
@@ -367,7 +369,7 @@ fn render(targets: &[Target], outcomes: &[Outcome], debug: u8) -> Answer {
     let mut out = Vec::with_capacity(4096);
     let _ = writeln!(out, "goroutine profile: total {total}");
     let mut budget = MAX_TRACED;
-    for ((t, o), s) in targets.iter().zip(outcomes).zip(&stats) {
+    for ((t, o), s) in targets.iter().zip(outcomes).zip(stats) {
         runtime_lines(&mut out, &t.label, s, debug);
         let dump = match o {
             Outcome::Traced(d) => d,
