@@ -147,7 +147,8 @@ if_taskdump! {
     {
         /// How to get every task's trace, as the summary says it.
         const TASKS_NOTE: &str =
-            "# every task's trace: goroutine?debug=1 (grouped) or goroutine?debug=2 (each task)\n";
+            "# every task's trace: goroutine?debug=1&dump=1 (grouped) or ?debug=2&dump=1 (each \
+             task); tokio 1.54's dump can wedge a worker of the app for good (tokio-rs/tokio#8370)\n";
     } else {
         /// How to get every task's trace, as the summary says it.
         const TASKS_NOTE: &str = "# per-task traces (tokio task dumps) need a build with \

@@ -26,7 +26,7 @@
 //! | `/debug/pprof/` | index page, as Go's, with links to rdebug's pages |
 //! | `/debug/pprof/profile?seconds=N` | CPU profile (feature `pprof`); one at a time, else 409 |
 //! | `/debug/pprof/heap`, `allocs` | heap profiles (feature `pprof`) |
-//! | `/debug/pprof/goroutine` | the watched tokio runtimes: workers, idle, tasks, queues (text; `debug=2` adds workers); with feature `taskdump` and `--cfg tokio_unstable`, `debug=1` / `2` list every task's trace (see below) |
+//! | `/debug/pprof/goroutine` | the watched tokio runtimes: workers, idle, tasks, queues (text; `debug=2` adds workers); with feature `taskdump` and `--cfg tokio_unstable`, `debug=1&dump=1` / `debug=2&dump=1` list every task's trace (see below) |
 //! | `/debug/pprof/threadcreate` | the OS threads of the process: tid, state, CPU time, name (text) |
 //! | `/debug/pprof/trace?seconds=N` | rdebug's SCHED and gc records as JSON lines for N s (default 1), not Go's binary trace |
 //! | `/debug/pprof/cmdline` | argv joined by NUL |
@@ -35,11 +35,12 @@
 //! | `/metrics` | Prometheus text |
 //! | `/debug/rdebug` | live dashboard |
 //!
-//! Task dumps (`goroutine?debug=1|2`) are compiled in with `RUSTFLAGS="--cfg tokio_unstable"` and
+//! Task dumps (`goroutine?debug=1&dump=1`, `debug=2&dump=1`) are compiled in with `RUSTFLAGS="--cfg tokio_unstable"` and
 //! rdebug's feature `taskdump` on Linux (aarch64, x86, x86_64, s390x); names and lines need
 //! debuginfo in the binary. Each dump first watches the workers for 300 ms and requests none when
 //! one is blocked in a poll, then waits at most 2 s for tokio's dump: a blocked runtime gets a 503
-//! naming why, never a stalled server; one dump runs at a time (409). Without the cfg and feature,
+//! naming why, never a stalled server; one dump runs at a time (409). `dump=1` must be given:
+//! tokio 1.54.1's dump can leave an app worker waiting for good (tokio-rs/tokio#8370). Without the cfg and feature,
 //! every `debug` level is the summary, whose last line says how to get dumps.
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1` (`go tool pprof` prints the body). Bad query

@@ -1,8 +1,14 @@
-//! `goroutine?debug=1` and `?debug=2`: every task of every watched runtime, traced with tokio's
-//! `Handle::dump` (compiled in only with `RUSTFLAGS="--cfg tokio_unstable"`, rdebug's feature
+//! `goroutine?debug=1&dump=1` and `?debug=2&dump=1`: every task of every watched runtime, traced
+//! with tokio's `Handle::dump` (compiled in only with `RUSTFLAGS="--cfg tokio_unstable"`, rdebug's feature
 //! `taskdump`, on Linux on aarch64, x86, x86_64 or s390x; the binary needs debuginfo for names
-//! and lines: without it frames show addresses and `?`). `debug=0` keeps the summary of
-//! [`dumps`](super::dumps), which pauses nothing.
+//! and lines: without it frames show addresses and `?`). `debug=0`, and any level without
+//! `dump=1`, keeps the summary of [`dumps`](super::dumps), which pauses nothing.
+//!
+//! `dump=1` is asked for because tokio 1.54.1's dump is not safe for the app (below): two dumps
+//! in a row, with no worker blocked, left a worker waiting for good at the dump's end barrier in
+//! 4 runs of 6 on a loaded 2-core machine (seen with gdb: `Barrier::wait` in `trace_core`,
+//! `worker/taskdump.rs:51`); the runtime then cannot shut down. Whoever adds `dump=1` takes that
+//! risk knowingly; the summary never does.
 //!
 //! # What it looks like
 //!
@@ -68,7 +74,12 @@
 //!   timed wait does not undo its arrival count (tokio-rs/tokio#8370, open). A worker blocked
 //!   for longer than that in synchronous code can so make a later arrival lead the trace alone,
 //!   tracing tasks that another worker may be running (tokio's assertion then panics a worker),
-//!   or leave that leader waiting for good at the end barrier. So rdebug first watches each
+//!   or leave that leader waiting for good at the end barrier. No blocked worker is needed: a
+//!   worker that comes out of the end barrier and passes its maintenance before the requesting
+//!   thread has lowered `trace_requested` enters the start barrier again, times out alone and
+//!   leaves an arrival behind; the next dump's first worker then leads alone. The fix (roll the
+//!   count back on timeout) is tokio's to make; nothing outside tokio can undo a stale arrival.
+//!   So rdebug first watches each
 //!   worker for [`PROBE`]: one that is out of its park and has not passed its scheduler's
 //!   maintenance (poll and park counters unchanged) is in one poll for that long, and rdebug
 //!   then requests no dump and says which workers block. A worker that blocks after the probe
