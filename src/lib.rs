@@ -115,6 +115,9 @@
 //! - [`init`] does nothing at all when `RDEBUG` is unset: no thread, no watcher task, no output.
 //! - `tasks` does not count the one task rdebug spawns in each watched runtime to notice its
 //!   shutdown.
+//! - **Task dumps** (every task's trace on `/debug/pprof/goroutine?debug=1&dump=1`, tokio's
+//!   `Handle::dump`) need feature `taskdump` and `RUSTFLAGS="--cfg tokio_unstable"` (Linux on
+//!   aarch64, x86, x86_64, s390x; debuginfo in the binary); without them the page is a summary.
 //! - **One rule for `num_gc`**: cycles are found by sampling the allocator. The reporter samples
 //!   it every `gcpoll` ms whenever it runs (any trace on): `gctrace` decides only whether the
 //!   cycles are printed, so `num_gc` is the same with it on or off. With no reporter (`RDEBUG`

@@ -3,8 +3,10 @@
 //!
 //! `goroutine` shows per runtime its workers, idle workers, tasks and queues (`debug=2` adds a
 //! line per worker and the blocking pool), written from the same field tables as the SCHED lines.
-//! A dump of every task's stack (tokio's `Handle::dump`, which needs `--cfg tokio_unstable` and
-//! tokio's `taskdump` feature) is a later step: until then there is no per-task listing.
+//! Every task's trace (tokio's `Handle::dump`) is `taskdump.rs`'s, for `debug=1` and `2`, in
+//! builds with `RUSTFLAGS="--cfg tokio_unstable"` and rdebug's feature `taskdump` (Linux on
+//! aarch64, x86, x86_64, s390x; names and lines need debuginfo in the binary). Without them, and
+//! for `debug=0`, this summary is the answer; its last line says how to get the traces.
 //!
 //! Go serves `goroutine` and `threadcreate` as pprof protobuf when `debug=0`; rdebug serves the
 //! text in every case.
@@ -17,7 +19,7 @@ use hyper::Response;
 use super::reply::{self, Body, TEXT};
 use super::runtimes::{self, NONE_WATCHED};
 use crate::stats::encode::text_fields;
-use crate::stats::fields;
+use crate::stats::{SchedStats, fields};
 use crate::sys::proc::{ProcFile, clock_ticks_per_sec, stat_field};
 
 /// `/debug/pprof/cmdline`: the program's arguments joined by NUL bytes.
@@ -135,29 +137,45 @@ pub(crate) fn goroutine(debug: u8) -> Response<Body> {
         let _ = writeln!(out, "# {NONE_WATCHED}");
     }
     for (label, s) in &list {
-        let _ = write!(out, "# runtime {label}: ");
-        text_fields(&mut out, fields::SCHED, s, true);
-        out.push(b'\n');
-        if debug >= 2 {
-            for (i, w) in s.per_worker.iter().enumerate() {
-                let _ = write!(out, "#   W{i}: ");
-                text_fields(&mut out, fields::WORKER, w, true);
-                out.push(b'\n');
-            }
-            let start = out.len();
-            out.extend_from_slice(b"#   blocking: ");
-            let before = out.len();
-            text_fields(&mut out, fields::BLOCKING, s, true);
-            if out.len() == before {
-                out.truncate(start);
-            } else {
-                out.push(b'\n');
-            }
+        runtime_lines(&mut out, label, s, debug);
+    }
+    out.extend_from_slice(TASKS_NOTE.as_bytes());
+    reply::ok(TEXT, out)
+}
+
+if_taskdump! {
+    {
+        /// How to get every task's trace, as the summary says it.
+        const TASKS_NOTE: &str =
+            "# every task's trace: goroutine?debug=1&dump=1 (grouped) or ?debug=2&dump=1 (each \
+             task); tokio 1.54's dump can wedge a worker of the app for good (tokio-rs/tokio#8370)\n";
+    } else {
+        /// How to get every task's trace, as the summary says it.
+        const TASKS_NOTE: &str = "# per-task traces (tokio task dumps) need a build with \
+            RUSTFLAGS=\"--cfg tokio_unstable\" and rdebug's feature taskdump, on Linux\n";
+    }
+}
+
+/// The `# runtime <label>: ...` line of one runtime, and with `debug=2` its worker and
+/// blocking-pool lines.
+pub(crate) fn runtime_lines(out: &mut Vec<u8>, label: &str, s: &SchedStats, debug: u8) {
+    let _ = write!(out, "# runtime {label}: ");
+    text_fields(out, fields::SCHED, s, true);
+    out.push(b'\n');
+    if debug >= 2 {
+        for (i, w) in s.per_worker.iter().enumerate() {
+            let _ = write!(out, "#   W{i}: ");
+            text_fields(out, fields::WORKER, w, true);
+            out.push(b'\n');
+        }
+        let start = out.len();
+        out.extend_from_slice(b"#   blocking: ");
+        let before = out.len();
+        text_fields(out, fields::BLOCKING, s, true);
+        if out.len() == before {
+            out.truncate(start);
+        } else {
+            out.push(b'\n');
         }
     }
-    out.extend_from_slice(
-        b"# per-task stacks (tokio task dumps) are not listed: a later rdebug step, needing \
-          --cfg tokio_unstable and tokio's taskdump feature\n",
-    );
-    reply::ok(TEXT, out)
 }

@@ -26,7 +26,7 @@
 //! | `/debug/pprof/` | index page, as Go's, with links to rdebug's pages |
 //! | `/debug/pprof/profile?seconds=N` | CPU profile (feature `pprof`); one at a time, else 409 |
 //! | `/debug/pprof/heap`, `allocs` | heap profiles (feature `pprof`) |
-//! | `/debug/pprof/goroutine` | the watched tokio runtimes: workers, idle, tasks, queues (text; `debug=2` adds workers) |
+//! | `/debug/pprof/goroutine` | the watched tokio runtimes: workers, idle, tasks, queues (text; `debug=2` adds workers); with feature `taskdump` and `--cfg tokio_unstable`, `debug=1&dump=1` / `debug=2&dump=1` list every task's trace (see below) |
 //! | `/debug/pprof/threadcreate` | the OS threads of the process: tid, state, CPU time, name (text) |
 //! | `/debug/pprof/trace?seconds=N` | rdebug's SCHED and gc records as JSON lines for N s (default 1), not Go's binary trace |
 //! | `/debug/pprof/cmdline` | argv joined by NUL |
@@ -34,6 +34,14 @@
 //! | `/debug/vars` | `memstats()` and `sched_stats()` of every watched runtime, JSON |
 //! | `/metrics` | Prometheus text |
 //! | `/debug/rdebug` | live dashboard: the last five minutes of SCHED, heap, CPU and RSS figures, one tick a second; also charts a captured `format=json` log |
+//!
+//! Task dumps (`goroutine?debug=1&dump=1`, `debug=2&dump=1`) are compiled in with `RUSTFLAGS="--cfg tokio_unstable"` and
+//! rdebug's feature `taskdump` on Linux (aarch64, x86, x86_64, s390x); names and lines need
+//! debuginfo in the binary. Each dump first watches the workers for 300 ms and requests none when
+//! one is blocked in a poll, then waits at most 2 s for tokio's dump: a blocked runtime gets a 503
+//! naming why, never a stalled server; one dump runs at a time (409). `dump=1` must be given:
+//! tokio 1.54.1's dump can leave an app worker waiting for good (tokio-rs/tokio#8370). Without the cfg and feature,
+//! every `debug` level is the summary, whose last line says how to get dumps.
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1` (`go tool pprof` prints the body). Bad query
 //! values get 400 naming the parameter: `seconds` is a whole number from 1 to 300, `hz` from 1
@@ -52,6 +60,43 @@
 //! oldest idle one, or is closed itself when all are being answered), `seconds` ≤ 300, 4 traces
 //! at a time.
 
+/// `if_taskdump! { { items } else { items } }`: the first items where tokio can dump tasks
+/// (`--cfg tokio_unstable`, rdebug's feature `taskdump`, Linux on aarch64, x86, x86_64 or s390x:
+/// tokio's own condition for `Handle::dump`), the others elsewhere. The one place that condition
+/// is written.
+macro_rules! if_taskdump {
+    ({ $($yes:item)* } else { $($no:item)* }) => {
+        $(
+            #[cfg(all(
+                tokio_unstable,
+                feature = "taskdump",
+                target_os = "linux",
+                any(
+                    target_arch = "aarch64",
+                    target_arch = "x86",
+                    target_arch = "x86_64",
+                    target_arch = "s390x"
+                )
+            ))]
+            $yes
+        )*
+        $(
+            #[cfg(not(all(
+                tokio_unstable,
+                feature = "taskdump",
+                target_os = "linux",
+                any(
+                    target_arch = "aarch64",
+                    target_arch = "x86",
+                    target_arch = "x86_64",
+                    target_arch = "s390x"
+                )
+            )))]
+            $no
+        )*
+    };
+}
+
 mod auth;
 mod dashboard;
 mod dumps;
@@ -64,6 +109,11 @@ mod reply;
 mod routes;
 mod runtimes;
 mod server;
+if_taskdump! {
+    {
+        mod taskdump;
+    } else {}
+}
 mod trace;
 mod vars;
 

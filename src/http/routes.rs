@@ -108,12 +108,31 @@ pub(crate) async fn respond(
     match name {
         "cmdline" => dumps::cmdline(),
         "threadcreate" => dumps::threadcreate(),
-        "goroutine" => dumps::goroutine(params.debug),
+        "goroutine" => goroutine(params.debug, query).await,
         "trace" => trace::start(params.seconds_or(trace::DEFAULT_SECONDS)),
         "profile" => match CpuSlot::take() {
             Ok(slot) => profiles::serve(name, &params, Some(slot)).await,
             Err(busy) => *busy,
         },
         _ => profiles::serve(name, &params, None).await,
+    }
+}
+
+if_taskdump! {
+    {
+        /// `goroutine`: every task's trace for `debug=1` and `2` with `dump=1` (tokio 1.54's dump
+        /// can wedge a worker of the app: see `taskdump.rs`), else the summary.
+        async fn goroutine(debug: u8, query: &str) -> Response<Body> {
+            if debug > 0 && super::params::value(query, "dump").as_deref() == Some("1") {
+                super::taskdump::serve(debug).await
+            } else {
+                dumps::goroutine(debug)
+            }
+        }
+    } else {
+        /// `goroutine`: the summary (no task dumps in this build).
+        async fn goroutine(debug: u8, _query: &str) -> Response<Body> {
+            dumps::goroutine(debug)
+        }
     }
 }

@@ -18,6 +18,10 @@ pub(crate) struct Watched {
     pub handle: Handle,
     /// Cleared when rdebug's task in the runtime is dropped: the runtime shut down.
     pub alive: Arc<AtomicBool>,
+    /// The id of that task of rdebug's (left out of task dumps, which read it only in builds
+    /// with `--cfg tokio_unstable` and the `taskdump` feature).
+    #[allow(dead_code)]
+    pub own_task: tokio::task::Id,
     /// Reused snapshot buffer.
     pub stats: SchedStats,
     /// Busy time per worker at the previous SCHED line, for the busy share.
@@ -74,16 +78,19 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
     let alive = Arc::new(AtomicBool::new(true));
     let guard = AliveGuard(alive.clone());
     // Dropped with the runtime's other tasks when it shuts down (or at once if it already has).
-    drop(handle.spawn(async move {
-        let _guard = guard;
-        std::future::pending::<()>().await;
-    }));
+    let own_task = handle
+        .spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        })
+        .id();
     let workers = handle.metrics().num_workers();
     list.push(Watched {
         id,
         label,
         handle: handle.clone(),
         alive,
+        own_task,
         stats: SchedStats {
             per_worker: Vec::with_capacity(workers),
             ..SchedStats::default()
