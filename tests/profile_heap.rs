@@ -152,6 +152,9 @@ fn memprofilerate_sets_the_sampling_rate() {
     if is_child(name) {
         rdebug::init();
         println!("RESULT rate {}", rdebug::profile::memprofilerate());
+        // Each thread's next sample was scheduled at the old rate (one per 512 KiB on average):
+        // 16 MiB allocated and freed first take every thread past it, so the new rate rules.
+        drop(std::hint::black_box(vec![0u8; 16 << 20]));
         let held = hold_a(8);
         let p = rdebug::profile::heap().expect("heap profile");
         println!("RESULT profile_rate {}", p.rate());

@@ -89,8 +89,9 @@ impl std::error::Error for ProfileError {}
 
 /// Sets the heap sampling rate (Go's `runtime.MemProfileRate`): one sample per `bytes`
 /// allocated on average, rounded to the nearest power of two; 0 pauses sampling. Changing the
-/// rate discards the samples taken so far (jemalloc's `prof.reset`). Returns the rate now in
-/// effect.
+/// rate discards the samples taken so far (jemalloc's `prof.reset`). Each thread's next sample
+/// was already scheduled at the old rate, so the new rate applies to a thread from its next
+/// sample on (after the old rate's bytes, on average). Returns the rate now in effect.
 ///
 /// ```
 /// #[global_allocator]
