@@ -3,10 +3,11 @@
 //!
 //! `goroutine` shows per runtime its workers, idle workers, tasks and queues (`debug=2` adds a
 //! line per worker and the blocking pool), written from the same field tables as the SCHED lines.
-//! Every task's trace (tokio's `Handle::dump`) is `taskdump.rs`'s, for `debug=1` and `2`, in
-//! builds with `RUSTFLAGS="--cfg tokio_unstable"` and rdebug's feature `taskdump` (Linux on
-//! aarch64, x86, x86_64, s390x; names and lines need debuginfo in the binary). Without them, and
-//! for `debug=0`, this summary is the answer; its last line says how to get the traces.
+//! Every task's trace (tokio's `Handle::dump`) is `taskdump.rs`'s, for `debug=1` and `2` with
+//! `dump=1`, in builds with `RUSTFLAGS="--cfg tokio_unstable"` and rdebug's feature `taskdump`
+//! (Linux on aarch64, x86, x86_64, s390x; names and lines need debuginfo in the binary). Without
+//! them, without `dump=1`, and for `debug=0`, this summary is the answer; its last line says how
+//! to get the traces.
 //!
 //! Go serves `goroutine` and `threadcreate` as pprof protobuf when `debug=0`; rdebug serves the
 //! text in every case.
