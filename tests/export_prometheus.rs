@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -113,11 +113,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn start_prometheus(target: SocketAddr, dir: &Path) -> (Server, SocketAddr) {
     std::fs::create_dir_all(dir).expect("temp dir");
     let config = dir.join("prometheus.yml");
@@ -129,7 +124,7 @@ fn start_prometheus(target: SocketAddr, dir: &Path) -> (Server, SocketAddr) {
         ),
     )
     .expect("config");
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let web = free_addr();
     let child = Command::new(tool("prometheus"))
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(

@@ -215,6 +215,18 @@ fn dump_debug_2_has_a_block_per_task() {
     c.finish().assert_success();
 }
 
+/// A dump asked for while it cannot be had: the answer, after checking it is a 503 that came
+/// within [`ANSWER_WITHIN`].
+fn refused_in_time(c: &ServerChild, why: &str) -> String {
+    let t0 = Instant::now();
+    let a = get(c.addr, "/debug/pprof/goroutine?debug=1&dump=1");
+    let took = t0.elapsed();
+    println!("answer {why}: {took:?}: {}", a.text());
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert!(took < ANSWER_WITHIN, "{took:?}");
+    a.text()
+}
+
 #[test]
 fn blocked_workers_get_a_clear_answer_and_a_later_dump_works() {
     let name = support::test_name!();
@@ -224,13 +236,7 @@ fn blocked_workers_get_a_clear_answer_and_a_later_dump_works() {
     }
     let mut c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
     c.command("block", "BLOCKED");
-    let t0 = Instant::now();
-    let a = get(c.addr, "/debug/pprof/goroutine?debug=1&dump=1");
-    let took = t0.elapsed();
-    println!("answer with both workers blocked: {took:?}: {}", a.text());
-    assert_eq!(a.status, 503, "{}", a.text());
-    assert!(took < ANSWER_WITHIN, "{took:?}");
-    let text = a.text();
+    let text = refused_in_time(&c, "with both workers blocked");
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(
         text.starts_with("goroutine: runtime main: no dump requested"),
@@ -269,17 +275,10 @@ fn a_dump_that_times_out_answers_in_time_and_holds_the_slot_while_tokio_dumps() 
     }
     let mut c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
     c.command("slowpoll", "SLOWPOLL");
-    let t0 = Instant::now();
-    let a = get(c.addr, "/debug/pprof/goroutine?debug=1&dump=1");
-    let took = t0.elapsed();
-    println!("answer while a re-poll blocks: {took:?}: {}", a.text());
-    assert_eq!(a.status, 503, "{}", a.text());
-    assert!(took < ANSWER_WITHIN, "{took:?}");
+    let text = refused_in_time(&c, "while a re-poll blocks");
     assert!(
-        a.text()
-            .starts_with("goroutine: runtime main: the dump timed out after 2 s"),
-        "{}",
-        a.text()
+        text.starts_with("goroutine: runtime main: the dump timed out after 2 s"),
+        "{text}"
     );
     // tokio's dump goes on: a second one is refused while it does.
     let busy = get(c.addr, "/debug/pprof/goroutine?debug=2&dump=1");

@@ -82,18 +82,13 @@ fn asset(content_type: &'static str, text: &'static str) -> Response<Body> {
 }
 
 async fn history_page(query: &str) -> Response<Body> {
-    let since = match value(query, "since") {
-        None => None,
-        Some(v) => match v.parse::<u64>() {
-            Ok(ms) => Some(ms),
-            Err(_) => {
-                let cut: String = v.chars().take(40).collect();
-                return *params::bad(&format!(
-                    "bad since={}: expected the ms of the last tick seen, a whole number",
-                    cut.escape_debug()
-                ));
-            }
-        },
+    // `since`: the `ms` of the last tick the page has.
+    let since = match value(query, "since")
+        .map(|v| params::number("since", &v, 0, u64::MAX, "milliseconds since init"))
+        .transpose()
+    {
+        Ok(since) => since,
+        Err(refusal) => return *refusal,
     };
     let mut r = reply::ok(NDJSON, history::after(since, LONG_POLL).await);
     r.headers_mut()

@@ -152,7 +152,7 @@ impl Taker {
                 .iter()
                 .flat_map(|(_, s)| &s.per_worker)
                 .fold(0u64, |a, w| a.saturating_add(w.busy_ns)),
-            alloc_cpu_ns: crate::alloc::alloc_counters().alloc_cpu_ns,
+            alloc_cpu_ns: crate::alloc::cpu_sampler::alloc_cpu_ns(),
             process_cpu_ns: process_files().cpu_ns(),
         };
         tick_json(&mut out, ms, &m, &sched, self.prev.as_ref(), &now);

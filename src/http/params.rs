@@ -83,7 +83,13 @@ fn shown(name: &str, text: &str) -> String {
 }
 
 /// A whole number from `min` to `max`, or the 400 naming `name`.
-fn number(name: &str, text: &str, min: u64, max: u64, unit: &str) -> Result<u64, Refusal> {
+pub(crate) fn number(
+    name: &str,
+    text: &str,
+    min: u64,
+    max: u64,
+    unit: &str,
+) -> Result<u64, Refusal> {
     match text.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(bad(&format!(
