@@ -115,6 +115,68 @@ fn threads_that_exit_lose_nothing() {
     assert!(r[5] < 64 << 10, "live bytes back where they were: {}", r[5]);
 }
 
+/// A thread whose only allocator calls are frees (a "dropper" thread), and one whose only calls
+/// are allocations it hands back: each thread's first call of either kind sets the thread up, so
+/// its counts survive its exit. Each is measured against the same thread doing the same with an
+/// empty vector (whatever spawning costs by itself cancels out).
+#[test]
+fn threads_that_only_free_or_only_allocate_lose_nothing() {
+    const N: usize = 1000;
+    let name = support::test_name!();
+    if is_child(name) {
+        let drop_on_a_thread = |n: usize| {
+            let v: Vec<Box<[u8; 64]>> = {
+                let mut v = Vec::with_capacity(N);
+                v.extend((0..n).map(|i| Box::new([i as u8; 64])));
+                v
+            };
+            let before = rdebug::alloc_counters();
+            std::thread::spawn(move || drop(std::hint::black_box(v)))
+                .join()
+                .expect("dropper");
+            let after = rdebug::alloc_counters();
+            (
+                after.frees - before.frees,
+                after.freed_bytes - before.freed_bytes,
+            )
+        };
+        let allocate_on_a_thread = |n: usize| {
+            let before = rdebug::alloc_counters();
+            let v = std::thread::spawn(move || {
+                let mut v: Vec<Box<[u8; 64]>> = Vec::with_capacity(N);
+                v.extend((0..n).map(|i| Box::new([i as u8; 64])));
+                std::hint::black_box(v)
+            })
+            .join()
+            .expect("allocator");
+            let after = rdebug::alloc_counters();
+            drop(v);
+            (
+                after.allocs - before.allocs,
+                after.allocated_bytes - before.allocated_bytes,
+            )
+        };
+        let _ = (drop_on_a_thread(0), allocate_on_a_thread(0)); // warm up
+        let (f0, fb0) = drop_on_a_thread(0);
+        let (f1, fb1) = drop_on_a_thread(N);
+        let (a0, ab0) = allocate_on_a_thread(0);
+        let (a1, ab1) = allocate_on_a_thread(N);
+        result(&[f1 - f0, fb1 - fb0, a1 - a0, ab1 - ab0]);
+        return;
+    }
+    let out = run_child(name, NO_ENV, Duration::from_secs(60));
+    out.assert_success();
+    let r = support::result_numbers(&out.stdout);
+    assert_eq!(r[0], N as u64, "frees of the exited dropper thread");
+    assert_eq!(
+        r[1],
+        64 * N as u64,
+        "freed bytes of the exited dropper thread"
+    );
+    assert_eq!(r[2], N as u64, "allocations of the exited thread");
+    assert_eq!(r[3], 64 * N as u64, "allocated bytes of the exited thread");
+}
+
 #[test]
 fn heap_objects_is_mallocs_minus_frees_at_every_read() {
     let name = support::test_name!();

@@ -222,9 +222,10 @@ pub fn bench_alloc(c: &mut Criterion, group: &str) {
     g.finish();
 }
 
-/// With `ALLOC_STEPS=N` in the environment, runs `N` steps on one thread and returns true (for
-/// `valgrind --tool=callgrind --toggle-collect='*Ring*run*'`, which counts instructions exactly);
-/// the caller then skips criterion.
+/// With `ALLOC_STEPS=N` in the environment, runs `N` steps on each of `ALLOC_THREADS` threads
+/// (default 1; with more, each thread has its own ring and seed and they run at once) and returns
+/// true (for `valgrind --tool=callgrind --toggle-collect='*Ring*run*'`, which counts instructions
+/// exactly); the caller then skips criterion.
 pub fn fixed_steps() -> bool {
     let Some(n) = std::env::var("ALLOC_STEPS")
         .ok()
@@ -232,9 +233,29 @@ pub fn fixed_steps() -> bool {
     else {
         return false;
     };
-    let mut ring = Ring::new(&Global, 1);
-    ring.run(&Global, n);
-    ring.free(&Global);
+    let threads = std::env::var("ALLOC_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    if threads == 1 {
+        let mut ring = Ring::new(&Global, 1);
+        ring.run(&Global, n);
+        ring.free(&Global);
+        return true;
+    }
+    let start = Barrier::new(threads as usize);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let start = &start;
+            s.spawn(move || {
+                let mut ring = Ring::new(&Global, t + 1);
+                start.wait();
+                ring.run(&Global, n);
+                ring.free(&Global);
+            });
+        }
+    });
     true
 }
 

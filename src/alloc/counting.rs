@@ -1,19 +1,29 @@
 //! [`Alloc`]: jemalloc plus the per-thread counters of [`slots`](super::slots).
 //!
-//! The fast path is one thread-local load (the thread's slot, which also says the thread is set
-//! up), one thread-local flag set around jemalloc's own call (so the CPU-time sampler can tell a
-//! thread interrupted inside the allocator, see [`cpu_sampler`](super::cpu_sampler)), and two adds
-//! to the thread's slot. Nothing is timed on the allocation path. The thread's first call and
-//! calls made without a slot go through an out-of-line slow path. What an alloc+free pair costs is
-//! in `BENCHMARKS.md`.
+//! The fast path adds to jemalloc's own call one compare of a thread-local state byte (is the
+//! thread set up?), one never-taken branch, and two thread-local adds (calls and bytes), then
+//! tail-calls jemalloc. The state and the counters sit in one thread-local block at a fixed
+//! offset from the thread pointer: no pointer is loaded and no register is saved. Nothing else is
+//! added: no in-allocator flag and no timing (the allocator's CPU time comes from on-CPU sampling
+//! that looks at the interrupted instruction, see [`cpu_sampler`](super::cpu_sampler) and
+//! [`alloc_text`](super::alloc_text)). What an alloc+free pair costs is in `BENCHMARKS.md`.
 //!
-//! A call made while the thread's slot is being set up, or after its thread-local storage was torn
-//! down, is counted in one shared fallback slot with atomic adds: rare, and still exact.
+//! A thread's first call, and every call while it has no counters of its own, go out of line:
+//! the first one gives the thread a [`Slot`] and publishes there the address of its counters,
+//! where readers find them. At thread exit the counters are folded into the slot and unpublished
+//! (a reader still holding the address is waited for); later calls on the exiting thread count in
+//! one shared fallback slot with atomic adds: rare, and still exact.
+//!
+//! **A failed allocation.** The fast path counts before it calls jemalloc, so that the call can be
+//! a tail call; when jemalloc returns null (out of memory) nothing comes back through the wrapper.
+//! A program that survives a failed `alloc` (`try_reserve`, `Box::try_new`) sees it counted as one
+//! allocation of its size that is never freed; otherwise a failed `alloc` ends the program
+//! (`handle_alloc_error`). `alloc_zeroed` and `realloc` count after the call, exactly.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering::*, compiler_fence};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
 use tikv_jemallocator::Jemalloc;
 
@@ -22,10 +32,10 @@ use super::slots::{FALLBACK, Slot, acquire_slot, add_owned};
 /// jemalloc with the counters rdebug needs; install it as the global allocator.
 ///
 /// It forwards every call to [`tikv_jemallocator::Jemalloc`] and adds, per thread and without any
-/// shared atomic on the hot path, bytes and calls allocated and freed. It also marks, in a
-/// thread-local flag, when a thread is inside an allocator call: the allocator's CPU time is
-/// measured by sampling on CPU time (`SIGPROF` from a process CPU-time timer) and counting the
-/// samples that land inside the allocator, not by timing calls.
+/// shared atomic on the hot path, bytes and calls allocated and freed: two thread-local adds per
+/// call. The allocator's CPU time is measured by sampling on CPU time (`SIGPROF` from per-thread
+/// CPU-time timers) and counting the samples whose interrupted instruction lies in jemalloc's or
+/// this wrapper's code, not by timing or flagging calls.
 ///
 /// ```
 /// #[global_allocator]
@@ -56,133 +66,216 @@ impl Alloc {
 unsafe impl GlobalAlloc for Alloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((s, l)) = enter() else {
+        let counted = LOCAL
+            .try_with(|l| {
+                if l.state.get() != STATE_READY {
+                    return false;
+                }
+                add_owned(&l.hot.allocs, 1);
+                add_owned(&l.hot.allocated_bytes, layout.size() as u64);
+                true
+            })
+            .unwrap_or(false);
+        if !counted {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_slow(layout, false) };
-        };
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { self.inner.alloc(layout) };
-        leave(l);
-        if !p.is_null() {
-            s.add_alloc(layout.size());
+            return unsafe { self.alloc_attention(layout) };
         }
-        p
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.alloc(layout) }
     }
 
     #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some((s, l)) = enter() else {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.alloc_slow(layout, true) };
-        };
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
-        leave(l);
-        if !p.is_null() {
-            s.add_alloc(layout.size());
-        }
-        p
-    }
-
-    #[inline(always)]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match enter() {
-            Some((s, l)) => {
-                s.add_free(layout.size());
-                // SAFETY: forwarded with the caller's guarantees.
-                unsafe { self.inner.dealloc(ptr, layout) };
-                leave(l);
-            }
-            // SAFETY: forwarded with the caller's guarantees.
-            None => unsafe { self.dealloc_slow(ptr, layout) },
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let Some((s, l)) = enter() else {
-            // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { self.realloc_slow(ptr, layout, new_size) };
-        };
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        leave(l);
-        if !p.is_null() {
-            // A reallocation is counted as what it is: the old block freed, a new one allocated.
-            s.add_free(layout.size());
-            s.add_alloc(new_size);
-        }
-        p
-    }
-}
-
-/// The slow paths: a thread's first call, and calls made while the thread has no slot of its own
-/// (being set up, or torn down). Kept out of line so the fast path stays a few instructions
-/// around jemalloc's own call.
-impl Alloc {
-    #[cold]
-    #[inline(never)]
-    unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let l = slow_enter();
-        // SAFETY: forwarded with the caller's guarantees.
-        let p = unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(layout)
-            } else {
-                self.inner.alloc(layout)
-            }
-        };
-        slow_leave(l);
         if !p.is_null() {
             count_alloc(layout.size());
         }
         p
     }
 
-    #[cold]
-    #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
-        let l = slow_enter();
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let counted = LOCAL
+            .try_with(|l| {
+                if l.state.get() != STATE_READY {
+                    return false;
+                }
+                add_owned(&l.hot.frees, 1);
+                add_owned(&l.hot.freed_bytes, layout.size() as u64);
+                true
+            })
+            .unwrap_or(false);
+        if !counted {
+            // SAFETY: forwarded with the caller's guarantees.
+            return unsafe { self.dealloc_attention(ptr, layout) };
+        }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { self.inner.dealloc(ptr, layout) };
-        slow_leave(l);
-        count_free(layout.size());
+        unsafe { self.inner.dealloc(ptr, layout) }
     }
 
-    #[cold]
-    #[inline(never)]
-    unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let l = slow_enter();
+    #[inline(always)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        slow_leave(l);
         if !p.is_null() {
-            count_realloc(layout.size(), new_size);
+            // A reallocation is counted as what it is: the old block freed, a new one allocated.
+            count_free(layout.size());
+            count_alloc(new_size);
         }
         p
     }
 }
 
-/// The current thread's own counters (allocated/freed bytes and calls), for checking that a
-/// piece of code allocates nothing. Zero when [`Alloc`] is not the global allocator.
-pub(crate) fn this_thread_counters() -> (u64, u64) {
-    LOCAL.with(|l| {
-        let p = l.slot.get();
-        if p.is_null() {
-            return (0, 0);
-        }
-        // SAFETY: slots are never freed.
-        let s = unsafe { &*p };
-        (s.allocs.load(Relaxed), s.allocated_bytes.load(Relaxed))
-    })
+/// The out-of-line paths of `alloc` and `dealloc` (see [`attention`]); they make the call
+/// themselves, so the fast path has no call to return from and saves no register.
+impl Alloc {
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_attention(&self, layout: Layout) -> *mut u8 {
+        attention(true, layout.size());
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.alloc(layout) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_attention(&self, ptr: *mut u8, layout: Layout) {
+        attention(false, layout.size());
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.dealloc(ptr, layout) }
+    }
 }
 
-/// Whether the calling thread is inside a call to [`Alloc`] right now. Async-signal-safe: one
-/// read of a `const`-initialised thread-local without a destructor; the CPU-time sampler's
-/// signal handler calls it on the interrupted thread.
-#[inline]
-pub(crate) fn in_allocator() -> bool {
-    LOCAL.try_with(|l| l.inside.get()).unwrap_or(false)
+/// The thread's counters, in its own thread-local block. Written only by the owning thread (plain
+/// relaxed load + store: no `lock` prefix); read by other threads through the address published
+/// in the thread's [`Slot`].
+pub(crate) struct Hot {
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    allocated_bytes: AtomicU64,
+    freed_bytes: AtomicU64,
+}
+
+/// One reading of a thread's counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HotValues {
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
+    pub(crate) allocated_bytes: u64,
+    pub(crate) freed_bytes: u64,
+}
+
+impl Hot {
+    const fn new() -> Self {
+        Hot {
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            allocated_bytes: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The counts (relaxed loads; any thread).
+    pub(crate) fn read(&self) -> HotValues {
+        HotValues {
+            allocs: self.allocs.load(Relaxed),
+            frees: self.frees.load(Relaxed),
+            allocated_bytes: self.allocated_bytes.load(Relaxed),
+            freed_bytes: self.freed_bytes.load(Relaxed),
+        }
+    }
+
+    /// Back to zero. Owning thread only, once its counts are no longer published.
+    fn reset(&self) {
+        for c in [
+            &self.allocs,
+            &self.frees,
+            &self.allocated_bytes,
+            &self.freed_bytes,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+
+    /// Counts one call of `size` bytes. Owning thread only.
+    #[inline(always)]
+    fn add(&self, is_alloc: bool, size: usize) {
+        if is_alloc {
+            add_owned(&self.allocs, 1);
+            add_owned(&self.allocated_bytes, size as u64);
+        } else {
+            add_owned(&self.frees, 1);
+            add_owned(&self.freed_bytes, size as u64);
+        }
+    }
+}
+
+/// Counts one call (the paths that count after jemalloc's call, and the out-of-line ones).
+#[inline(always)]
+fn count(is_alloc: bool, size: usize) {
+    let counted = LOCAL
+        .try_with(|l| {
+            if l.state.get() != STATE_READY {
+                return false;
+            }
+            l.hot.add(is_alloc, size);
+            true
+        })
+        .unwrap_or(false);
+    if !counted {
+        attention(is_alloc, size);
+    }
+}
+
+#[inline(always)]
+fn count_alloc(size: usize) {
+    count(true, size);
+}
+
+#[inline(always)]
+fn count_free(size: usize) {
+    count(false, size);
+}
+
+/// The thread is not set up (its first call) or has no counters of its own (being set up, or
+/// torn down): counts the call where it belongs, setting the thread up first if it is new.
+#[cold]
+#[inline(never)]
+fn attention(is_alloc: bool, size: usize) {
+    let counted = LOCAL
+        .try_with(|l| {
+            if l.state.get() == STATE_NEW {
+                set_up(l);
+            }
+            // While being set up, the counts go to the counters about to be published.
+            let own = matches!(l.state.get(), STATE_READY | STATE_SETTING_UP);
+            if own {
+                l.hot.add(is_alloc, size);
+            }
+            own
+        })
+        .unwrap_or(false);
+    if !counted {
+        let (calls, bytes) = if is_alloc {
+            (&FALLBACK.allocs, &FALLBACK.allocated_bytes)
+        } else {
+            (&FALLBACK.frees, &FALLBACK.freed_bytes)
+        };
+        calls.fetch_add(1, Relaxed);
+        bytes.fetch_add(size as u64, Relaxed);
+    }
+}
+
+/// The current thread's own counters (allocated calls and bytes), for checking that a piece of
+/// code allocates nothing. Zero when [`Alloc`] is not the global allocator.
+pub(crate) fn this_thread_counters() -> (u64, u64) {
+    LOCAL
+        .try_with(|l| {
+            let v = l.hot.read();
+            (v.allocs, v.allocated_bytes)
+        })
+        .unwrap_or((0, 0))
 }
 
 const STATE_NEW: u8 = 0;
@@ -190,25 +283,24 @@ const STATE_SETTING_UP: u8 = 1;
 const STATE_READY: u8 = 2;
 const STATE_GONE: u8 = 3;
 
-/// Per-thread state. `const`-initialised and without `Drop`, so reaching it never allocates and
-/// never registers a destructor, and it stays readable while the thread is being torn down (and
-/// from a signal handler).
-///
-/// `slot` gates the fast path: it is null until the thread's first call sets the thread up, and
-/// null again once the thread hands its slot back at exit.
+/// Per-thread state and counters. `const`-initialised and without `Drop`, so reaching it never
+/// allocates and never registers a destructor, and it stays readable while the thread is being
+/// torn down (and from a signal handler). One thread-local, so the fast path reaches the state
+/// byte and the counters from one base.
 struct Local {
-    slot: Cell<*const Slot>,
+    /// `STATE_READY` is the fast path's condition.
     state: Cell<u8>,
-    /// Inside an allocator call now (read by the CPU-time sampler's signal handler).
-    inside: Cell<bool>,
+    /// The thread's slot once set up; null before, and again once handed back at exit.
+    slot: Cell<*const Slot>,
+    hot: Hot,
 }
 
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            slot: Cell::new(ptr::null()),
             state: Cell::new(STATE_NEW),
-            inside: Cell::new(false),
+            slot: Cell::new(ptr::null()),
+            hot: Hot::new(),
         }
     };
     /// Its destructor hands the slot back when the thread exits.
@@ -220,85 +312,49 @@ struct ReleaseOnExit;
 impl Drop for ReleaseOnExit {
     fn drop(&mut self) {
         let _ = LOCAL.try_with(|l| {
-            // Later calls on this thread take the slow path and count in the fallback slot.
-            let p = l.slot.replace(ptr::null());
+            // Later calls on this thread go out of line and count in the fallback slot.
             l.state.set(STATE_GONE);
+            let p = l.slot.replace(ptr::null());
             if !p.is_null() {
                 // SAFETY: slots are never freed.
                 let s = unsafe { &*p };
                 super::cpu_sampler::disarm(s);
+                s.fold_and_unpublish(l.hot.read());
                 s.tid.store(0, Relaxed);
                 s.in_use.store(false, Release);
             }
+            l.hot.reset();
         });
     }
 }
 
-/// The fast path's start: this thread's slot, with the thread marked inside the allocator; `None`
-/// when the call must take the slow path (the thread's first call, or no slot of its own).
-#[inline(always)]
-fn enter() -> Option<(&'static Slot, *const Local)> {
-    LOCAL
-        .try_with(|l| {
-            let p = l.slot.get();
-            if p.is_null() {
-                return None;
-            }
-            l.inside.set(true);
-            // The flag must be set before jemalloc runs, as a signal handler sees it.
-            compiler_fence(SeqCst);
-            // SAFETY: slots are never freed, and only this thread writes this one.
-            Some((unsafe { &*p }, l as *const Local))
-        })
-        .ok()
-        .flatten()
-}
-
-/// The fast path's end: the thread is out of the allocator.
-#[inline(always)]
-fn leave(l: *const Local) {
-    compiler_fence(SeqCst);
-    // SAFETY: `l` is this thread's `Local`, alive for the whole call.
-    unsafe { (*l).inside.set(false) };
-}
-
-/// The slow path's start: sets the thread up on its first call, marks it inside the allocator.
-#[inline]
-fn slow_enter() -> Option<*const Local> {
-    LOCAL
-        .try_with(|l| {
-            if l.state.get() == STATE_NEW {
-                set_up(l);
-            }
-            l.inside.set(true);
-            compiler_fence(SeqCst);
-            l as *const Local
-        })
-        .ok()
-}
-
-#[inline]
-fn slow_leave(l: Option<*const Local>) {
-    if let Some(l) = l {
-        leave(l);
-    }
-}
-
-/// Takes a slot for this thread, which arms the fast path.
+/// Takes a slot for this thread and publishes its counters there.
 #[cold]
 fn set_up(l: &Local) {
     l.state.set(STATE_SETTING_UP);
     let s = acquire_slot();
-    // Touching RELEASE registers its destructor; if that allocates, the nested calls still see
-    // no slot and take the slow path: counted in the fallback slot.
+    // Touching RELEASE registers its destructor; if that allocates, the nested calls count in
+    // this thread's counters (published just below).
     let _ = RELEASE.try_with(|_| ());
-    if !s.is_null() {
-        // SAFETY: slots are never freed; this thread owns this one now.
-        let slot = unsafe { &*s };
-        slot.tid.store(super::cpu_sampler::current_tid(), Relaxed);
-        // If the CPU-time sampler runs, this thread gets its own timer now.
-        super::cpu_sampler::arm(slot);
+    if s.is_null() {
+        // No slot to publish in (the system allocator failed): count in the shared slot.
+        let v = l.hot.read();
+        FALLBACK.allocs.fetch_add(v.allocs, Relaxed);
+        FALLBACK.frees.fetch_add(v.frees, Relaxed);
+        FALLBACK
+            .allocated_bytes
+            .fetch_add(v.allocated_bytes, Relaxed);
+        FALLBACK.freed_bytes.fetch_add(v.freed_bytes, Relaxed);
+        l.hot.reset();
+        l.state.set(STATE_GONE);
+        return;
     }
+    // SAFETY: slots are never freed; this thread owns this one now.
+    let slot = unsafe { &*s };
+    slot.publish(&l.hot);
+    slot.tid.store(super::cpu_sampler::current_tid(), Relaxed);
+    // If the CPU-time sampler runs, this thread gets its own timer now.
+    super::cpu_sampler::arm(slot);
     l.slot.set(s);
     l.state.set(STATE_READY);
 }
@@ -313,53 +369,4 @@ pub(crate) fn current_slot() -> Option<&'static Slot> {
         })
         .ok()
         .flatten()
-}
-
-/// The slot this thread writes (owned), or the shared fallback slot.
-#[inline]
-fn with_slot(f: impl FnOnce(&Slot, bool)) {
-    let _ = LOCAL.try_with(|l| {
-        let p = l.slot.get();
-        if p.is_null() {
-            f(&FALLBACK, false);
-        } else {
-            // SAFETY: slots are never freed; only this thread writes this one.
-            f(unsafe { &*p }, true);
-        }
-    });
-}
-
-#[inline]
-fn bump(counter: &AtomicU64, by: u64, owned: bool) {
-    if owned {
-        add_owned(counter, by);
-    } else {
-        counter.fetch_add(by, Relaxed);
-    }
-}
-
-#[inline]
-fn count_alloc(size: usize) {
-    with_slot(|s, owned| {
-        bump(&s.allocs, 1, owned);
-        bump(&s.allocated_bytes, size as u64, owned);
-    });
-}
-
-#[inline]
-fn count_free(size: usize) {
-    with_slot(|s, owned| {
-        bump(&s.frees, 1, owned);
-        bump(&s.freed_bytes, size as u64, owned);
-    });
-}
-
-#[inline]
-fn count_realloc(old: usize, new: usize) {
-    with_slot(|s, owned| {
-        bump(&s.frees, 1, owned);
-        bump(&s.freed_bytes, old as u64, owned);
-        bump(&s.allocs, 1, owned);
-        bump(&s.allocated_bytes, new as u64, owned);
-    });
 }

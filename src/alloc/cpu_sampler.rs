@@ -5,10 +5,11 @@
 //! clock (`timer_create` on the thread's CPU clock with `SIGEV_THREAD_ID`, Go's way since
 //! golang/go#35057: a process-wide timer lands its signals on whichever CPU's tick noticed the
 //! expiry, which measured here gave one thread anywhere from 11% to 107% of its share). Each
-//! expiry interrupts the thread that used the time; the handler asks it whether it is inside an
-//! [`Alloc`](crate::Alloc) call (a thread-local flag the allocator sets around jemalloc's own
-//! call) and adds the period to the allocator's CPU time if so. So the figure is each thread's CPU
-//! time times the share of its samples that landed in the allocator, as `perf` would measure it:
+//! expiry interrupts the thread that used the time; the handler asks whether the interrupted
+//! instruction lies in the allocator's code (an address table of jemalloc's and the global
+//! allocator's functions, built once from the executable's symbol table, see
+//! [`alloc_text`](super::alloc_text)) and adds the period to the allocator's CPU time if so.
+//! So the figure is each thread's CPU time times the share of its samples that landed in the allocator, as `perf` would measure it:
 //! a preempted thread uses no CPU and is never sampled, and the figure cannot exceed the CPU the
 //! threads used. A profile hook (the CPU profiler) gets every sample too, with the interrupted
 //! context. A thread that never allocated has no timer (it spends no time in the allocator).
@@ -80,6 +81,11 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
     }
     if FAILED.load(Relaxed) {
         return Err("the CPU-time sampler could not start");
+    }
+    // Where the allocator's code is, for the handler: built once, here, outside it.
+    if let Err(reason) = super::alloc_text::build() {
+        FAILED.store(true, Relaxed);
+        return Err(reason);
     }
     let _guard = control_lock();
     if FOR_ALLOC.load(Acquire) {
@@ -240,7 +246,7 @@ fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
         .load(Relaxed)
         .saturating_mul(overrun.saturating_add(1));
     TOTAL_NS.fetch_add(weight, Relaxed);
-    if super::counting::in_allocator() {
+    if super::alloc_text::interrupted_in_allocator(ucontext) {
         ALLOC_NS.fetch_add(weight, Relaxed);
     }
     if HOOK.load(Acquire) != 0 {

@@ -3,6 +3,7 @@
 //!
 //! Uses only [`sys`](crate::sys).
 
+pub(crate) mod alloc_text;
 pub(crate) mod counting;
 pub(crate) mod cpu_sampler;
 pub(crate) mod jemalloc;

@@ -1,16 +1,23 @@
 //! The per-thread counter slots and their totals ([`AllocCounters`]).
 //!
-//! Every thread that allocates gets a [`Slot`] of counters the first time it calls the allocator.
-//! Only the owning thread writes its slot, with plain relaxed load + store (no `lock`-prefixed
-//! instruction on the hot path); readers sum every slot. When a thread exits its slot is marked
-//! free and the next new thread takes it over *with the counts already in it*, so nothing is lost,
-//! nothing is counted twice, and the number of slots is bounded by the most threads that were ever
-//! alive at once. Slots are never freed: their memory comes from the system allocator, never from
+//! Every thread that allocates gets a [`Slot`] the first time it calls the allocator, and
+//! publishes there the address of its counters, which live in its own thread-local block (see
+//! [`counting`](super::counting)); only the owning thread writes them, readers sum every slot.
+//! When a thread exits its counts are folded into its slot's retained totals, the address is
+//! unpublished (under a sequence count, so a reader never counts them twice or not at all, and
+//! after every reader that still holds the address is done with it), and the slot is marked free;
+//! the next new thread takes it over *with the retained counts in it*, so nothing is lost, nothing
+//! is counted twice, and the number of slots is bounded by the most threads that were ever alive
+//! at once. Slots are never freed: their memory comes from the system allocator, never from
 //! [`Alloc`](crate::Alloc) itself.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*, fence,
+};
+
+use super::counting::{Hot, HotValues};
 
 /// No timer in [`Slot::timer`].
 pub(crate) const NO_TIMER: usize = usize::MAX;
@@ -73,20 +80,18 @@ pub struct AllocCounters {
 /// ```
 pub fn alloc_counters() -> AllocCounters {
     let mut c = AllocCounters::default();
-    let mut add = |s: &Slot| {
-        c.allocated_bytes = c
-            .allocated_bytes
-            .saturating_add(s.allocated_bytes.load(Relaxed));
-        c.freed_bytes = c.freed_bytes.saturating_add(s.freed_bytes.load(Relaxed));
-        c.allocs = c.allocs.saturating_add(s.allocs.load(Relaxed));
-        c.frees = c.frees.saturating_add(s.frees.load(Relaxed));
+    let mut add = |v: HotValues| {
+        c.allocated_bytes = c.allocated_bytes.saturating_add(v.allocated_bytes);
+        c.freed_bytes = c.freed_bytes.saturating_add(v.freed_bytes);
+        c.allocs = c.allocs.saturating_add(v.allocs);
+        c.frees = c.frees.saturating_add(v.frees);
     };
-    add(&FALLBACK);
+    add(FALLBACK.retained());
     let mut p: *const Slot = SLOTS.load(Acquire);
     while !p.is_null() {
         // SAFETY: slots are never freed once published.
         let s = unsafe { &*p };
-        add(s);
+        add(s.read());
         c.slots += 1;
         if s.in_use.load(Relaxed) {
             c.threads += 1;
@@ -109,13 +114,22 @@ pub(crate) fn is_installed() -> bool {
     INSTALLED.load(Relaxed)
 }
 
-/// One thread's counters. Written only by the owning thread; read by anyone.
+/// One thread's place among the counters: the address of its thread-local counters while it
+/// runs, and the retained counts of the threads that had the slot before and exited. Written only
+/// by the owning thread (the shared fallback slot: atomic adds); read by anyone.
 #[repr(align(64))]
 pub(crate) struct Slot {
+    /// Retained counts (folded in at thread exit; the fallback slot counts here directly).
     pub(crate) allocated_bytes: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) allocs: AtomicU64,
     pub(crate) frees: AtomicU64,
+    /// The owning thread's counters, in its thread-local block; null when none is published.
+    hot: AtomicPtr<Hot>,
+    /// Odd while the owner folds its counters in at exit (a sequence lock for readers).
+    seq: AtomicU64,
+    /// Readers that may be reading through `hot` now; the exiting owner waits for 0.
+    readers: AtomicU32,
     pub(crate) in_use: AtomicBool,
     /// Kernel id of the thread that owns the slot now (0 before it is known).
     pub(crate) tid: AtomicI64,
@@ -130,18 +144,66 @@ pub(crate) struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    /// Counts one allocation of `size` bytes; owning thread only.
-    #[inline(always)]
-    pub(crate) fn add_alloc(&self, size: usize) {
-        add_owned(&self.allocs, 1);
-        add_owned(&self.allocated_bytes, size as u64);
+    /// Publishes the calling thread's counters; the owning thread, once, at set-up.
+    pub(crate) fn publish(&self, hot: &Hot) {
+        self.hot.store(ptr::from_ref(hot).cast_mut(), SeqCst);
     }
 
-    /// Counts one free of `size` bytes; owning thread only.
-    #[inline(always)]
-    pub(crate) fn add_free(&self, size: usize) {
-        add_owned(&self.frees, 1);
-        add_owned(&self.freed_bytes, size as u64);
+    /// The owner is exiting: adds its counts `v` to the retained ones and unpublishes its
+    /// counters, then waits until no reader can still be reading them (a reader holds them for
+    /// a few loads). Owning thread only, from its thread-exit destructor.
+    pub(crate) fn fold_and_unpublish(&self, v: HotValues) {
+        self.seq.fetch_add(1, SeqCst);
+        add_owned(&self.allocs, v.allocs);
+        add_owned(&self.frees, v.frees);
+        add_owned(&self.allocated_bytes, v.allocated_bytes);
+        add_owned(&self.freed_bytes, v.freed_bytes);
+        self.hot.store(ptr::null_mut(), SeqCst);
+        self.seq.fetch_add(1, SeqCst);
+        while self.readers.load(SeqCst) != 0 {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+
+    /// The retained counts alone.
+    fn retained(&self) -> HotValues {
+        HotValues {
+            allocs: self.allocs.load(Relaxed),
+            frees: self.frees.load(Relaxed),
+            allocated_bytes: self.allocated_bytes.load(Relaxed),
+            freed_bytes: self.freed_bytes.load(Relaxed),
+        }
+    }
+
+    /// Retained plus the owner's live counts, each thread's counts exactly once.
+    fn read(&self) -> HotValues {
+        self.readers.fetch_add(1, SeqCst);
+        let v = loop {
+            let before = self.seq.load(SeqCst);
+            if before & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut v = self.retained();
+            let h = self.hot.load(SeqCst);
+            if !h.is_null() {
+                // SAFETY: a published address stays valid while `readers` is non-zero: the
+                // owner unpublishes it and then waits for `readers` to drop to 0 before its
+                // thread-local block can go away.
+                let l = unsafe { &*h }.read();
+                v.allocs = v.allocs.wrapping_add(l.allocs);
+                v.frees = v.frees.wrapping_add(l.frees);
+                v.allocated_bytes = v.allocated_bytes.wrapping_add(l.allocated_bytes);
+                v.freed_bytes = v.freed_bytes.wrapping_add(l.freed_bytes);
+            }
+            fence(Acquire);
+            if self.seq.load(SeqCst) == before {
+                break v;
+            }
+        };
+        self.readers.fetch_sub(1, SeqCst);
+        v
     }
 
     const fn new() -> Self {
@@ -150,6 +212,9 @@ impl Slot {
             freed_bytes: AtomicU64::new(0),
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
+            hot: AtomicPtr::new(ptr::null_mut()),
+            seq: AtomicU64::new(0),
+            readers: AtomicU32::new(0),
             in_use: AtomicBool::new(false),
             tid: AtomicI64::new(0),
             timer: AtomicUsize::new(NO_TIMER),
