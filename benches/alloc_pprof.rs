@@ -12,6 +12,14 @@ use criterion::Criterion;
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 fn main() {
+    // `ALLOC_PROF_RATE=BYTES` (0: paused) for the fixed-steps run under callgrind; without it
+    // sampling runs at the build's default, Go's 512 KiB.
+    if let Some(rate) = std::env::var("ALLOC_PROF_RATE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        rdebug::profile::set_memprofilerate(rate).expect("jemalloc profiling");
+    }
     if alloc_loop::fixed_steps() {
         return;
     }

@@ -201,3 +201,66 @@ fn memprofile_is_written_at_exit() {
     );
     assert!(quantity("64MB") == Some(64.0 * MIB as f64));
 }
+
+/// jemalloc's `experimental.hooks.prof_backtrace` now: who takes sampled stacks.
+fn stack_hook() -> usize {
+    let mut hook: usize = 0;
+    let mut len = size_of::<usize>();
+    // SAFETY: reads a function pointer into a buffer of its size.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"experimental.hooks.prof_backtrace".as_ptr(),
+            (&mut hook as *mut usize).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "experimental.hooks.prof_backtrace");
+    hook
+}
+
+/// Setting the rate hands stack taking to rdebug's unwinder (instead of libgcc's); the stacks
+/// it takes, on the main thread and on another, still show each function with what it holds.
+#[test]
+fn stacks_taken_by_rdebugs_unwinder_show_what_each_function_holds() {
+    let name = support::test_name!();
+    let pb = support::temp_path("heap-hook.pb.gz");
+    if is_child(name) {
+        let libgcc = stack_hook();
+        rdebug::profile::set_memprofilerate(524_288).expect("heap sampling");
+        let ours = stack_hook();
+        let a = std::thread::spawn(|| hold_a(256)).join().expect("thread");
+        let b = hold_b(128);
+        let p = rdebug::profile::heap().expect("heap profile");
+        std::fs::write(
+            std::env::var("PB").unwrap(),
+            p.pprof_gz(rdebug::profile::HeapKind::Heap),
+        )
+        .unwrap();
+        println!("RESULT hook_changed {}", u64::from(libgcc != ours));
+        drop((a, b));
+        return;
+    }
+    let out = run_child(name, &[("PB", &pb)], TIMEOUT);
+    out.assert_success();
+    assert_eq!(
+        result(&out.stdout, "hook_changed"),
+        1,
+        "rdebug's unwinder takes the stacks"
+    );
+    let t = top(&pb, &["-sample_index=inuse_space"]);
+    let _ = std::fs::remove_file(&pb);
+    for (f, mib) in [("hold_a", 256.0), ("hold_b", 128.0)] {
+        let row = t
+            .row(f)
+            .unwrap_or_else(|| panic!("{f} missing:\n{}", t.text));
+        let want = mib * MIB as f64;
+        assert!(
+            (row.cum - want).abs() <= 0.15 * want,
+            "{f}: pprof says {} MiB, held {mib} MiB\n{}",
+            row.cum / MIB as f64,
+            t.text
+        );
+    }
+}

@@ -20,7 +20,7 @@ use super::proto::Builder;
 use super::symbols::Symbols;
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
-use unwind::Unwinder;
+pub(crate) use unwind::Unwinder;
 
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -47,8 +47,9 @@ struct Live {
 /// The running profile's state, for the handler (null: none).
 static LIVE: AtomicPtr<Live> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The unwinder, built once before the first profile (the objects loaded then).
-fn unwinder() -> &'static Unwinder {
+/// The unwinder, built once before the first profile (the objects loaded then); the heap
+/// profiler's stack hook uses it too.
+pub(crate) fn unwinder() -> &'static Unwinder {
     static UNWINDER: OnceLock<Unwinder> = OnceLock::new();
     UNWINDER.get_or_init(Unwinder::load)
 }

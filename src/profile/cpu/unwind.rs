@@ -158,6 +158,115 @@ impl Unwinder {
     }
 }
 
+impl Unwinder {
+    /// Walks the calling thread's own stack, outside any signal handler, into `out`: return
+    /// addresses, innermost first (as libgcc's `_Unwind_Backtrace` gives them), leaving out this
+    /// function's own frame and the `skip` frames above it. Returns how many.
+    ///
+    /// No allocation, no lock; waits (yielding) while every cache is taken. Stack words are read
+    /// directly when they lie between the stack pointer and 8 MiB above it, trusting the unwind
+    /// information as libgcc does; anything else ends the walk.
+    #[inline(never)]
+    pub(crate) fn walk_here(&self, out: &mut [u64], skip: usize) -> usize {
+        let Some((pc, sp, regs)) = here() else {
+            return 0;
+        };
+        let slot = loop {
+            if let Some(s) = self
+                .caches
+                .iter()
+                .find(|s| !s.busy.swap(true, Ordering::Acquire))
+            {
+                break s;
+            }
+            std::thread::yield_now();
+        };
+        // SAFETY: the `busy` flag gives this caller the cache alone until it is cleared.
+        let cache = unsafe { &mut *slot.cache.get() };
+        let top = sp.saturating_add(8 << 20);
+        let mut read = |addr: u64| {
+            if addr >= sp && addr < top && addr % 8 == 0 {
+                // SAFETY: an aligned word of this thread's own stack, above its stack pointer,
+                // at an address the unwind information names (see above).
+                Ok(unsafe { (addr as *const u64).read_volatile() })
+            } else {
+                Err(())
+            }
+        };
+        let mut it = self.unwinder.iter_frames(pc, regs, cache, &mut read);
+        let mut n = 0;
+        // The first frame is this function itself.
+        for _ in 0..=skip {
+            if !matches!(it.next(), Ok(Some(_))) {
+                slot.busy.store(false, Ordering::Release);
+                return 0;
+            }
+        }
+        while n < out.len() {
+            match it.next() {
+                Ok(Some(frame)) => {
+                    out[n] = frame.address();
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        slot.busy.store(false, Ordering::Release);
+        n
+    }
+}
+
+/// The calling function's own registers for framehop: its pc, stack and frame pointer.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[inline(always)]
+fn here() -> Option<(u64, u64, UnwindRegsNative)> {
+    let (pc, sp, bp): (u64, u64, u64);
+    // SAFETY: reads three registers, touches no memory.
+    unsafe {
+        std::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    Some((pc, sp, UnwindRegsNative::new(pc, sp, bp)))
+}
+
+/// The calling function's own registers for framehop: its pc, stack and frame pointer.
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+#[inline(always)]
+fn here() -> Option<(u64, u64, UnwindRegsNative)> {
+    let (pc, sp, fp, lr): (u64, u64, u64, u64);
+    // SAFETY: reads four registers, touches no memory.
+    unsafe {
+        std::arch::asm!(
+            "adr {pc}, .",
+            "mov {sp}, sp",
+            "mov {fp}, x29",
+            "mov {lr}, x30",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            lr = out(reg) lr,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    Some((pc, sp, UnwindRegsNative::new(lr, sp, fp)))
+}
+
+/// Stack walking is implemented for Linux on x86_64 and aarch64.
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn here() -> Option<(u64, u64, UnwindRegsNative)> {
+    None
+}
+
 /// The registers framehop starts from, from the handler's `ucontext_t`.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn registers(ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {

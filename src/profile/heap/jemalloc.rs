@@ -1,12 +1,14 @@
 //! jemalloc's sampling heap profiler: turned on at start-up, its rate set from
 //! `memprofilerate`, and its samples dumped (`prof.dump`) into an in-memory file.
 
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::{CStr, c_char, c_uint, c_void};
 use std::ptr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use tikv_jemalloc_sys as sys;
 
+use crate::profile::cpu::Unwinder;
 use crate::sync::lock;
 
 /// jemalloc's options, read once before its first allocation: heap sampling on, at Go's rate
@@ -97,6 +99,9 @@ pub(crate) fn set_rate(bytes: u64) -> Result<u64, String> {
     if !enabled() {
         return Err(NOT_ENABLED.into());
     }
+    if bytes > 0 {
+        install_stack_hook();
+    }
     let _dumping = lock(&DUMP);
     if bytes == 0 {
         write(c"prof.active", false).map_err(|rc| format!("prof.active: error {rc}"))?;
@@ -108,6 +113,42 @@ pub(crate) fn set_rate(bytes: u64) -> Result<u64, String> {
     }
     write(c"prof.active", true).map_err(|rc| format!("prof.active: error {rc}"))?;
     Ok(1 << lg)
+}
+
+/// The unwinder the stack hook walks with (null until [`install_stack_hook`] set it).
+static HOOK_UNWINDER: AtomicPtr<Unwinder> = AtomicPtr::new(ptr::null_mut());
+
+/// jemalloc's `prof_backtrace_hook_t`: the stack of a sampled allocation, taken with rdebug's
+/// framehop unwinder (its tables built once) instead of libgcc's `_Unwind_Backtrace`, which
+/// searches the FDE tables for every frame (`_Unwind_Find_FDE`). Called by jemalloc on the
+/// allocating thread, outside any signal handler; allocates nothing.
+unsafe extern "C" fn stack_hook(vec: *mut *mut c_void, len: *mut c_uint, max_len: c_uint) {
+    let u = HOOK_UNWINDER.load(Ordering::Acquire);
+    if u.is_null() || vec.is_null() || len.is_null() {
+        return;
+    }
+    // SAFETY: jemalloc hands a vector of `max_len` pointers; a code address fits in each.
+    let out = unsafe { std::slice::from_raw_parts_mut(vec.cast::<u64>(), max_len as usize) };
+    // SAFETY: set once from a `&'static Unwinder`.
+    let n = unsafe { &*u }.walk_here(out, 1);
+    // SAFETY: jemalloc's length out-parameter.
+    unsafe { *len = n as c_uint };
+}
+
+/// Has jemalloc take sampled stacks with rdebug's unwinder (`experimental.hooks.prof_backtrace`)
+/// from now on; before, libgcc's. Builds the unwinder the first time (allocates: never from
+/// inside the allocator). `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's.
+pub(crate) fn install_stack_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if !enabled() || std::env::var_os("RDEBUG_HEAP_UNWIND").is_some_and(|v| v == "libgcc") {
+        return;
+    }
+    ONCE.call_once(|| {
+        let u: &'static Unwinder = crate::profile::cpu::unwinder();
+        HOOK_UNWINDER.store(ptr::from_ref(u).cast_mut(), Ordering::Release);
+        type Hook = unsafe extern "C" fn(*mut *mut c_void, *mut c_uint, c_uint);
+        let _ = write::<Hook>(c"experimental.hooks.prof_backtrace", stack_hook);
+    });
 }
 
 /// Why there is no heap profile when jemalloc's profiler is off.
@@ -127,6 +168,7 @@ pub(crate) fn dump() -> Result<std::fs::File, String> {
     if !enabled() {
         return Err(NOT_ENABLED.into());
     }
+    install_stack_hook();
     // SAFETY: a NUL-terminated name; the fd returned is ours.
     let fd = unsafe { libc::memfd_create(c"rdebug-heap".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
