@@ -182,7 +182,8 @@ impl Slot {
         let v = loop {
             let before = self.seq.load(SeqCst);
             if before & 1 == 1 {
-                std::hint::spin_loop();
+                // The owner is folding its counts in (a few stores), or was preempted doing so.
+                std::thread::yield_now();
                 continue;
             }
             let mut v = self.retained();
