@@ -23,12 +23,15 @@
 //! # How sampled stacks are taken
 //!
 //! jemalloc takes each sampled allocation's stack with libgcc's `_Unwind_Backtrace` unless told
-//! otherwise. From [`init`](crate::init) with `RDEBUG` set, the first [`set_memprofilerate`] or
-//! the first [`heap`] profile on, whichever comes first, rdebug hands that to its own unwinder (framehop, the CPU profiler's,
-//! its tables built once) through `experimental.hooks.prof_backtrace`: 11,000 instructions per
-//! stack instead of 25,000, half the CPU of a sampled allocation (measured in `BENCHMARKS.md`).
-//! Samples taken before that use libgcc. `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps
-//! libgcc's throughout.
+//! otherwise. From the first [`set_memprofilerate`] with a rate (so from `RDEBUG=memprofilerate=N`
+//! too) or the first [`heap`] profile on, whichever comes first, rdebug hands that to its own
+//! unwinder (framehop, the CPU profiler's, its tables built once) through
+//! `experimental.hooks.prof_backtrace`: 11,000 instructions per stack instead of 25,000, half the
+//! CPU of a sampled allocation (measured in `BENCHMARKS.md`).
+//! Samples taken before that use libgcc (building the unwinder takes a moment and some memory,
+//! so it is not done at [`init`](crate::init); call `set_memprofilerate(524_288)` early to have
+//! every stack taken the fast way). `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's
+//! throughout.
 //!
 //! # What the debug server's routes call
 //!

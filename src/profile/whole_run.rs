@@ -24,8 +24,6 @@ static MEM: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Starts what `config` asks for; problems are one `rdebug: warning:` line each.
 pub(crate) fn start(config: &Config) {
-    // From now on sampled stacks are taken with rdebug's unwinder, not libgcc's.
-    super::heap::jemalloc::install_stack_hook();
     if config.memprofilerate() != DEFAULT_MEMPROFILERATE {
         if let Err(e) = super::set_memprofilerate(config.memprofilerate()) {
             stderr::note("warning", &format!("memprofilerate: {e}"));
