@@ -8,11 +8,15 @@
 # `watched`: built with `http`, the debug server on, nobody looking (`http-idle`), vs a real
 # Prometheus scraping /metrics every second while a client follows the dashboard as the page
 # does (long-polls of /debug/rdebug/history?since=) (`http-watched`).
+# `sampling`: built without `pprof`, built with it (heap sampling on, RDEBUG unset: jemalloc takes
+# sampled stacks with libgcc), and the same with rdebug's unwinder taking them
+# (RDEBUG=memprofilerate=524289: not the default, so rdebug sets it, which hands stack taking to
+# its unwinder; it rounds to the default 2^19).
 # Prints each configuration's mean requests/s and the server's own CPU per request (from
 # /proc/PID/stat: what rdebug adds inside the server, whatever the other processes on the shared
 # cores take), and every run.
 #
-# usage: scripts/server-cost.sh [ROUNDS] [profiles|watched]   (default 20 rounds; hey and the
+# usage: scripts/server-cost.sh [ROUNDS] [profiles|watched|sampling]   (default 20 rounds; hey and the
 #        server share the machine's cores, so one run varies by +-15% on 2 cores: take many
 #        rounds). Needs hey and curl; `watched` needs prometheus.
 # Only 127.0.0.1 is loaded; every hey run is bounded in time; servers are killed after each run.
@@ -20,8 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
 mode=${2:-profiles}
-case "$rounds" in ''|*[!0-9]*) echo "usage: $0 [ROUNDS] [profiles|watched]" >&2; exit 2 ;; esac
-case "$mode" in profiles|watched) ;; *) echo "usage: $0 [ROUNDS] [profiles|watched]" >&2; exit 2 ;; esac
+case "$rounds" in ''|*[!0-9]*) echo "usage: $0 [ROUNDS] [profiles|watched|sampling]" >&2; exit 2 ;; esac
+case "$mode" in profiles|watched|sampling) ;; *) echo "usage: $0 [ROUNDS] [profiles|watched|sampling]" >&2; exit 2 ;; esac
 command -v hey >/dev/null || { echo "needs hey (apt-get install hey)" >&2; exit 2; }
 if [ "$mode" = watched ]; then
   command -v prometheus >/dev/null || { echo "needs prometheus (apt-get install prometheus)" >&2; exit 2; }
@@ -29,7 +33,7 @@ fi
 out=$(mktemp -d)
 watchers=()
 trap 'kill "${watchers[@]}" 2>/dev/null || true; rm -rf "$out"' EXIT
-if [ "$mode" = profiles ]; then
+if [ "$mode" = profiles ] || [ "$mode" = sampling ]; then
   cargo build -q --release --example webapp && cp target/release/examples/webapp "$out/plain"
   cargo build -q --release --features pprof --example webapp && cp target/release/examples/webapp "$out/pprof"
 else
@@ -83,6 +87,10 @@ for r in $(seq 1 "$rounds"); do
     run pprof "$out/pprof" "" none
     run server-idle "$out/pprof" "http=127.0.0.1:6090" none
     run profiling "$out/pprof" "http=127.0.0.1:6090" profile
+  elif [ "$mode" = sampling ]; then
+    run plain "$out/plain" "" none
+    run pprof-libgcc "$out/pprof" "" none
+    run pprof-framehop "$out/pprof" "memprofilerate=524289" none
   else
     run http-idle "$out/http" "http=127.0.0.1:6090" none
     run http-watched "$out/http" "http=127.0.0.1:6090" watched

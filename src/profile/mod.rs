@@ -26,8 +26,9 @@
 //! otherwise. From the first [`set_memprofilerate`] with a rate (so from `RDEBUG=memprofilerate=N`
 //! too) or the first [`heap`] profile on, whichever comes first, rdebug hands that to its own
 //! unwinder (framehop, the CPU profiler's, its tables built once) through
-//! `experimental.hooks.prof_backtrace`: 11,000 instructions per stack instead of 25,000, half the
-//! CPU of a sampled allocation (measured in `BENCHMARKS.md`).
+//! `experimental.hooks.prof_backtrace`: 2,100 instructions per stack instead of 25,000, a fifth
+//! of the CPU of a sampled allocation (measured in `BENCHMARKS.md`). The stack ends at the first
+//! return into the C library (below `main` or a thread's start routine).
 //! Samples taken before that use libgcc (building the unwinder takes a moment and some memory,
 //! so it is not done at [`init`](crate::init); call `set_memprofilerate(524_288)` early to have
 //! every stack taken the fast way). `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's
