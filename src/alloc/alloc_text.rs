@@ -149,25 +149,27 @@ pub(crate) fn interrupted_in_allocator(ucontext: *mut std::ffi::c_void) -> bool 
 }
 
 /// Whether a function of this name (and binding, in this source file) belongs to the allocator.
+/// (`str::contains` runs the standard library's optimised search even in a debug build, where
+/// the table is built too: a test binary has ~10^5 symbols.)
 fn is_allocator_function(name: &[u8], local: bool, jemalloc_file: bool) -> bool {
-    if local && jemalloc_file {
+    if local && jemalloc_file || name.starts_with(b"_rjem_") {
         return true;
     }
-    let has = |needle: &[u8]| name.windows(needle.len()).any(|w| w == needle);
-    if name.starts_with(b"_rjem_") {
-        return true;
-    }
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
     // Rust's global-allocator shims (`__rust_alloc` ..., mangled or not), not the OOM handler.
-    if (has(b"__rust_alloc")
-        || has(b"__rust_dealloc")
-        || has(b"__rust_realloc")
-        || has(b"__rdl_")
-        || has(b"__rg_"))
-        && !has(b"error")
+    if name.contains("__r")
+        && (name.contains("__rust_alloc")
+            || name.contains("__rust_dealloc")
+            || name.contains("__rust_realloc")
+            || name.contains("__rdl_")
+            || name.contains("__rg_"))
+        && !name.contains("error")
     {
         return true;
     }
-    has(b"tikv_jemallocator") || (has(b"rdebug") && has(b"8counting"))
+    name.contains("tikv_jemallocator") || (name.contains("rdebug") && name.contains("8counting"))
 }
 
 /// Sorts and merges ranges that overlap or touch (up to 16-byte alignment padding).
