@@ -9,6 +9,10 @@
 //! allocator (`memset`, `memcpy`, `madvise`, `mmap`, `pthread_mutex_lock`...): its return address
 //! is near the top of the stack (x86_64) or in the link register (aarch64).
 //!
+//! In a build with heap profiling (feature `pprof`), jemalloc takes each sampled allocation's
+//! stack: with libgcc's unwinder until rdebug's takes over, so until then a sample in libgcc's
+//! code counts too, and rdebug's unwinder's functions (framehop's, the hook's) always count.
+//!
 //! jemalloc's functions are the `_rjem_*` symbols (its public and private names, prefixed) and
 //! the local (`static`) functions of its source files, which the symbol table lists after a
 //! `FILE` entry with the file's name. A stripped executable has no such table: the allocator's
@@ -95,6 +99,21 @@ const JEMALLOC_SOURCES: &[&str] = &[
 struct Table {
     ranges: Vec<(usize, usize)>,
     exe_text: (usize, usize),
+    /// libgcc's code (`libgcc_s.so`), where jemalloc built with profiling takes sampled stacks
+    /// until rdebug's unwinder takes them over (see [`libgcc_stacks_done`]).
+    libgcc: (usize, usize),
+}
+
+/// Whether jemalloc may be taking sampled stacks with libgcc (a build with heap profiling, before
+/// rdebug's unwinder took over): then a sample in libgcc's code is the allocator's.
+static LIBGCC_STACKS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(cfg!(feature = "pprof"));
+
+/// jemalloc no longer takes stacks with libgcc (rdebug's unwinder does): from now on a sample in
+/// libgcc's code (a panic unwinding, a backtrace) is not the allocator's.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn libgcc_stacks_done() {
+    LIBGCC_STACKS.store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 static TABLE: OnceLock<Result<Table, &'static str>> = OnceLock::new();
@@ -142,6 +161,11 @@ pub(crate) fn interrupted_in_allocator(ucontext: *mut std::ffi::c_void) -> bool 
     if in_exe(pc) {
         return false;
     }
+    if (t.libgcc.0..t.libgcc.1).contains(&pc)
+        && LIBGCC_STACKS.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return true;
+    }
     callers
         .take(STACK_WORDS)
         .find(|&a| in_exe(a))
@@ -169,7 +193,19 @@ fn is_allocator_function(name: &[u8], local: bool, jemalloc_file: bool) -> bool 
     {
         return true;
     }
-    name.contains("tikv_jemallocator") || (name.contains("rdebug") && name.contains("8counting"))
+    if name.contains("tikv_jemallocator") || (name.contains("rdebug") && name.contains("8counting"))
+    {
+        return true;
+    }
+    // With heap profiling, rdebug's hook that takes jemalloc's sampled stacks, and the unwinder
+    // it runs (framehop, and gimli's `.eh_frame` reader; not the standard library's copy of
+    // gimli). The CPU profiler runs the same unwinder inside its `SIGPROF` handler, where no
+    // sample can land.
+    cfg!(feature = "pprof")
+        && ((name.contains("rdebug")
+            && (name.contains("stack_hook") || name.contains("walk_here")))
+            || name.contains("framehop")
+            || (name.contains("gimli") && !name.contains("backtrace_rs")))
 }
 
 /// Sorts and merges ranges that overlap or touch (up to 16-byte alignment padding).
@@ -309,7 +345,33 @@ mod imp {
         Ok(Table {
             ranges: merge(ranges),
             exe_text,
+            libgcc: libgcc_text(),
         })
+    }
+
+    /// Where libgcc's code is mapped now (`/proc/self/maps`), or an empty range.
+    fn libgcc_text() -> (usize, usize) {
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return (0, 0);
+        };
+        let mut r = (usize::MAX, 0);
+        for l in maps.lines().filter(|l| l.contains("/libgcc_s.so")) {
+            let mut f = l.split_whitespace();
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            if let (true, Ok(a), Ok(b)) = (
+                perms.contains('x'),
+                usize::from_str_radix(a, 16),
+                usize::from_str_radix(b, 16),
+            ) {
+                r = (r.0.min(a), r.1.max(b));
+            }
+        }
+        if r.1 == 0 { (0, 0) } else { r }
     }
 
     /// The interrupted instruction's address, and the candidates for its caller's return

@@ -147,7 +147,9 @@ pub(crate) fn install_stack_hook() {
         let u: &'static Unwinder = crate::profile::cpu::unwinder();
         HOOK_UNWINDER.store(ptr::from_ref(u).cast_mut(), Ordering::Release);
         type Hook = unsafe extern "C" fn(*mut *mut c_void, *mut c_uint, c_uint);
-        let _ = write::<Hook>(c"experimental.hooks.prof_backtrace", stack_hook);
+        if write::<Hook>(c"experimental.hooks.prof_backtrace", stack_hook).is_ok() {
+            crate::alloc::alloc_text::libgcc_stacks_done();
+        }
     });
 }
 
