@@ -54,8 +54,10 @@ pub struct AllocCounters {
     pub live_objects: u64,
     /// CPU time spent inside allocator calls on all threads, in nanoseconds, since the CPU-time
     /// sampler started (the first [`memstats`](crate::memstats) call or `gctrace` reporter): each
-    /// `SIGPROF` sample of the process's CPU time (every 10 ms of it) that lands on a thread
-    /// inside an [`Alloc`](crate::Alloc) call counts the 10 ms. 0 when the sampler never ran.
+    /// `SIGPROF` sample of an allocating thread's CPU time (every 10 ms of it) whose interrupted
+    /// instruction is the allocator's (jemalloc's functions, the global-allocator shims, or a
+    /// C-library function they called) counts the 10 ms. 0 when the sampler never ran, or when
+    /// the executable has no symbol table (stripped) to tell the allocator's code by.
     pub alloc_cpu_ns: u64,
     /// Threads that have a counter slot now (alive threads that allocated at least once).
     pub threads: u64,
