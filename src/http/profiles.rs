@@ -70,7 +70,7 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
             }
         }
         "heap" | "allocs" => {
-            let (gc, debug) = (params.gc, params.debug);
+            let (gc, debug, window) = (params.gc, params.debug, params.seconds);
             let kind = if name == "heap" {
                 HeapKind::Heap
             } else {
@@ -80,7 +80,20 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
                 if gc {
                     crate::stats::free_os_memory();
                 }
+                // `?seconds=N`: the allocations of the next N seconds (Go's delta profile).
+                let base = match window {
+                    Some(n) => {
+                        let base = profile::heap()?;
+                        std::thread::sleep(std::time::Duration::from_secs(n));
+                        Some(base)
+                    }
+                    None => None,
+                };
                 profile::heap().map(|p| {
+                    let p = match &base {
+                        Some(base) => p.delta_since(base),
+                        None => p,
+                    };
                     if debug > 0 {
                         (true, p.debug_text().into_bytes())
                     } else {

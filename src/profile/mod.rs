@@ -43,10 +43,12 @@
 //! aborts.
 
 mod cpu;
+pub(crate) mod goroutine;
 mod heap;
 mod modules;
+mod names;
 mod proto;
-mod symbols;
+mod symbolize;
 pub(crate) mod whole_run;
 
 use std::fmt;

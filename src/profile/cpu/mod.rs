@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::ProfileError;
 use super::proto::Builder;
-use super::symbols::Symbols;
+use super::symbolize::{Symbolized, symbolize};
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
 use unwind::Unwinder;
@@ -159,18 +159,17 @@ impl Session {
         LIVE.store(std::ptr::null_mut(), Ordering::Release);
         self.drain();
         let duration = self.started.elapsed();
-        let symbols = Symbols::load();
-        let mut names: HashMap<u64, String> = HashMap::new();
         let mut stacks: Vec<(Box<[u64]>, u64, u64)> =
             self.stacks.drain().map(|(k, (c, ns))| (k, c, ns)).collect();
-        for (stack, _, _) in &stacks {
-            for &a in stack.iter() {
-                names.entry(a).or_insert_with(|| symbols.name_or_addr(a));
-            }
-        }
-        names.insert(NOT_WALKED, "(rdebug: stack not walked)".into());
+        let mut symbolized = symbolize(
+            stacks
+                .iter()
+                .flat_map(|s| s.0.iter().copied())
+                .filter(|&a| a != NOT_WALKED),
+        );
+        symbolized.insert_named(NOT_WALKED, "(rdebug: stack not walked)");
         if self.overflow.0 > 0 {
-            names.insert(0, "(rdebug: stacks limit reached)".into());
+            symbolized.insert_named(0, "(rdebug: stacks limit reached)");
             stacks.push((Box::new([0]), self.overflow.0, self.overflow.1));
         }
         stacks.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
@@ -179,8 +178,7 @@ impl Session {
             time: self.time,
             duration,
             stacks,
-            names,
-            mapping: symbols.main_mapping(),
+            symbolized,
             lost: self.live.ring.lost(),
         }
     }
@@ -220,8 +218,7 @@ pub struct CpuProfile {
     duration: Duration,
     /// Stacks (lookup addresses, innermost first), samples, CPU ns; most samples first.
     stacks: Vec<(Box<[u64]>, u64, u64)>,
-    names: HashMap<u64, String>,
-    mapping: (u64, u64, String),
+    symbolized: Symbolized,
     lost: u64,
 }
 
@@ -313,8 +310,9 @@ impl CpuProfile {
 
     /// The profile in pprof format, gzipped, as Go's `/debug/pprof/profile` serves it: sample
     /// types `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`, period
-    /// `1e9/hz`, `duration_nanos`; function names in the profile under one mapping marked
-    /// `has_functions`.
+    /// `1e9/hz`, `duration_nanos`; every location symbolized in this process (one line per
+    /// inlined frame, file and line where the binary has DWARF line tables) under the mapping
+    /// of the object it lies in, with its build ID.
     ///
     /// ```
     /// # #[global_allocator]
@@ -335,18 +333,18 @@ impl CpuProfile {
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let dur = i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX);
         b.times(unix, dur);
-        let (start, limit, file) = &self.mapping;
-        b.mapping(*start, *limit, file);
+        super::symbolize::add_to_profile(&mut b, &self.symbolized);
         if self.lost > 0 {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
         }
         let mut locs = Vec::with_capacity(MAX_DEPTH);
         for (stack, count, ns) in &self.stacks {
             locs.clear();
-            for a in stack.iter() {
-                let name = self.names.get(a).map_or("?", String::as_str);
-                locs.push(b.location(*a, name));
-            }
+            locs.extend(
+                stack
+                    .iter()
+                    .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
+            );
             let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
             b.sample(&locs, &[v(*count), v(*ns)]);
         }
@@ -364,14 +362,10 @@ impl CpuProfile {
     /// assert!(svg.contains("<svg"));
     /// ```
     pub fn flamegraph_svg(&self) -> Vec<u8> {
-        let stacks = self.stacks.iter().map(|(stack, count, _)| {
-            let names: Vec<&str> = stack
-                .iter()
-                .rev()
-                .map(|a| self.names.get(a).map_or("?", String::as_str))
-                .collect();
-            (names, *count)
-        });
+        let stacks = self
+            .stacks
+            .iter()
+            .map(|(stack, count, _)| (self.symbolized.root_first_names(stack), *count));
         flame::svg(
             stacks,
             &format!(
