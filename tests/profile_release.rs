@@ -18,6 +18,7 @@ use support::pprof::top;
 
 /// What the fixture wrote: its directory and its `RESULT` lines.
 struct Run {
+    bin: PathBuf,
     dir: PathBuf,
     stdout: String,
 }
@@ -86,7 +87,8 @@ debug = "line-tables-only"
         assert!(status.success(), "the fixture did not build");
         let dir = support::temp_path("profile-release");
         std::fs::create_dir_all(&dir).expect("out dir");
-        let out = Command::new(pkg.join("target/release/profile_truth"))
+        let bin = pkg.join("target/release/profile_truth");
+        let out = Command::new(&bin)
             .arg(&dir)
             .env_remove("RDEBUG")
             .output()
@@ -97,7 +99,7 @@ debug = "line-tables-only"
             "fixture failed: {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Run { dir, stdout }
+        Run { bin, dir, stdout }
     })
 }
 
@@ -308,4 +310,58 @@ fn one_profile_with_full_symbolization_adds_little_memory() {
         kib <= 50.0 * 1024.0,
         "a CPU profile added {kib} KiB at peak, over 50 MiB"
     );
+}
+
+#[test]
+fn a_binary_without_dwarf_deleted_while_it_runs_still_gets_names_and_says_why() {
+    let run = run();
+    // The same program without its DWARF (symbol table kept), run from a copy that is deleted
+    // while it runs, as a deploy by rename leaves a running service.
+    let copy = support::temp_path("profile_truth-stripped");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&run.bin)
+        .arg(&copy)
+        .status()
+        .expect("objcopy (binutils)");
+    assert!(status.success());
+    let dir = support::temp_path("profile-stripped");
+    std::fs::create_dir_all(&dir).expect("out dir");
+    let child = Command::new(&copy)
+        .arg(&dir)
+        .env_remove("RDEBUG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the stripped copy");
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // the CPU profile runs 4 s
+    std::fs::remove_file(&copy).expect("delete the running binary");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let cpu = dir.join("cpu.pb.gz");
+    // Names from the symbol table still (the running image, read through /proc/self/exe).
+    let t = top(&cpu, &[]);
+    assert!(
+        t.rows
+            .iter()
+            .any(|r| r.name == "<profile_truth::Spinner as core::future::future::Future>::poll"),
+        "{}",
+        t.text
+    );
+    // No file:line, and both reasons said: in the profile's comments, and once on stderr.
+    let comments = pprof(&cpu, &["-comments"]);
+    assert!(
+        comments.contains("has no DWARF line tables")
+            && comments.contains("debug = \"line-tables-only\"")
+            && comments.contains("deleted or replaced"),
+        "{comments}"
+    );
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("has no DWARF line tables"))
+        .count();
+    assert_eq!(warnings, 1, "one warning for three profiles: {stderr}");
+    let lines = pprof(&cpu, &["-top", "-lines"]);
+    assert!(!lines.contains("profile_truth.rs:"), "{lines}");
 }

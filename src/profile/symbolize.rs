@@ -23,8 +23,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSymbol, SymbolKind};
 
+use super::dwarf::{Dwarf, Part, UnitContext};
 use super::modules::{self, Mapped, Module};
 use super::names;
 use super::proto::Builder;
@@ -158,11 +159,12 @@ pub(crate) fn symbolize(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
         )
     });
     objects.resize_with(loaded.len(), || None);
-    let mut opened = vec![false; loaded.len()];
     for (m, _) in &order {
         out.mappings.push(m.clone());
     }
     let main_index = loaded.iter().position(|l| l.is_main);
+    // Each address's mapping and module; then each module's addresses, a DWARF unit at a time.
+    let mut by_module: Vec<Vec<(u64, usize)>> = vec![Vec::new(); loaded.len()];
     for &addr in &addrs {
         let Some(mi) = out
             .mappings
@@ -172,34 +174,70 @@ pub(crate) fn symbolize(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
             out.addrs.insert(addr, Resolved::default());
             continue;
         };
-        let module = order[mi].1;
-        let mut frames = Vec::new();
-        if let Some(i) = module {
-            if !opened[i] {
-                opened[i] = true;
-                objects[i] = ObjectInfo::open(&loaded[i], main_index == Some(i), &mut out.comments);
+        match order[mi].1 {
+            Some(i) => by_module[i].push((addr, mi)),
+            None => {
+                out.addrs.insert(
+                    addr,
+                    Resolved {
+                        mapping: Some(mi),
+                        frames: Vec::new(),
+                    },
+                );
             }
-            if let Some(obj) = &objects[i] {
-                frames = obj.frames(addr.wrapping_sub(loaded[i].base));
+        }
+    }
+    for (i, list) in by_module.iter_mut().enumerate() {
+        if list.is_empty() {
+            continue;
+        }
+        objects[i] = ObjectInfo::open(&loaded[i], main_index == Some(i), &mut out.comments);
+        let Some(obj) = &objects[i] else {
+            for &(addr, mi) in list.iter() {
+                out.addrs.insert(
+                    addr,
+                    Resolved {
+                        mapping: Some(mi),
+                        frames: Vec::new(),
+                    },
+                );
             }
+            continue;
+        };
+        let base = loaded[i].base;
+        let part = |addr: u64| {
+            obj.dwarf
+                .as_ref()
+                .and_then(|d| d.part_of(addr.wrapping_sub(base)))
+        };
+        list.sort_by_key(|&(addr, _)| (part(addr), addr));
+        let mut current: Option<(Part, Option<UnitContext>)> = None;
+        for &(addr, mi) in list.iter() {
+            let p = part(addr);
+            let ctx = match (p, &current) {
+                (None, _) => None,
+                (Some(p), Some((q, ctx))) if *q == p => ctx.as_ref(),
+                (Some(p), _) => {
+                    // The previous unit's context is dropped here: one at a time.
+                    drop(current.take());
+                    let ctx = obj.dwarf.as_ref().and_then(|d| d.context(p));
+                    current = Some((p, ctx));
+                    current.as_ref().and_then(|c| c.1.as_ref())
+                }
+            };
+            let frames = obj.frames(addr.wrapping_sub(base), ctx);
+            let m = &mut out.mappings[mi];
+            m.has_functions |= !frames.is_empty();
+            m.has_filenames |= frames.iter().any(|f| !f.file.is_empty());
+            m.has_line_numbers |= frames.iter().any(|f| f.line != 0);
+            out.addrs.insert(
+                addr,
+                Resolved {
+                    mapping: Some(mi),
+                    frames,
+                },
+            );
         }
-        let m = &mut out.mappings[mi];
-        if !frames.is_empty() {
-            m.has_functions = true;
-        }
-        if frames.iter().any(|f| !f.file.is_empty()) {
-            m.has_filenames = true;
-        }
-        if frames.iter().any(|f| f.line != 0) {
-            m.has_line_numbers = true;
-        }
-        out.addrs.insert(
-            addr,
-            Resolved {
-                mapping: Some(mi),
-                frames,
-            },
-        );
     }
     // Build IDs for every mapping (pprof finds files offline by them).
     let mut ids: HashMap<String, String> = HashMap::new();
@@ -282,8 +320,6 @@ fn build_id(data: &[u8]) -> Option<String> {
     Some(s)
 }
 
-type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
-
 #[derive(Debug, Clone, Copy)]
 struct Sym {
     start: u64,
@@ -294,7 +330,7 @@ struct Sym {
 /// One object's symbols and line tables, addressed in the object's own (file) addresses.
 struct ObjectInfo {
     syms: Vec<Sym>,
-    dwarf: Option<addr2line::Context<Reader>>,
+    dwarf: Option<Dwarf>,
     build_id: String,
 }
 
@@ -319,7 +355,7 @@ impl ObjectInfo {
         };
         let build_id = build_id(&data).unwrap_or_default();
         let mut syms = symbols(&file);
-        let mut dwarf = dwarf(&file);
+        let mut dwarf = Dwarf::open(data.0);
         if dwarf.is_none() || syms.is_empty() {
             if let Some(debug) = separate_debug_file(&build_id) {
                 if let Ok(dfile) = object::File::parse(debug.0) {
@@ -327,7 +363,7 @@ impl ObjectInfo {
                         syms = symbols(&dfile);
                     }
                     if dwarf.is_none() {
-                        dwarf = self::dwarf(&dfile);
+                        dwarf = Dwarf::open(debug.0);
                     }
                 } else {
                     comments.push(format!(
@@ -356,10 +392,10 @@ impl ObjectInfo {
     }
 
     /// The frames at file address `svma`, innermost first.
-    fn frames(&self, svma: u64) -> Vec<Frame> {
+    fn frames(&self, svma: u64, ctx: Option<&UnitContext>) -> Vec<Frame> {
         let sym = self.symbol(svma);
         let mut frames = Vec::new();
-        if let Some(ctx) = &self.dwarf {
+        if let Some(ctx) = ctx {
             if let Ok(mut it) = ctx.find_frames(svma).skip_all_loads() {
                 while let Ok(Some(f)) = it.next() {
                     let raw = f
@@ -459,35 +495,6 @@ fn symbols(file: &object::File<'static>) -> Vec<Sym> {
     syms.dedup_by_key(|s| s.start);
     syms.shrink_to_fit();
     syms
-}
-
-/// The object's DWARF, if it has line tables in uncompressed sections.
-fn dwarf(file: &object::File<'static>) -> Option<addr2line::Context<Reader>> {
-    let line = file.section_by_name(".debug_line")?;
-    if line.size() == 0 || is_compressed(&line) {
-        return None;
-    }
-    let endian = if file.is_little_endian() {
-        gimli::RunTimeEndian::Little
-    } else {
-        gimli::RunTimeEndian::Big
-    };
-    let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
-        let data = match file.section_by_name(id.name()) {
-            Some(s) if !is_compressed(&s) => s.data().unwrap_or(&[]),
-            _ => &[],
-        };
-        Ok(gimli::EndianSlice::new(data, endian))
-    };
-    let dwarf = gimli::Dwarf::load(load).ok()?;
-    addr2line::Context::from_dwarf(dwarf).ok()
-}
-
-fn is_compressed(s: &object::Section<'static, '_>) -> bool {
-    matches!(
-        s.compressed_file_range().map(|r| r.format),
-        Ok(f) if f != object::CompressionFormat::None
-    ) || s.name().is_ok_and(|n| n.starts_with(".zdebug"))
 }
 
 /// `/usr/lib/debug/.build-id/xx/yyyy.debug`, mapped, when the system has it.

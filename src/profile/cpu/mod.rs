@@ -11,8 +11,8 @@ mod unwind;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::ProfileError;
@@ -40,17 +40,32 @@ const NOT_WALKED: u64 = 1;
 /// What the handler needs: set while a profile runs.
 #[derive(Debug)]
 struct Live {
-    unwinder: &'static Unwinder,
+    unwinder: Arc<Unwinder>,
     ring: Ring,
 }
 
 /// The running profile's state, for the handler (null: none).
 static LIVE: AtomicPtr<Live> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The unwinder, built once before the first profile (the objects loaded then).
-fn unwinder() -> &'static Unwinder {
-    static UNWINDER: OnceLock<Unwinder> = OnceLock::new();
-    UNWINDER.get_or_init(Unwinder::load)
+/// The unwinder for the objects loaded now: built before the first profile, and built anew
+/// when a later profile finds the loaded objects changed (a library loaded with `dlopen`), so
+/// every object's code is unwound. A running profile keeps the one it started with.
+fn unwinder() -> Arc<Unwinder> {
+    type Loaded = Vec<(std::path::PathBuf, u64)>;
+    static CURRENT: Mutex<Option<(Loaded, Arc<Unwinder>)>> = Mutex::new(None);
+    let now: Loaded = super::modules::loaded()
+        .into_iter()
+        .map(|m| (m.path, m.base))
+        .collect();
+    let mut current = crate::sync::lock(&CURRENT);
+    match &*current {
+        Some((loaded, u)) if *loaded == now => u.clone(),
+        _ => {
+            let u = Arc::new(Unwinder::load());
+            *current = Some((now, u.clone()));
+            u
+        }
+    }
 }
 
 /// The sample hook: walks the interrupted stack into the ring. Async-signal-safe.
