@@ -19,6 +19,14 @@
 //! first allocation and delete it when they exit. It never takes `SIGPROF` from a program that
 //! installed its own handler: the allocator-CPU figure is then 0, and says so once. Elsewhere
 //! than Linux there is no sampler.
+//!
+//! Once installed, rdebug's handler stays installed when the sampler stops (it ignores what still
+//! arrives): `SIGPROF`'s default action terminates the process, and a deleted timer's signal may
+//! still be queued, or pending on a thread that blocks `SIGPROF` (tikv/pprof-rs#288). The earlier
+//! disposition is put back only when it was `SIG_IGN` and the handler is still rdebug's. When the
+//! program (or another profiler) installs a `SIGPROF` handler of its own later, rdebug deletes
+//! every timer of its at its next check ([`check_handler`]: each drain of a CPU profile, each
+//! allocator sample of the `memstats` tracker), so its signals do not land in a foreign handler.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::Duration;
@@ -98,10 +106,40 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
 /// A profile's hold on the sampler; dropping it removes the hook and puts the rate back.
 #[derive(Debug)]
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
-pub(crate) struct ProfileGuard {
-    /// Timers for the threads that had no slot (never allocated) when the profile started: a
-    /// profile samples every thread, the allocator figure only the allocating ones.
-    extra: Vec<usize>,
+pub(crate) struct ProfileGuard(());
+
+/// Timers for the threads that had no slot (never allocated) when the profile started: a profile
+/// samples every thread, the allocator figure only the allocating ones. Changed under
+/// [`control_lock`] only.
+static EXTRA: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes the [`EXTRA`] timers (under [`control_lock`]).
+fn delete_extra() {
+    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+    for t in extra.drain(..) {
+        imp::delete_timer(t);
+    }
+}
+
+/// While the sampler runs, checks that `SIGPROF`'s handler is still rdebug's; if another handler
+/// took its place, deletes every rdebug timer (their signals would land in that handler) and
+/// stops the sampler for good. One `sigaction` call when running; nothing otherwise.
+pub(crate) fn check_handler() {
+    if !RUNNING.load(Acquire) || imp::handler_is_ours() {
+        return;
+    }
+    let _guard = control_lock();
+    if RUNNING.load(Acquire) && !imp::handler_is_ours() {
+        RUNNING.store(false, Release);
+        for_each_slot(disarm);
+        delete_extra();
+        FAILED.store(true, Relaxed);
+        crate::sys::stderr::note(
+            "warning",
+            "SIGPROF has a handler of the program's own now: rdebug's CPU-time sampler stopped \
+             (no more allocator CPU figure or CPU profiles)",
+        );
+    }
 }
 
 /// Points the sampler at `hz` samples per CPU-second of each allocating thread and installs
@@ -126,21 +164,21 @@ pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, S
         }
     });
     let period = Duration::from_nanos(period_ns(hz));
-    let extra = imp::thread_ids()
-        .into_iter()
-        .filter(|tid| !armed.contains(tid))
-        .filter_map(imp::create_timer)
-        .inspect(|&t| imp::set_timer(t, period))
-        .collect();
-    Ok(ProfileGuard { extra })
+    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+    extra.extend(
+        imp::thread_ids()
+            .into_iter()
+            .filter(|tid| !armed.contains(tid))
+            .filter_map(imp::create_timer)
+            .inspect(|&t| imp::set_timer(t, period)),
+    );
+    Ok(ProfileGuard(()))
 }
 
 impl Drop for ProfileGuard {
     fn drop(&mut self) {
         let _guard = control_lock();
-        for t in self.extra.drain(..) {
-            imp::delete_timer(t);
-        }
+        delete_extra();
         HOOK.store(0, SeqCst);
         // A handler that loaded the hook before it was cleared finishes with it first.
         while IN_HOOK.load(SeqCst) != 0 {
@@ -178,7 +216,10 @@ fn start(hz: u32) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Deletes every timer and puts the previous `SIGPROF` disposition back.
+/// Deletes every timer. The handler stays installed (it ignores what still arrives): a signal of
+/// a deleted timer may be queued already, or pending on a thread that blocks `SIGPROF` for a
+/// while, and `SIGPROF`'s default action terminates the process (tikv/pprof-rs#288). An earlier
+/// disposition that is safe to get a stray signal under (`SIG_IGN`) is put back.
 fn stop() {
     RUNNING.store(false, Release);
     for_each_slot(disarm);
@@ -236,6 +277,9 @@ pub(crate) fn current_tid() -> i64 {
 
 /// What the handler does with one sample: the accounting, then the hook.
 fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
+    if !RUNNING.load(Acquire) {
+        return; // a deleted timer's last signal
+    }
     let weight = PERIOD_NS
         .load(Relaxed)
         .saturating_mul(overrun.saturating_add(1));
@@ -315,11 +359,30 @@ mod imp {
         Ok(())
     }
 
-    pub(super) fn restore_handler() {
-        if let Some(old) = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            // SAFETY: a disposition sigaction itself returned.
-            unsafe { libc::sigaction(libc::SIGPROF, &old, ptr::null_mut()) };
+    /// Whether `SIGPROF`'s handler is rdebug's now.
+    pub(super) fn handler_is_ours() -> bool {
+        let mut now = MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: reads the disposition into a valid pointer.
+        if unsafe { libc::sigaction(libc::SIGPROF, ptr::null(), now.as_mut_ptr()) } != 0 {
+            return false;
         }
+        // SAFETY: sigaction filled it (and it was zeroed before).
+        let now = unsafe { now.assume_init() };
+        now.sa_sigaction == handler as *const () as libc::sighandler_t
+    }
+
+    /// Puts back the disposition found at install, only if it was `SIG_IGN` (a stray signal is
+    /// then harmless; `SIG_DFL` would terminate the process, so rdebug's handler stays) and the
+    /// handler now is still rdebug's (the program may have installed its own since).
+    pub(super) fn restore_handler() {
+        let mut saved = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(old) = saved.as_ref() else { return };
+        if old.sa_sigaction != libc::SIG_IGN || !handler_is_ours() {
+            return;
+        }
+        // SAFETY: a disposition sigaction itself returned.
+        unsafe { libc::sigaction(libc::SIGPROF, old, ptr::null_mut()) };
+        *saved = None;
     }
 
     /// A timer on thread `tid`'s CPU clock that signals `SIGPROF` to that thread; not armed.
@@ -396,6 +459,10 @@ mod imp {
     }
 
     pub(super) fn restore_handler() {}
+
+    pub(super) fn handler_is_ours() -> bool {
+        false
+    }
 
     pub(super) fn create_timer(_tid: i64) -> Option<usize> {
         None

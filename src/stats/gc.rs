@@ -135,7 +135,9 @@ pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
 /// Sets the pacing percent (`None` = off) for goals computed from now on.
 pub(crate) fn set_gcpercent(p: Option<u64>) {
     GCPERCENT.store(p.unwrap_or(u64::MAX), Relaxed);
-    if let Some(t) = tracker().as_mut() {
+    // Not `tracker()`: creating the tracker starts the CPU-time sampler, which a `gcpercent`
+    // alone does not need (a tracker made later reads `GCPERCENT`).
+    if let Some(t) = crate::sync::lock(&TRACKER).as_mut() {
         t.gcpercent = p;
         t.totals.next_gc = goal(t.live_prev, p);
     }
@@ -205,6 +207,8 @@ impl Tracker {
     /// closes a cycle regardless. The first sample closes a cycle only if it is forced or the
     /// live heap is already past the goal (a program that grew before anyone looked).
     pub(crate) fn observe(&mut self, now: HeapSample, live: u64, rss: u64, forced: bool) {
+        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile.
+        cpu_sampler::check_handler();
         let at = Instant::now();
         let grown = live >= self.totals.next_gc;
         let Some((prev, _)) = self.prev.replace((now, at)) else {

@@ -134,6 +134,8 @@ impl Session {
 
     /// Moves the samples in the ring into the stack map.
     pub(crate) fn drain(&mut self) {
+        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile.
+        crate::alloc::cpu_sampler::check_handler();
         while self.live.ring.pop(&mut self.scratch) {
             let w = self.scratch.weight_ns;
             // A handler that found no free unwinder cache walked nothing: its time still counts.

@@ -1,0 +1,239 @@
+//! `SIGPROF` after rdebug's sampler stopped must not kill the host: `SIGPROF`'s default action
+//! terminates the process ("Profiling timer expired"), and a signal of a deleted timer can still
+//! be queued, or pending on a thread that blocked `SIGPROF` for a while (tikv/pprof-rs#288,
+//! tikv#9217). Each test sends the signals itself, so the outcome does not depend on timing.
+#![cfg(all(feature = "pprof", target_os = "linux"))]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use support::burn::burn_a;
+use support::pprof::top;
+use support::{is_child, result_line, run_child};
+
+#[global_allocator]
+static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Threads that send themselves `SIGPROF`.
+const THREADS: usize = 4;
+
+/// Sends `SIGPROF` to thread `tid` of this process.
+fn sigprof_to(tid: libc::pid_t) {
+    // SAFETY: plain syscalls; a thread of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            tid,
+            libc::SIGPROF as libc::c_long,
+        )
+    };
+}
+
+fn gettid() -> libc::pid_t {
+    // SAFETY: no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Blocks (`true`) or unblocks `SIGPROF` on the calling thread.
+fn block_sigprof(block: bool) {
+    // SAFETY: a valid, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPROF);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// A CPU profile ends; then every thread, one that blocked `SIGPROF` through the profile among
+/// them, gets `SIGPROF` while threads allocate: the process lives on.
+#[test]
+fn sigprof_after_a_profile_ends_does_not_kill_the_process() {
+    let name = support::test_name!();
+    if is_child(name) {
+        // A thread that burns CPU with SIGPROF blocked: its timer's signals stay pending.
+        let profiled = Arc::new(Barrier::new(2));
+        let p = profiled.clone();
+        let blocker = std::thread::spawn(move || {
+            block_sigprof(true);
+            p.wait();
+            let until = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < until {
+                std::hint::black_box(burn_a(10_000));
+            }
+            p.wait(); // the profile has ended
+            sigprof_to(gettid());
+            block_sigprof(false); // anything pending is delivered now
+            std::hint::black_box(vec![1u8; 100]).len()
+        });
+        let p = profiled.clone();
+        let profiler = std::thread::spawn(move || {
+            p.wait();
+            let profile = rdebug::profile::cpu(Duration::from_millis(200), 1000);
+            p.wait();
+            profile.is_ok()
+        });
+        let profiled = profiler.join().expect("profiler");
+        assert_eq!(blocker.join().expect("blocker"), 100);
+        let start = Arc::new(Barrier::new(THREADS));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut kept = 0;
+                    for i in 0..50 {
+                        sigprof_to(gettid());
+                        kept += std::hint::black_box(vec![0u8; 64 + i]).len();
+                        std::hint::black_box(burn_a(1_000));
+                    }
+                    kept
+                })
+            })
+            .collect();
+        // SAFETY: the whole process, once.
+        unsafe { libc::kill(libc::getpid(), libc::SIGPROF) };
+        for t in threads {
+            t.join().expect("signalled thread");
+        }
+        println!("RESULT survived {profiled}");
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    assert_eq!(result_line(&out.stdout), "survived true");
+}
+
+/// Thread ids of the threads still running when the program exits.
+static BUSY_TIDS: [AtomicI32; THREADS] = [const { AtomicI32::new(0) }; THREADS];
+static STOP_BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Registered before `rdebug::init`, so it runs after rdebug's exit handler (which ends the
+/// whole-run profile): `SIGPROF` to every running thread and to this one.
+extern "C" fn after_rdebug_at_exit() {
+    for t in &BUSY_TIDS {
+        let tid = t.load(SeqCst);
+        if tid != 0 {
+            sigprof_to(tid);
+        }
+    }
+    sigprof_to(gettid());
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+/// `RDEBUG=cpuprofile=FILE`: the profile is written at exit while other threads still run and
+/// allocate, and the process ends with its own exit code, whatever `SIGPROF` comes after.
+#[test]
+fn a_whole_run_profile_ends_with_the_programs_own_exit_code() {
+    let name = support::test_name!();
+    let pb = support::temp_path("sigprof-exit.pb.gz");
+    if is_child(name) {
+        // SAFETY: a plain extern "C" function.
+        assert_eq!(unsafe { libc::atexit(after_rdebug_at_exit) }, 0);
+        rdebug::init();
+        for slot in &BUSY_TIDS {
+            std::thread::spawn(move || {
+                slot.store(gettid(), SeqCst);
+                let mut n = 0u64;
+                while !STOP_BUSY.load(SeqCst) {
+                    n = n.wrapping_add(std::hint::black_box(vec![1u8; 256]).len() as u64);
+                    n = n.wrapping_add(burn_a(2_000));
+                }
+                n
+            });
+        }
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            std::hint::black_box(burn_a(100_000));
+        }
+        std::process::exit(7); // the threads above still run
+    }
+    let _ = std::fs::remove_file(&pb);
+    let env = format!("cpuprofile={}", pb.display());
+    let out = run_child(name, &[("RDEBUG", env.as_str())], TIMEOUT);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}\n--- stderr\n{}",
+        out.status,
+        out.stderr
+    );
+    let t = top(&pb, &[]);
+    let _ = std::fs::remove_file(&pb);
+    assert!(t.row("burn_a").is_some(), "burn_a missing:\n{}", t.text);
+}
+
+/// Timer signals the program's own handler received.
+static FOREIGN_TIMER_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn foreign_handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    if !info.is_null() && unsafe { (*info).si_code } == libc::SI_TIMER {
+        FOREIGN_TIMER_SIGNALS.fetch_add(1, SeqCst);
+    }
+}
+
+/// The allocator-CPU sampler runs (`memstats()` started it); then the program installs a
+/// `SIGPROF` handler of its own (another profiler): after rdebug's next check, none of rdebug's
+/// timer signals reach that handler while threads burn CPU and allocate.
+#[test]
+fn a_foreign_sigprof_handler_gets_none_of_rdebugs_signals() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let _ = rdebug::memstats(); // starts the sampler
+        let burn = |ms: u64| {
+            let until = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < until {
+                std::hint::black_box(vec![0u8; 128]);
+                std::hint::black_box(burn_a(10_000));
+            }
+        };
+        burn(100);
+        let before = rdebug::alloc_counters().alloc_cpu_ns;
+        // SAFETY: a valid sigaction with an SA_SIGINFO handler.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = foreign_handler as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGPROF, &sa, std::ptr::null_mut()), 0);
+        }
+        let _ = rdebug::memstats(); // rdebug's check
+        let at_check = FOREIGN_TIMER_SIGNALS.load(SeqCst);
+        let threads: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || burn(400)))
+            .collect();
+        burn(400);
+        for t in threads {
+            t.join().expect("burner");
+        }
+        let after = FOREIGN_TIMER_SIGNALS.load(SeqCst) - at_check;
+        let cpu_figure_moved = rdebug::alloc_counters().alloc_cpu_ns != before;
+        println!("RESULT {after} {}", u8::from(cpu_figure_moved));
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    assert_eq!(
+        result_line(&out.stdout),
+        "0 0",
+        "timer signals in the foreign handler, allocator figure moved:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("SIGPROF has a handler of the program's own now"),
+        "{}",
+        out.stderr
+    );
+}
