@@ -178,6 +178,37 @@ impl Drop for CpuSlot {
     }
 }
 
+/// Whether a heap dump (`heap`, `allocs`) is being made for a request.
+static HEAP_DUMP_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The one heap-dump slot: a second `heap` or `allocs` request while one is made gets 409 rather
+/// than queueing on jemalloc's dump lock (each waiter would hold a connection and a blocking
+/// thread).
+#[derive(Debug)]
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the heap profiles (feature `pprof`) use it
+pub(crate) struct HeapSlot(());
+
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+impl HeapSlot {
+    /// Takes the slot, or answers 409 saying a heap dump is being made.
+    pub(crate) fn take() -> Result<HeapSlot, Refusal> {
+        if HEAP_DUMP_RUNNING.swap(true, Ordering::AcqRel) {
+            Err(Box::new(reply::error(
+                StatusCode::CONFLICT,
+                "a heap profile is being made; one at a time: try again when it ends",
+            )))
+        } else {
+            Ok(HeapSlot(()))
+        }
+    }
+}
+
+impl Drop for HeapSlot {
+    fn drop(&mut self) {
+        HEAP_DUMP_RUNNING.store(false, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +287,15 @@ mod tests {
         assert!(msg.contains("already running"), "{msg}");
         drop(slot);
         drop(CpuSlot::take().unwrap());
+    }
+
+    #[test]
+    fn one_heap_dump_at_a_time() {
+        let slot = HeapSlot::take().unwrap();
+        let (status, msg) = message(HeapSlot::take().unwrap_err());
+        assert_eq!(status, 409);
+        assert!(msg.contains("one at a time"), "{msg}");
+        drop(slot);
+        drop(HeapSlot::take().unwrap());
     }
 }

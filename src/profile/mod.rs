@@ -51,6 +51,7 @@ pub(crate) mod whole_run;
 
 use std::fmt;
 
+pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
 pub use heap::{HeapKind, HeapProfile, heap};
 

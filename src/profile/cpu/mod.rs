@@ -245,6 +245,16 @@ pub struct CpuProfile {
 /// // go tool pprof -top cpu.pb.gz
 /// ```
 pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
+    cpu_unless(duration, hz, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`cpu`], ended early once `stop` is set (the debug server's client went away): the profile
+/// of the time until then.
+pub(crate) fn cpu_unless(
+    duration: Duration,
+    hz: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<CpuProfile, ProfileError> {
     if duration > MAX_DURATION {
         return Err(ProfileError::Invalid(format!(
             "duration {duration:?}: expected at most {} s",
@@ -255,7 +265,7 @@ pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
     let end = Instant::now() + duration;
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || stop.load(Ordering::Acquire) {
             break;
         }
         std::thread::sleep(DRAIN_EVERY.min(end - now));
