@@ -231,4 +231,43 @@ mod tests {
         assert!(!some.allows("evil.example"));
         assert!(Hosts::parse("*").allows("anything.example:1"));
     }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Any text: no panic. IP literals with or without a port pass; DNS names that are
+            /// not under `localhost` do not.
+            #[test]
+            fn hosts_are_ip_literals_or_loopback_names(
+                text in any::<String>(),
+                v4 in any::<std::net::Ipv4Addr>(),
+                v6 in any::<std::net::Ipv6Addr>(),
+                port in proptest::option::of(any::<u16>()),
+                labels in proptest::collection::vec("[a-z][a-z0-9-]{0,10}", 1..4),
+                tld in "(com|example|io|internal|dev)",
+            ) {
+                let none = Hosts::default();
+                let _ = none.allows(&text);
+                let with_port = |h: String| match port {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h,
+                };
+                prop_assert!(none.allows(&with_port(v4.to_string())));
+                let v6 = format!("[{v6}]");
+                prop_assert!(none.allows(&with_port(v6)));
+                let name = format!("{}.{tld}", labels.join("."));
+                prop_assert!(!none.allows(&with_port(name.clone())), "{}", name);
+                let local = format!("{name}.localhost");
+                prop_assert!(none.allows(&with_port(local)));
+            }
+        }
+    }
 }
