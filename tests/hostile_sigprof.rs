@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -236,4 +237,112 @@ fn a_foreign_sigprof_handler_gets_none_of_rdebugs_signals() {
         "{}",
         out.stderr
     );
+}
+
+/// Set to stop the raw thread of [`a_thread_started_during_a_profile_that_never_allocates_is_sampled`].
+static RAW_STOP: AtomicBool = AtomicBool::new(false);
+
+/// A thread started with `pthread_create` directly, so nothing of Rust's allocates on it: it
+/// burns CPU in `burn_b` until told to stop, and never calls the allocator.
+extern "C" fn raw_burner(_: *mut libc::c_void) -> *mut libc::c_void {
+    while !RAW_STOP.load(SeqCst) {
+        std::hint::black_box(support::burn::burn_b(100_000));
+    }
+    std::ptr::null_mut()
+}
+
+/// A thread that starts after the profile did and never allocates through `Alloc` is found at
+/// a drain and sampled: its function carries most of the profile (hundreds of ms of CPU).
+#[test]
+fn a_thread_started_during_a_profile_that_never_allocates_is_sampled() {
+    let name = support::test_name!();
+    let pb = support::temp_path("raw-thread.pb.gz");
+    if is_child(name) {
+        let profiler = std::thread::spawn(|| rdebug::profile::cpu(Duration::from_secs(2), 200));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: a valid function and null attributes and argument.
+        let rc = unsafe {
+            libc::pthread_create(
+                &mut thread,
+                std::ptr::null(),
+                raw_burner,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0);
+        let profile = profiler.join().expect("profiler").expect("profile");
+        RAW_STOP.store(true, SeqCst);
+        // SAFETY: the thread created above, joined once.
+        unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
+        let out = std::env::var_os("RDEBUG_TEST_OUT").expect("RDEBUG_TEST_OUT");
+        std::fs::write(out, profile.pprof_gz()).expect("write profile");
+        return;
+    }
+    let _ = std::fs::remove_file(&pb);
+    let out = run_child(name, &[("RDEBUG_TEST_OUT", pb.as_os_str())], TIMEOUT);
+    out.assert_success();
+    let t = top(&pb, &[]);
+    let _ = std::fs::remove_file(&pb);
+    // The raw thread burns for about 1.7 s of the 2 s profile: at least 300 ms of it on a
+    // loaded machine, and most of what the profile saw.
+    let b = t.row("burn_b").map_or(0.0, |r| r.cum);
+    assert!(
+        b >= 0.3e9 && b >= 0.5 * support::pprof::total(&t),
+        "burn_b (the raw thread) {b} of {}:\n{}",
+        support::pprof::total(&t),
+        t.text
+    );
+}
+
+/// Timers of this process whose target thread is gone (`notify: signal/tid.N` in
+/// `/proc/self/timers` with no `/proc/self/task/N`).
+fn timers_of_dead_threads() -> usize {
+    let text = std::fs::read_to_string("/proc/self/timers").expect("/proc/self/timers");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("notify: signal/tid."))
+        .filter(|tid| !Path::new(&format!("/proc/self/task/{tid}")).exists())
+        .count()
+}
+
+/// Profiles start while threads that allocate start and exit all the time: no timer is left
+/// for a thread that is gone (its slot's next owner would never be sampled), checked while each
+/// profile runs, after its drains have dropped the timers of exited threads without a slot.
+#[test]
+fn profiles_starting_among_exiting_threads_leave_no_timer_behind() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let mut stale = Vec::new();
+        for _ in 0..5 {
+            let stop = Arc::new(AtomicBool::new(false));
+            let churn = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(SeqCst) {
+                        let ts: Vec<_> = (0..4)
+                            .map(|i| std::thread::spawn(move || std::hint::black_box(vec![i; 64])))
+                            .collect();
+                        for t in ts {
+                            let _ = t.join();
+                        }
+                    }
+                })
+            };
+            std::thread::sleep(Duration::from_millis(20));
+            let profile =
+                std::thread::spawn(|| rdebug::profile::cpu(Duration::from_millis(1000), 100));
+            std::thread::sleep(Duration::from_millis(30));
+            stop.store(true, SeqCst);
+            churn.join().expect("churn");
+            // Drains look for exited threads every 250 ms and drop their timers.
+            std::thread::sleep(Duration::from_millis(600));
+            stale.push(timers_of_dead_threads());
+            profile.join().expect("profile").expect("profile ran");
+        }
+        println!("RESULT {}", stale.iter().sum::<usize>());
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    assert_eq!(result_line(&out.stdout), "0", "{}", out.stdout);
 }

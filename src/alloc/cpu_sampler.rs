@@ -11,7 +11,10 @@
 //! time times the share of its samples that landed in the allocator, as `perf` would measure it:
 //! a preempted thread uses no CPU and is never sampled, and the figure cannot exceed the CPU the
 //! threads used. A profile hook (the CPU profiler) gets every sample too, with the interrupted
-//! context. A thread that never allocated has no timer (it spends no time in the allocator).
+//! context. A thread that never allocated has no timer for the allocator figure (it spends no
+//! time in the allocator); while a CPU profile runs, every thread has one: the ones without a
+//! slot timer are found in `/proc/self/task` when the profile starts and every few drains
+//! ([`cover_threads`]).
 //!
 //! The sampler starts the first time a figure needs it and then runs until the process exits
 //! (a share "since init" would undercount if it paused): one signal per 10 ms of CPU. Threads
@@ -108,16 +111,64 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
 pub(crate) struct ProfileGuard(());
 
-/// Timers for the threads that had no slot (never allocated) when the profile started: a profile
-/// samples every thread, the allocator figure only the allocating ones. Changed under
-/// [`control_lock`] only.
-static EXTRA: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+/// The running profile's timers for threads without a timer in a slot (threads that never
+/// allocated through [`Alloc`](crate::Alloc)): a profile samples every thread, the allocator
+/// figure only the allocating ones. `(tid, timer)`; changed under [`control_lock`] only.
+static EXTRA: std::sync::Mutex<Vec<(i64, usize)>> = std::sync::Mutex::new(Vec::new());
 
 /// Deletes the [`EXTRA`] timers (under [`control_lock`]).
 fn delete_extra() {
     let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
-    for t in extra.drain(..) {
+    for (_, t) in extra.drain(..) {
         imp::delete_timer(t);
+    }
+}
+
+/// While a profile runs, gives every thread of the process (from `/proc/self/task`) that has no
+/// timer one, and deletes the profile's timers of threads that exited or have got a slot timer
+/// since (their first allocation). The CPU profiler calls it every few drains (250 ms), so
+/// threads started during a profile that never allocate are sampled too. Allocates: never from
+/// the handler.
+pub(crate) fn cover_threads() {
+    if HOOK.load(Acquire) == 0 {
+        return;
+    }
+    let _guard = control_lock();
+    if HOOK.load(Acquire) != 0 && RUNNING.load(Acquire) {
+        cover_locked();
+    }
+}
+
+/// [`cover_threads`]' work, under [`control_lock`].
+fn cover_locked() {
+    let mut live = imp::thread_ids();
+    live.sort_unstable();
+    let mut armed = Vec::new();
+    for_each_slot(|s| {
+        if s.timer.load(Acquire) != NO_TIMER {
+            armed.push(s.tid.load(Relaxed));
+        }
+    });
+    armed.sort_unstable();
+    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+    extra.retain(|&(tid, t)| {
+        let keep = live.binary_search(&tid).is_ok() && armed.binary_search(&tid).is_err();
+        if !keep {
+            imp::delete_timer(t);
+        }
+        keep
+    });
+    let mut covered: Vec<i64> = extra.iter().map(|&(tid, _)| tid).collect();
+    covered.sort_unstable();
+    let period = Duration::from_nanos(PERIOD_NS.load(Relaxed));
+    for tid in live {
+        if armed.binary_search(&tid).is_ok() || covered.binary_search(&tid).is_ok() {
+            continue;
+        }
+        if let Some(t) = imp::create_timer(tid) {
+            imp::set_timer(t, period);
+            extra.push((tid, t));
+        }
     }
 }
 
@@ -157,21 +208,7 @@ pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, S
         start(hz).map_err(SamplerError::Unavailable)?;
     }
     HOOK.store(hook as usize, Release);
-    let mut armed = Vec::new();
-    for_each_slot(|s| {
-        if s.timer.load(Acquire) != NO_TIMER {
-            armed.push(s.tid.load(Relaxed));
-        }
-    });
-    let period = Duration::from_nanos(period_ns(hz));
-    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
-    extra.extend(
-        imp::thread_ids()
-            .into_iter()
-            .filter(|tid| !armed.contains(tid))
-            .filter_map(imp::create_timer)
-            .inspect(|&t| imp::set_timer(t, period)),
-    );
+    cover_locked();
     Ok(ProfileGuard(()))
 }
 
@@ -240,31 +277,52 @@ fn set_rate(hz: u32) {
 
 /// Gives `slot`'s thread a timer if the sampler runs and it has none (called by the thread itself
 /// at its first allocation, or by the thread starting the sampler). Makes no Rust allocation.
+///
+/// The starter may race the slot's thread exiting, and the slot's next owner arming itself: a
+/// timer made for a thread that is gone must not stay in the slot, or the next owner (which sees
+/// a timer and makes none) is never sampled. An exiting thread clears the slot's `tid` before
+/// it deletes the slot's timer, so a timer installed after that deletion is found here by the
+/// `tid` check that follows the exchange, and taken back; the slot's new owner, if any, then
+/// gets its own.
 pub(crate) fn arm(slot: &Slot) {
-    if !RUNNING.load(Acquire) {
-        return;
+    loop {
+        if !RUNNING.load(Acquire) {
+            return;
+        }
+        let tid = slot.tid.load(SeqCst);
+        if tid == 0 || slot.timer.load(Acquire) != NO_TIMER {
+            return;
+        }
+        let Some(t) = imp::create_timer(tid) else {
+            return;
+        };
+        if slot
+            .timer
+            .compare_exchange(NO_TIMER, t, SeqCst, Acquire)
+            .is_err()
+        {
+            imp::delete_timer(t); // the thread and the starter raced: one timer is enough
+            return;
+        }
+        if slot.tid.load(SeqCst) == tid {
+            imp::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
+            return;
+        }
+        // The thread exited meanwhile: take the timer back (unless its exit already did), then
+        // arm for the slot's new owner, if there is one.
+        if slot
+            .timer
+            .compare_exchange(t, NO_TIMER, SeqCst, Acquire)
+            .is_ok()
+        {
+            imp::delete_timer(t);
+        }
     }
-    let tid = slot.tid.load(Relaxed);
-    if tid == 0 || slot.timer.load(Acquire) != NO_TIMER {
-        return;
-    }
-    let Some(t) = imp::create_timer(tid) else {
-        return;
-    };
-    if slot
-        .timer
-        .compare_exchange(NO_TIMER, t, AcqRel, Acquire)
-        .is_err()
-    {
-        imp::delete_timer(t); // the thread and the starter raced: one timer is enough
-        return;
-    }
-    imp::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
 }
 
 /// Deletes `slot`'s timer, if any (its thread is exiting, or the sampler stops).
 pub(crate) fn disarm(slot: &Slot) {
-    let t = slot.timer.swap(NO_TIMER, AcqRel);
+    let t = slot.timer.swap(NO_TIMER, SeqCst);
     if t != NO_TIMER {
         imp::delete_timer(t);
     }

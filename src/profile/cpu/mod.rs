@@ -22,6 +22,9 @@ use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
 use unwind::Unwinder;
 
+/// Drains between two looks at `/proc/self/task` for threads started during the profile
+/// (250 ms at [`DRAIN_EVERY`]).
+const COVER_EVERY: u32 = 5;
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Samples the ring holds: at 100 Hz, 50 ms of 800 busy threads' samples.
@@ -82,6 +85,8 @@ pub(crate) struct Session {
     stacks: HashMap<Box<[u64]>, (u64, u64)>,
     overflow: (u64, u64),
     scratch: Sample,
+    /// Drains so far (threads started meanwhile are looked for every [`COVER_EVERY`] drains).
+    drains: u32,
 }
 
 impl Session {
@@ -129,13 +134,19 @@ impl Session {
             stacks: HashMap::new(),
             overflow: (0, 0),
             scratch: Sample::EMPTY,
+            drains: 0,
         })
     }
 
     /// Moves the samples in the ring into the stack map.
     pub(crate) fn drain(&mut self) {
-        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile.
+        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile;
+        // else, every few drains, gives threads started since their timers.
         crate::alloc::cpu_sampler::check_handler();
+        self.drains = self.drains.wrapping_add(1);
+        if self.drains % COVER_EVERY == 0 {
+            crate::alloc::cpu_sampler::cover_threads();
+        }
         while self.live.ring.pop(&mut self.scratch) {
             let w = self.scratch.weight_ns;
             // A handler that found no free unwinder cache walked nothing: its time still counts.
