@@ -346,3 +346,47 @@ fn profiles_starting_among_exiting_threads_leave_no_timer_behind() {
     out.assert_success();
     assert_eq!(result_line(&out.stdout), "0", "{}", out.stdout);
 }
+
+/// rdebug's `SIGPROF` timers in process `pid` (`signal: 27/...` entries of its
+/// `/proc/PID/timers`).
+fn sigprof_timers_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/timers"))
+        .expect("/proc/PID/timers")
+        .lines()
+        .filter(|l| l.starts_with(&format!("signal: {}/", libc::SIGPROF)))
+        .count()
+}
+
+/// The debug server's own work (its history tick, `/metrics` scrapes, `/debug/vars`) starts no
+/// `SIGPROF` timer; a dashboard page asking for its data, which charts the allocator's CPU,
+/// starts the sampler.
+#[test]
+fn the_debug_server_alone_starts_no_sampler() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        rt.block_on(async { rdebug::init() });
+        let held = std::hint::black_box(vec![1u8; 1 << 20]);
+        support::http_client::serve_commands(|_| {});
+        drop(held);
+        return;
+    }
+    use support::http_client::{ServerChild, get};
+    let c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
+    for path in ["/metrics", "/debug/vars", "/metrics", "/debug/pprof/"] {
+        assert_eq!(get(c.addr, path).status, 200, "{path}");
+    }
+    // Two ticks of the dashboard's history (one a second, the first at once).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(sigprof_timers_of(c.pid()), 0, "timers without a page");
+    assert_eq!(get(c.addr, "/debug/rdebug/history").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sigprof_timers_of(c.pid()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard's data started no sampler"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.finish().assert_success();
+}

@@ -109,6 +109,9 @@ fn asset(content_type: &'static str, text: &'static str) -> Response<Body> {
 }
 
 async fn history_page(query: &str) -> Response<Body> {
+    // A page asks: its CPU chart needs the allocator-CPU sampler (the tick alone does not start
+    // it).
+    crate::stats::gc::want_cpu_figure();
     // `since`: the `ms` of the last tick the page has.
     let since = match value(query, "since")
         .map(|v| params::number("since", &v, 0, u64::MAX, "milliseconds since init"))

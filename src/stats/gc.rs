@@ -11,7 +11,7 @@
 //!
 //! Closed cycles go into a ring of the last [`RING`] cycles, from which the reporter prints.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,6 +132,22 @@ pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
     g
 }
 
+/// Starts the CPU-time sampler for the allocator CPU figure (gctrace's `P%`, `gc_cpu_fraction`,
+/// the dashboard's CPU chart) if `Alloc` is the global allocator; once started it runs until
+/// exit. Nothing else starts it: `/metrics`, `/debug/vars`, the dashboard's history while no
+/// page asks for it and a heap profile read the figure without starting it. If it cannot start,
+/// one note says why (once). Cheap once started: one atomic load.
+pub(crate) fn want_cpu_figure() {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    if is_installed()
+        && let Err(reason) = cpu_sampler::ensure_started()
+        && !NOTED.swap(true, Relaxed)
+    {
+        let message = format!("the allocator CPU share is not measured: {reason}");
+        crate::sys::stderr::note("note", &message);
+    }
+}
+
 /// Sets the pacing percent (`None` = off) for goals computed from now on.
 pub(crate) fn set_gcpercent(p: Option<u64>) {
     GCPERCENT.store(p.unwrap_or(u64::MAX), Relaxed);
@@ -156,12 +172,6 @@ pub(crate) fn goal(live: u64, percent: Option<u64>) -> u64 {
 
 impl Tracker {
     fn new(origin: Instant) -> Self {
-        if is_installed()
-            && let Err(reason) = cpu_sampler::ensure_started()
-        {
-            let message = format!("the allocator CPU share is not measured: {reason}");
-            crate::sys::stderr::note("note", &message);
-        }
         let percent = match GCPERCENT.load(Relaxed) {
             u64::MAX => None,
             p => Some(p),

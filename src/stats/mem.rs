@@ -70,7 +70,11 @@ pub struct MemStats {
     /// wait for the allocator.
     pub pause_total_ns: u64,
     /// Allocator CPU share since init: (CPU time inside allocator calls, from on-CPU samples, + jemalloc
-    /// background threads' CPU) / (wall time × workers).
+    /// background threads' CPU) / (wall time × workers). The on-CPU samples come from rdebug's
+    /// CPU-time sampler (one `SIGPROF` per 10 ms of each allocating thread's CPU), which only what
+    /// needs this figure starts: the first [`memstats`] call, a `gctrace` reporter, or a dashboard
+    /// page; then it runs until exit. `/metrics`, `/debug/vars` and the debug server's own
+    /// history do not start it (the figure there stays 0 until something did).
     pub gc_cpu_fraction: f64,
     /// jemalloc's own live-bytes figure, `stats.allocated`: size-class rounded, and counting
     /// objects parked in its thread caches (freed by the program, not yet returned to an arena),
@@ -114,6 +118,16 @@ pub struct MemStats {
 /// drop(held);
 /// ```
 pub fn memstats() -> MemStats {
+    // Its `gc_cpu_fraction` needs the allocator-CPU sampler: the first call starts it.
+    gc::want_cpu_figure();
+    read()
+}
+
+/// [`memstats`] without starting the allocator-CPU sampler: for rdebug's own readers (`/metrics`,
+/// `/debug/vars`, the dashboard's history tick, heap profiles), which must not start a `SIGPROF`
+/// timer on every thread just by running; their `gc_cpu_fraction` is 0 until something that
+/// needs the figure started the sampler.
+pub(crate) fn read() -> MemStats {
     if let Some(missing) = missing_figures_once() {
         say_missing(missing);
     }

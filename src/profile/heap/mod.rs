@@ -109,7 +109,7 @@ fn is_allocator_frame(name: &str) -> bool {
 /// ```
 pub fn heap() -> Result<HeapProfile, ProfileError> {
     let file = jemalloc::dump().map_err(ProfileError::Unavailable)?;
-    let memstats = crate::stats::memstats();
+    let memstats = crate::stats::mem::read();
     let time = SystemTime::now();
     let dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
     let symbols = Symbols::load();
