@@ -129,6 +129,7 @@ fn delete_extra() {
 /// since (their first allocation). The CPU profiler calls it every few drains (250 ms), so
 /// threads started during a profile that never allocate are sampled too. Allocates: never from
 /// the handler.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
 pub(crate) fn cover_threads() {
     if HOOK.load(Acquire) == 0 {
         return;

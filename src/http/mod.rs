@@ -11,7 +11,7 @@
 //! // curl http://{addr}/debug/pprof/
 //! # use std::io::{Read, Write};
 //! # let mut c = std::net::TcpStream::connect(addr).unwrap();
-//! # c.write_all(b"GET /debug/vars HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+//! # c.write_all(b"GET /debug/vars HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
 //! # let mut answer = String::new();
 //! # c.read_to_string(&mut answer).unwrap();
 //! # assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
