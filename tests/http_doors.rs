@@ -391,3 +391,52 @@ fn no_client_can_lock_the_others_out() {
     assert!(seen.contains(&409) && seen.contains(&200), "{seen:?}");
     c.finish().assert_success();
 }
+
+/// Whether the server closed `s` (end of stream, or reset) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (a 408, say) before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timed out: still open
+        }
+    }
+}
+
+/// The connection limits: at 64 open connections a new one closes the oldest idle one and is
+/// answered; a client that never finishes its request head is closed after the header timeout
+/// (10 s).
+#[test]
+fn connection_cap_evicts_the_oldest_idle_and_slow_heads_time_out() {
+    let name = support::test_name!();
+    if is_child(name) {
+        child();
+        return;
+    }
+    let c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
+    let addr = c.addr;
+    let mut idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300)); // all accepted
+    let vars = get(addr, "/debug/vars");
+    assert_eq!(vars.status, 200, "the 65th connection is answered");
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(5)),
+        "the oldest idle connection was not closed to make room"
+    );
+    assert!(
+        !closed_within(&mut idle[1], Duration::from_millis(200)),
+        "more than one connection was closed"
+    );
+    drop(idle);
+    let mut slow = send(addr, b"GET /debug/vars HTTP/1.1\r\nHost: localhost\r\n");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(20)),
+        "a request head that never ends is not timed out"
+    );
+    c.finish().assert_success();
+}
