@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::process::{self, ProcessStats};
 use crate::stats::runtimes::watched;
-use crate::stats::{MemStats, SchedStats, fill, memstats};
+use crate::stats::{MemStats, SchedStats, fill, mem};
 use crate::sys::proc::process_files;
 
 /// Label of the runtime `init()` watched without a name.
@@ -46,7 +46,7 @@ pub(crate) fn take() -> Snapshot {
         ..SchedStats::default()
     };
     Snapshot {
-        mem: memstats(),
+        mem: mem::read(),
         process_sched,
         runtimes,
         process: process::read(),

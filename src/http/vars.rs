@@ -15,7 +15,7 @@ use hyper::Response;
 use super::reply::{self, Body, JSON};
 use super::runtimes;
 use crate::stats::encode::{json_fields, json_object};
-use crate::stats::{fields, memstats};
+use crate::stats::{fields, mem};
 use crate::sys::stderr::json_str;
 
 pub(crate) fn page() -> Response<Body> {
@@ -28,7 +28,7 @@ pub(crate) fn page() -> Response<Body> {
         json_str(&mut out, &a.to_string_lossy());
     }
     out.extend_from_slice(b"],\"memstats\":");
-    json_object(&mut out, fields::MEMSTATS, &memstats());
+    json_object(&mut out, fields::MEMSTATS, &mem::read());
     out.extend_from_slice(b",\"sched\":[");
     for (i, (label, s)) in runtimes::snapshot().iter().enumerate() {
         if i > 0 {

@@ -31,10 +31,12 @@
 //!   alone: the first profile warns once on stderr, and every profile carries the same sentence
 //!   as a comment (`go tool pprof -comments`).
 //! * **Mappings**: every executable mapping of the process (the program, libc, the vDSO…) is a
-//!   Mapping with its address range, file offset, path and GNU build ID, its `has_functions`,
-//!   `has_filenames`, `has_line_numbers` true to what was found; an address in a library
-//!   without symbols still shows under its library, and `go tool pprof -symbolize=local` (or
-//!   `PPROF_BINARY_PATH`) can finish it offline. A separate debug file under
+//!   Mapping with its address range, file offset, path and GNU build ID, `has_filenames` and
+//!   `has_line_numbers` true to what was found; an address in a library without symbols still
+//!   shows under its library. `has_functions` is set on every mapping, because pprof would
+//!   otherwise post the unnamed addresses of a remote profile to `/debug/pprof/symbol` (which
+//!   rdebug does not serve) and fail; `go tool pprof -symbolize=local,force` (with
+//!   `PPROF_BINARY_PATH`) re-symbolizes offline from the files found by path or build ID. A separate debug file under
 //!   `/usr/lib/debug/.build-id/` is used where the system has one (its symbol table; compressed
 //!   DWARF is not read). The executable is read through `/proc/self/exe`, so a binary deleted or
 //!   replaced by a deploy still symbolizes (a comment says so).
@@ -94,6 +96,7 @@ pub(crate) mod whole_run;
 
 use std::fmt;
 
+pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
 pub use heap::{HeapKind, HeapProfile, heap};
 

@@ -13,9 +13,11 @@
 //!   `/usr/lib/debug/.build-id/xx/yyyy.debug` by its GNU build ID. Compressed DWARF sections
 //!   (as Debian's debug packages ship) are not read: their symbol table still names functions.
 //! * **Mappings**: every executable file mapping of `/proc/self/maps` becomes a pprof Mapping
-//!   with start, limit, file offset, file name and GNU build ID, the main executable first, its
-//!   `has_*` bits true to what was found, so `go tool pprof -symbolize=local` (or
-//!   `PPROF_BINARY_PATH`) can finish what this process could not.
+//!   with start, limit, file offset, file name and GNU build ID, the main executable first;
+//!   `has_filenames` and `has_line_numbers` true to what was found, `has_functions` on every
+//!   one (else `go tool pprof URL` posts the unnamed addresses to `/debug/pprof/symbol`, which
+//!   rdebug does not serve), so `go tool pprof -symbolize=local,force` (with
+//!   `PPROF_BINARY_PATH`) can redo what this process could not name.
 //!
 //! Nothing here runs in a signal handler.
 
@@ -238,6 +240,13 @@ pub(crate) fn symbolize(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
                 },
             );
         }
+    }
+    // Every mapping says its functions are resolved: what this process could name is named.
+    // A mapping without it makes `go tool pprof URL` post the rest to `/debug/pprof/symbol`,
+    // which rdebug does not serve; `-symbolize=local,force` re-symbolizes from the files
+    // (found by path or build ID) where the machine has better symbols.
+    for m in &mut out.mappings {
+        m.has_functions = true;
     }
     // Build IDs for every mapping (pprof finds files offline by them).
     let mut ids: HashMap<String, String> = HashMap::new();

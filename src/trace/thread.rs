@@ -63,6 +63,9 @@ impl ReporterThread {
         self.sched.started = started;
         let _ = self.shared.started.set(started);
         self.gc.printed = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);
+        if self.config.gctrace() > 0 {
+            gc::want_cpu_figure(); // the gc lines' P%
+        }
         let mut generation = self.shared.control().generation;
         self.apply_config();
         let mut next_sched = started;

@@ -22,6 +22,9 @@ use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
 use unwind::Unwinder;
 
+/// Drains between two looks at `/proc/self/task` for threads started during the profile
+/// (250 ms at [`DRAIN_EVERY`]).
+const COVER_EVERY: u32 = 5;
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Samples the ring holds: at 100 Hz, 50 ms of 800 busy threads' samples.
@@ -97,6 +100,8 @@ pub(crate) struct Session {
     stacks: HashMap<Box<[u64]>, (u64, u64)>,
     overflow: (u64, u64),
     scratch: Sample,
+    /// Drains so far (threads started meanwhile are looked for every [`COVER_EVERY`] drains).
+    drains: u32,
 }
 
 impl Session {
@@ -106,6 +111,16 @@ impl Session {
             return Err(ProfileError::Invalid(format!(
                 "hz={hz}: expected 1 to {MAX_HZ} samples per CPU-second"
             )));
+        }
+        if !unwind::probe_checked_reads() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                crate::sys::stderr::note(
+                    "note",
+                    "process_vm_readv is refused here (a seccomp filter?): CPU profile stacks \
+                     are walked within each thread's own stack only",
+                );
+            });
         }
         let live = Box::new(Live {
             unwinder: unwinder(),
@@ -144,11 +159,19 @@ impl Session {
             stacks: HashMap::new(),
             overflow: (0, 0),
             scratch: Sample::EMPTY,
+            drains: 0,
         })
     }
 
     /// Moves the samples in the ring into the stack map.
     pub(crate) fn drain(&mut self) {
+        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile;
+        // else, every few drains, gives threads started since their timers.
+        crate::alloc::cpu_sampler::check_handler();
+        self.drains = self.drains.wrapping_add(1);
+        if self.drains % COVER_EVERY == 0 {
+            crate::alloc::cpu_sampler::cover_threads();
+        }
         while self.live.ring.pop(&mut self.scratch) {
             let w = self.scratch.weight_ns;
             // A handler that found no free unwinder cache walked nothing: its time still counts.
@@ -247,6 +270,13 @@ pub struct CpuProfile {
 /// [`MAX_DURATION`], [`ProfileError::Unavailable`] when `SIGPROF` has another handler or on a
 /// platform without a CPU-time timer.
 ///
+/// Every thread is sampled, threads started during the profile too (they are looked for every
+/// 250 ms). The signal handler walks the stack on the interrupted thread's own stack and needs
+/// about 42 KiB of it (debug build; measured by a test that holds it to 64 KiB). Where a seccomp
+/// filter refuses `process_vm_readv`, stacks are walked within each thread's own stack only, and
+/// one note says so. When the profile ends, rdebug's `SIGPROF` handler stays installed (it
+/// ignores late signals): `SIGPROF`'s default action would end the process.
+///
 /// ```
 /// # #[global_allocator]
 /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -255,6 +285,16 @@ pub struct CpuProfile {
 /// // go tool pprof -top cpu.pb.gz
 /// ```
 pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
+    cpu_unless(duration, hz, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`cpu`], ended early once `stop` is set (the debug server's client went away): the profile
+/// of the time until then.
+pub(crate) fn cpu_unless(
+    duration: Duration,
+    hz: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<CpuProfile, ProfileError> {
     if duration > MAX_DURATION {
         return Err(ProfileError::Invalid(format!(
             "duration {duration:?}: expected at most {} s",
@@ -265,7 +305,7 @@ pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
     let end = Instant::now() + duration;
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || stop.load(Ordering::Acquire) {
             break;
         }
         std::thread::sleep(DRAIN_EVERY.min(end - now));

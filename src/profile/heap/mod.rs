@@ -160,7 +160,7 @@ fn trim_allocator_frames(sym: &mut Symbolized, stack: Vec<u64>) -> Vec<u64> {
 /// ```
 pub fn heap() -> Result<HeapProfile, ProfileError> {
     let file = jemalloc::dump().map_err(ProfileError::Unavailable)?;
-    let memstats = crate::stats::memstats();
+    let memstats = crate::stats::mem::read();
     let time = SystemTime::now();
     let dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
     let mut symbolized = symbolize(
