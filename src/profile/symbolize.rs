@@ -137,141 +137,210 @@ pub(crate) fn main_mapping() -> Option<Mapping> {
     Some(m)
 }
 
-/// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1).
+/// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1), reading
+/// what it needs and dropping it after (for a whole profile).
 pub(crate) fn symbolize(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
-    let mut addrs: Vec<u64> = addrs.into_iter().collect();
-    addrs.sort_unstable();
-    addrs.dedup();
-    let loaded = modules::loaded();
-    let maps = exec_mappings();
-    let mut out = Symbolized::default();
-    let mut objects: Vec<Option<ObjectInfo>> = Vec::new();
-    // Mappings, main executable's first; each tied to its loaded module.
-    let mut order: Vec<(Mapping, Option<usize>)> = maps
-        .into_iter()
-        .map(|m| {
-            let module = loaded.iter().position(|l| l.range.contains(&m.start));
-            (m, module)
-        })
-        .collect();
-    order.sort_by_key(|(m, module)| {
-        (
-            !module.is_some_and(|i| loaded.get(i).is_some_and(|l| l.is_main)),
-            m.start,
-        )
-    });
-    objects.resize_with(loaded.len(), || None);
-    for (m, _) in &order {
-        out.mappings.push(m.clone());
+    Symbolizer::new().symbolize(addrs)
+}
+
+/// Symbolizes `addrs` with a process-wide [`Symbolizer`] kept between calls (made anew when
+/// the loaded objects change): for the few addresses of a STALL line, many times.
+pub(crate) fn symbolize_cached(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
+    static CACHE: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
+    let mut cache = crate::sync::lock(&CACHE);
+    if !cache.as_ref().is_some_and(Symbolizer::is_current) {
+        *cache = Some(Symbolizer::new());
     }
-    let main_index = loaded.iter().position(|l| l.is_main);
-    // Each address's mapping and module; then each module's addresses, a DWARF unit at a time.
-    let mut by_module: Vec<Vec<(u64, usize)>> = vec![Vec::new(); loaded.len()];
-    for &addr in &addrs {
-        let Some(mi) = out
-            .mappings
-            .iter()
-            .position(|m| (m.start..m.limit).contains(&addr))
-        else {
-            out.addrs.insert(addr, Resolved::default());
-            continue;
-        };
-        match order[mi].1 {
-            Some(i) => by_module[i].push((addr, mi)),
-            None => {
-                out.addrs.insert(
-                    addr,
-                    Resolved {
-                        mapping: Some(mi),
-                        frames: Vec::new(),
-                    },
-                );
-            }
+    match cache.as_mut() {
+        Some(s) => s.symbolize(addrs),
+        None => symbolize(addrs),
+    }
+}
+
+/// A symbolizer that keeps each object's symbol table and DWARF unit index between calls (what
+/// a STALL line's few addresses need, without reading the tables again each time); the DWARF
+/// units themselves are still read per call and dropped. About 24 bytes per function symbol and
+/// per `.debug_aranges` range of the objects used.
+pub(crate) struct Symbolizer {
+    loaded: Vec<Module>,
+    /// Per loaded object: `None` not opened yet, `Some(None)` unreadable.
+    objects: Vec<Option<Option<ObjectInfo>>>,
+    comments: Vec<String>,
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer")
+            .field("objects", &self.loaded.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer for the objects loaded now (nothing read yet).
+    pub(crate) fn new() -> Symbolizer {
+        let loaded = modules::loaded();
+        let mut objects = Vec::new();
+        objects.resize_with(loaded.len(), || None);
+        Symbolizer {
+            loaded,
+            objects,
+            comments: Vec::new(),
         }
     }
-    for (i, list) in by_module.iter_mut().enumerate() {
-        if list.is_empty() {
-            continue;
+
+    /// Whether the objects loaded now are those it was made for.
+    pub(crate) fn is_current(&self) -> bool {
+        let now = modules::loaded();
+        now.len() == self.loaded.len()
+            && now
+                .iter()
+                .zip(&self.loaded)
+                .all(|(a, b)| a.path == b.path && a.base == b.base)
+    }
+
+    /// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1).
+    pub(crate) fn symbolize(&mut self, addrs: impl IntoIterator<Item = u64>) -> Symbolized {
+        let mut addrs: Vec<u64> = addrs.into_iter().collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let loaded = &self.loaded;
+        let maps = exec_mappings();
+        let mut out = Symbolized::default();
+        // Mappings, main executable's first; each tied to its loaded module.
+        let mut order: Vec<(Mapping, Option<usize>)> = maps
+            .into_iter()
+            .map(|m| {
+                let module = loaded.iter().position(|l| l.range.contains(&m.start));
+                (m, module)
+            })
+            .collect();
+        order.sort_by_key(|(m, module)| {
+            (
+                !module.is_some_and(|i| loaded.get(i).is_some_and(|l| l.is_main)),
+                m.start,
+            )
+        });
+        for (m, _) in &order {
+            out.mappings.push(m.clone());
         }
-        objects[i] = ObjectInfo::open(&loaded[i], main_index == Some(i), &mut out.comments);
-        let Some(obj) = &objects[i] else {
-            for &(addr, mi) in list.iter() {
-                out.addrs.insert(
-                    addr,
-                    Resolved {
-                        mapping: Some(mi),
-                        frames: Vec::new(),
-                    },
-                );
-            }
-            continue;
-        };
-        let base = loaded[i].base;
-        let part = |addr: u64| {
-            obj.dwarf
-                .as_ref()
-                .and_then(|d| d.part_of(addr.wrapping_sub(base)))
-        };
-        list.sort_by_key(|&(addr, _)| (part(addr), addr));
-        let mut current: Option<(Part, Option<UnitContext>)> = None;
-        for &(addr, mi) in list.iter() {
-            let p = part(addr);
-            let ctx = match (p, &current) {
-                (None, _) => None,
-                (Some(p), Some((q, ctx))) if *q == p => ctx.as_ref(),
-                (Some(p), _) => {
-                    // The previous unit's context is dropped here: one at a time.
-                    drop(current.take());
-                    let ctx = obj.dwarf.as_ref().and_then(|d| d.context(p));
-                    current = Some((p, ctx));
-                    current.as_ref().and_then(|c| c.1.as_ref())
-                }
+        let main_index = loaded.iter().position(|l| l.is_main);
+        // Each address's mapping and module; then each module's addresses, a DWARF unit at a time.
+        let mut by_module: Vec<Vec<(u64, usize)>> = vec![Vec::new(); loaded.len()];
+        for &addr in &addrs {
+            let Some(mi) = out
+                .mappings
+                .iter()
+                .position(|m| (m.start..m.limit).contains(&addr))
+            else {
+                out.addrs.insert(addr, Resolved::default());
+                continue;
             };
-            let frames = obj.frames(addr.wrapping_sub(base), ctx);
-            let m = &mut out.mappings[mi];
-            m.has_functions |= !frames.is_empty();
-            m.has_filenames |= frames.iter().any(|f| !f.file.is_empty());
-            m.has_line_numbers |= frames.iter().any(|f| f.line != 0);
-            out.addrs.insert(
-                addr,
-                Resolved {
-                    mapping: Some(mi),
-                    frames,
-                },
-            );
+            match order[mi].1 {
+                Some(i) => by_module[i].push((addr, mi)),
+                None => {
+                    out.addrs.insert(
+                        addr,
+                        Resolved {
+                            mapping: Some(mi),
+                            frames: Vec::new(),
+                        },
+                    );
+                }
+            }
         }
-    }
-    // Every mapping says its functions are resolved: what this process could name is named.
-    // A mapping without it makes `go tool pprof URL` post the rest to `/debug/pprof/symbol`,
-    // which rdebug does not serve; `-symbolize=local,force` re-symbolizes from the files
-    // (found by path or build ID) where the machine has better symbols.
-    for m in &mut out.mappings {
-        m.has_functions = true;
-    }
-    // Build IDs for every mapping (pprof finds files offline by them).
-    let mut ids: HashMap<String, String> = HashMap::new();
-    for (m, module) in out.mappings.iter_mut().zip(order.iter().map(|o| o.1)) {
-        if let Some(id) = ids.get(&m.file) {
-            m.build_id = id.clone();
-            continue;
+        for (i, list) in by_module.iter_mut().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            if self.objects[i].is_none() {
+                self.objects[i] = Some(ObjectInfo::open(
+                    &loaded[i],
+                    main_index == Some(i),
+                    &mut self.comments,
+                ));
+            }
+            let Some(Some(obj)) = &self.objects[i] else {
+                for &(addr, mi) in list.iter() {
+                    out.addrs.insert(
+                        addr,
+                        Resolved {
+                            mapping: Some(mi),
+                            frames: Vec::new(),
+                        },
+                    );
+                }
+                continue;
+            };
+            let base = loaded[i].base;
+            let part = |addr: u64| {
+                obj.dwarf
+                    .as_ref()
+                    .and_then(|d| d.part_of(addr.wrapping_sub(base)))
+            };
+            list.sort_by_key(|&(addr, _)| (part(addr), addr));
+            let mut current: Option<(Part, Option<UnitContext>)> = None;
+            for &(addr, mi) in list.iter() {
+                let p = part(addr);
+                let ctx = match (p, &current) {
+                    (None, _) => None,
+                    (Some(p), Some((q, ctx))) if *q == p => ctx.as_ref(),
+                    (Some(p), _) => {
+                        // The previous unit's context is dropped here: one at a time.
+                        drop(current.take());
+                        let ctx = obj.dwarf.as_ref().and_then(|d| d.context(p));
+                        current = Some((p, ctx));
+                        current.as_ref().and_then(|c| c.1.as_ref())
+                    }
+                };
+                let frames = obj.frames(addr.wrapping_sub(base), ctx);
+                let m = &mut out.mappings[mi];
+                m.has_functions |= !frames.is_empty();
+                m.has_filenames |= frames.iter().any(|f| !f.file.is_empty());
+                m.has_line_numbers |= frames.iter().any(|f| f.line != 0);
+                out.addrs.insert(
+                    addr,
+                    Resolved {
+                        mapping: Some(mi),
+                        frames,
+                    },
+                );
+            }
         }
-        let id = module
-            .and_then(|i| {
-                objects
-                    .get(i)
-                    .and_then(|o| o.as_ref())
-                    .map(|o| o.build_id.clone())
-            })
-            .or_else(|| {
-                let path =
-                    module.map_or_else(|| PathBuf::from(&m.file), |i| loaded[i].path.clone());
-                modules::map(&path).and_then(|d| build_id(&d))
-            })
-            .unwrap_or_default();
-        ids.insert(m.file.clone(), id.clone());
-        m.build_id = id;
+        // Every mapping says its functions are resolved: what this process could name is named.
+        // A mapping without it makes `go tool pprof URL` post the rest to `/debug/pprof/symbol`,
+        // which rdebug does not serve; `-symbolize=local,force` re-symbolizes from the files
+        // (found by path or build ID) where the machine has better symbols.
+        for m in &mut out.mappings {
+            m.has_functions = true;
+        }
+        // Build IDs for every mapping (pprof finds files offline by them).
+        let mut ids: HashMap<String, String> = HashMap::new();
+        for (m, module) in out.mappings.iter_mut().zip(order.iter().map(|o| o.1)) {
+            if let Some(id) = ids.get(&m.file) {
+                m.build_id = id.clone();
+                continue;
+            }
+            let id = module
+                .and_then(|i| {
+                    self.objects
+                        .get(i)
+                        .and_then(|o| o.as_ref())
+                        .and_then(|o| o.as_ref())
+                        .map(|o| o.build_id.clone())
+                })
+                .or_else(|| {
+                    let path =
+                        module.map_or_else(|| PathBuf::from(&m.file), |i| loaded[i].path.clone());
+                    modules::map(&path).and_then(|d| build_id(&d))
+                })
+                .unwrap_or_default();
+            ids.insert(m.file.clone(), id.clone());
+            m.build_id = id;
+        }
+        out.comments = self.comments.clone();
+        out
     }
-    out
 }
 
 /// The executable file mappings of `/proc/self/maps` (and the vDSO), in address order.
