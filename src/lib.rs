@@ -155,6 +155,7 @@ mod error;
 pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
+mod labels;
 #[cfg(feature = "pprof")]
 pub mod profile;
 mod stats;
@@ -167,6 +168,7 @@ use tokio::runtime::Handle;
 pub use alloc::{Alloc, AllocCounters, alloc_counters};
 pub use config::{Config, Format};
 pub use error::{ConfigError, Error};
+pub use labels::labels;
 pub use stats::{GcCycle, MemStats, SchedStats, WorkerStats, memstats, sched_stats};
 #[cfg(feature = "_bench")]
 #[doc(hidden)]

@@ -6,6 +6,9 @@
 //! * [`cpu`] — samples driven by the process's CPU time for a duration:
 //!   [`CpuProfile::pprof_gz`] (`/debug/pprof/profile`) and [`CpuProfile::flamegraph_svg`].
 //!
+//! CPU samples carry the labels of [`labels`](crate::labels) (Go's `pprof.Do`) and the tokio task
+//! id (`task_id`) as pprof sample labels: `go tool pprof -tagfocus=route=/cache`, `-tags`.
+//!
 //! Both are symbolized in this process from the ELF symbol tables (function names, no file or
 //! line), so `go tool pprof -top profile.pb.gz` needs neither the binary nor a `/symbol` route.
 //!

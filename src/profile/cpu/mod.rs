@@ -37,6 +37,11 @@ const MAX_STACKS: usize = 200_000;
 /// The pseudo-address of samples whose stack was not walked.
 const NOT_WALKED: u64 = 1;
 
+/// A sample's labels ([`crate::labels`] bytes) and tokio task id (0: none).
+type Tags = (Box<[u8]>, u64);
+/// A stack (lookup addresses, innermost first) and its tags: what samples are counted under.
+type StackKey = (Box<[u64]>, Tags);
+
 /// What the handler needs: set while a profile runs.
 #[derive(Debug)]
 struct Live {
@@ -68,6 +73,7 @@ unsafe fn on_sample(ucontext: *mut c_void, weight_ns: u64) {
     live.ring.push(|s| {
         s.weight_ns = weight_ns;
         s.depth = live.unwinder.walk(ucontext, &mut s.frames);
+        crate::labels::capture(&mut s.tags);
     });
 }
 
@@ -79,7 +85,7 @@ pub(crate) struct Session {
     hz: u32,
     started: Instant,
     time: SystemTime,
-    stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    stacks: HashMap<StackKey, (u64, u64)>,
     overflow: (u64, u64),
     scratch: Sample,
 }
@@ -141,11 +147,13 @@ impl Session {
                 [] => &[NOT_WALKED][..],
                 s => s,
             };
-            if let Some(e) = self.stacks.get_mut(stack) {
+            let tags = &self.scratch.tags;
+            let key = (stack.into(), (tags.labels().into(), tags.task));
+            if let Some(e) = self.stacks.get_mut(&key) {
                 e.0 += 1;
                 e.1 = e.1.saturating_add(w);
             } else if self.stacks.len() < MAX_STACKS {
-                self.stacks.insert(stack.into(), (1, w));
+                self.stacks.insert(key, (1, w));
             } else {
                 self.overflow.0 += 1;
                 self.overflow.1 = self.overflow.1.saturating_add(w);
@@ -161,9 +169,12 @@ impl Session {
         let duration = self.started.elapsed();
         let symbols = Symbols::load();
         let mut names: HashMap<u64, String> = HashMap::new();
-        let mut stacks: Vec<(Box<[u64]>, u64, u64)> =
-            self.stacks.drain().map(|(k, (c, ns))| (k, c, ns)).collect();
-        for (stack, _, _) in &stacks {
+        let mut stacks: Vec<(Box<[u64]>, u64, u64, Tags)> = self
+            .stacks
+            .drain()
+            .map(|((k, tags), (c, ns))| (k, c, ns, tags))
+            .collect();
+        for (stack, _, _, _) in &stacks {
             for &a in stack.iter() {
                 names.entry(a).or_insert_with(|| symbols.name_or_addr(a));
             }
@@ -171,7 +182,12 @@ impl Session {
         names.insert(NOT_WALKED, "(rdebug: stack not walked)".into());
         if self.overflow.0 > 0 {
             names.insert(0, "(rdebug: stacks limit reached)".into());
-            stacks.push((Box::new([0]), self.overflow.0, self.overflow.1));
+            stacks.push((
+                Box::new([0]),
+                self.overflow.0,
+                self.overflow.1,
+                (Box::new([]), 0),
+            ));
         }
         stacks.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         CpuProfile {
@@ -218,8 +234,9 @@ pub struct CpuProfile {
     hz: u32,
     time: SystemTime,
     duration: Duration,
-    /// Stacks (lookup addresses, innermost first), samples, CPU ns; most samples first.
-    stacks: Vec<(Box<[u64]>, u64, u64)>,
+    /// Stacks (lookup addresses, innermost first), samples, CPU ns, labels and task id; most
+    /// samples first.
+    stacks: Vec<(Box<[u64]>, u64, u64, Tags)>,
     names: HashMap<u64, String>,
     mapping: (u64, u64, String),
     lost: u64,
@@ -341,14 +358,14 @@ impl CpuProfile {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
         }
         let mut locs = Vec::with_capacity(MAX_DEPTH);
-        for (stack, count, ns) in &self.stacks {
+        for (stack, count, ns, tags) in &self.stacks {
             locs.clear();
             for a in stack.iter() {
                 let name = self.names.get(a).map_or("?", String::as_str);
                 locs.push(b.location(*a, name));
             }
             let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-            b.sample(&locs, &[v(*count), v(*ns)]);
+            sample(&mut b, &locs, &[v(*count), v(*ns)], tags);
         }
         b.encode_gz()
     }
@@ -364,7 +381,7 @@ impl CpuProfile {
     /// assert!(svg.contains("<svg"));
     /// ```
     pub fn flamegraph_svg(&self) -> Vec<u8> {
-        let stacks = self.stacks.iter().map(|(stack, count, _)| {
+        let stacks = self.stacks.iter().map(|(stack, count, _, _)| {
             let names: Vec<&str> = stack
                 .iter()
                 .rev()
@@ -381,4 +398,16 @@ impl CpuProfile {
             ),
         )
     }
+}
+
+/// Adds a sample to `b`, with its labels and task id (`task_id`) as pprof labels when it has any.
+fn sample(b: &mut Builder, locs: &[u64], values: &[i64], (labels, task): &Tags) {
+    if labels.is_empty() && *task == 0 {
+        b.sample(locs, values);
+        return;
+    }
+    let strs: Vec<(&str, &str)> = crate::labels::pairs(labels).collect();
+    let task = i64::try_from(*task).unwrap_or(i64::MAX);
+    let nums: &[(&str, i64)] = if task > 0 { &[("task_id", task)] } else { &[] };
+    b.sample_labeled(locs, values, &strs, nums);
 }
