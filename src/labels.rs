@@ -79,6 +79,46 @@ pub fn labels<F: Future>(
     imp::wrap(pairs, fut)
 }
 
+thread_local! {
+    /// Set on threads known to run tokio tasks (rdebug's probe task ran there), where tokio's
+    /// own thread-local is set up, so the signal handler may ask it for the task id.
+    static TOKIO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that runs tokio tasks (call it from inside a task).
+pub(crate) fn mark_tokio_thread() {
+    let _ = TOKIO_THREAD.try_with(|f| f.set(true));
+}
+
+/// The id of the tokio task running on this thread, 0 for none or unknown. Async-signal-safe:
+/// asks tokio only on a thread [`mark_tokio_thread`] marked.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn task_id_in_handler() -> u64 {
+    if !TOKIO_THREAD.try_with(std::cell::Cell::get).unwrap_or(false) {
+        return 0;
+    }
+    tokio::task::try_id().map_or(0, task_number)
+}
+
+/// The number tokio's task `Id` shows (it has no other public way to read it). No allocation.
+pub(crate) fn task_number(id: tokio::task::Id) -> u64 {
+    struct Digits(u64);
+    impl std::fmt::Write for Digits {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for b in s.bytes().filter(u8::is_ascii_digit) {
+                self.0 = self
+                    .0
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(b - b'0'));
+            }
+            Ok(())
+        }
+    }
+    let mut d = Digits(0);
+    let _ = std::fmt::write(&mut d, format_args!("{id}"));
+    d.0
+}
+
 #[cfg(not(feature = "pprof"))]
 mod imp {
     use std::future::Future;
@@ -99,7 +139,7 @@ mod imp {
     use std::sync::atomic::{Ordering, compiler_fence};
     use std::task::{Context, Poll};
 
-    use super::{MAX_KEY, MAX_PAIRS, MAX_VALUE, SAMPLE_BYTES};
+    use super::{MAX_KEY, MAX_PAIRS, MAX_VALUE, SAMPLE_BYTES, task_number};
 
     /// The part of a labelled future's poll the handler reads: on the polling thread's stack.
     struct Frame {
@@ -232,6 +272,9 @@ mod imp {
             depth += 1;
         }
         out.len = len as u16;
+        if out.task == 0 {
+            out.task = super::task_id_in_handler();
+        }
     }
 
     /// Whether the label bytes `b` have the key `key` (its length byte and bytes).
@@ -267,25 +310,6 @@ mod imp {
         }
     }
 
-    /// The number tokio's task `Id` shows.
-    fn task_number(id: tokio::task::Id) -> u64 {
-        struct Digits(u64);
-        impl std::fmt::Write for Digits {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                for b in s.bytes().filter(u8::is_ascii_digit) {
-                    self.0 = self
-                        .0
-                        .saturating_mul(10)
-                        .saturating_add(u64::from(b - b'0'));
-                }
-                Ok(())
-            }
-        }
-        let mut d = Digits(0);
-        let _ = std::fmt::write(&mut d, format_args!("{id}"));
-        d.0
-    }
-
     impl<F: Future> Future for Labeled<F> {
         type Output = F::Output;
 
@@ -297,6 +321,7 @@ mod imp {
                 (None, _) => 0,
                 (Some(id), Some((seen, n))) if id == seen => n,
                 (Some(id), _) => {
+                    super::mark_tokio_thread();
                     let n = task_number(id);
                     this.task = Some((id, n));
                     n

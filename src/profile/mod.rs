@@ -55,6 +55,7 @@ pub(crate) mod whole_run;
 use std::fmt;
 
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
+pub(crate) use cpu::{ThreadStack, frame_names, thread_stack};
 pub use heap::{HeapKind, HeapProfile, heap};
 
 /// Why there is no profile.

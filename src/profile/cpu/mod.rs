@@ -6,6 +6,7 @@
 //! ring every [`DRAIN_EVERY`] into a map of stacks, and symbolizes them once the profile ends.
 
 mod flame;
+mod request;
 mod ring;
 mod unwind;
 
@@ -21,6 +22,8 @@ use super::symbols::Symbols;
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
 use unwind::Unwinder;
+
+pub(crate) use request::{ThreadStack, frame_names, thread_stack};
 
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
