@@ -3,7 +3,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "pprof")]
+use std::time::Instant;
 
 use support::{is_child, run_child};
 
@@ -19,6 +21,7 @@ fn blocks_in_sleep(d: Duration) {
 }
 
 /// Holds this thread `d` on CPU (wall time).
+#[cfg(feature = "pprof")]
 #[inline(never)]
 fn spin_for(d: Duration) {
     let t = Instant::now();

@@ -30,6 +30,7 @@ use super::lines::Lines;
 use std::io::Write;
 
 /// Frames printed under a STALL line.
+#[cfg(feature = "pprof")]
 const STACK_LINES: usize = 8;
 /// Samples of a quick burst that must agree before a stall is printed.
 #[cfg(feature = "pprof")]
@@ -47,12 +48,14 @@ struct Track {
     since: Option<Instant>,
     /// The first sample of the suspected poll: its task, stack, and when it was taken with the
     /// thread's time waiting for a CPU then.
+    #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
     first: Option<First>,
     reported: bool,
 }
 
 /// The first sample of a suspected stall.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
 struct First {
     task: u64,
     frames: Vec<u64>,
@@ -64,6 +67,7 @@ struct First {
 struct Candidate {
     runtime: usize,
     worker: usize,
+    #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
     tid: i64,
     held: Duration,
     handle: Handle,
