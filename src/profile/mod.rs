@@ -45,6 +45,7 @@
 //! returns or `std::process::exit` is called, not when the process is killed by a signal or
 //! aborts.
 
+mod block;
 mod cpu;
 mod heap;
 mod modules;
@@ -54,6 +55,7 @@ pub(crate) mod whole_run;
 
 use std::fmt;
 
+pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
 pub(crate) use cpu::{ThreadStack, frame_names, thread_stack};
 pub use heap::{HeapKind, HeapProfile, heap};
@@ -69,6 +71,8 @@ pub use heap::{HeapKind, HeapProfile, heap};
 pub enum ProfileError {
     /// Another CPU profile is running (one at a time per process, as in Go).
     Busy,
+    /// Another block profile is running (one at a time per process).
+    BlockBusy,
     /// Profiling cannot work here: the reason (jemalloc's profiler off, `SIGPROF` taken by
     /// someone else, a platform without what it needs).
     Unavailable(String),
@@ -82,6 +86,7 @@ impl fmt::Display for ProfileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProfileError::Busy => f.write_str("a CPU profile is already running"),
+            ProfileError::BlockBusy => f.write_str("a block profile is already running"),
             ProfileError::Unavailable(why) => write!(f, "profiling unavailable: {why}"),
             ProfileError::Invalid(what) => f.write_str(what),
             ProfileError::Failed(what) => write!(f, "profiling failed: {what}"),

@@ -77,9 +77,9 @@ struct Candidate {
 /// The stall side of the reporter thread.
 #[derive(Default)]
 pub(super) struct StallTicker {
-    runtimes: Vec<(tokio::runtime::Id, Vec<Track>)>,
+    /// Each watched runtime's workers, and when its worker threads were last probed for.
+    runtimes: Vec<(tokio::runtime::Id, Vec<Track>, Option<Instant>)>,
     candidates: Vec<Candidate>,
-    last_probe: Option<Instant>,
 }
 
 impl StallTicker {
@@ -95,23 +95,22 @@ impl StallTicker {
             return;
         }
         self.candidates.clear();
-        let probe_due = self
-            .last_probe
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
-        let mut probed = false;
         {
             let list = runtimes::watched();
             for w in list.iter().filter(|w| w.alive.load(Relaxed)) {
-                let r = match self.runtimes.iter().position(|(id, _)| *id == w.id) {
+                let r = match self.runtimes.iter().position(|(id, _, _)| *id == w.id) {
                     Some(r) => r,
                     None => {
-                        self.runtimes.push((w.id, Vec::new()));
+                        self.runtimes.push((w.id, Vec::new(), None));
                         self.runtimes.len() - 1
                     }
                 };
+                let last = &mut self.runtimes[r].2;
+                let probe_due =
+                    last.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
                 if probe_due && w.worker_tids.iter().any(|t| t.load(Relaxed) == 0) {
                     runtimes::probe_workers(&w.handle, &w.worker_tids);
-                    probed = true;
+                    *last = Some(now);
                 }
                 let m = w.handle.metrics();
                 let n = m.num_workers();
@@ -150,9 +149,6 @@ impl StallTicker {
                     });
                 }
             }
-        }
-        if probed {
-            self.last_probe = Some(now);
         }
         let candidates = std::mem::take(&mut self.candidates);
         for c in &candidates {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::ring::MAX_DEPTH;
 use super::unwind::Unwinder;
 use crate::alloc::cpu_sampler;
+use crate::labels::Captured;
 
 const IDLE: u8 = 0;
 const PENDING: u8 = 1;
@@ -24,7 +25,7 @@ const DONE: u8 = 3;
 struct Reply {
     depth: usize,
     frames: [u64; MAX_DEPTH],
-    task: u64,
+    tags: Captured,
 }
 
 struct Request {
@@ -44,7 +45,7 @@ static REQUEST: Request = Request {
     reply: UnsafeCell::new(Reply {
         depth: 0,
         frames: [0; MAX_DEPTH],
-        task: 0,
+        tags: Captured::EMPTY,
     }),
     unwinder: std::sync::OnceLock::new(),
 };
@@ -54,6 +55,8 @@ static REQUEST: Request = Request {
 pub(crate) struct ThreadStack {
     pub frames: Vec<u64>,
     pub task: u64,
+    /// The labels in force ([`crate::labels`] bytes).
+    pub labels: Vec<u8>,
 }
 
 /// The request hook, in the `SIGPROF` handler of the signalled thread. Async-signal-safe.
@@ -77,7 +80,7 @@ unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
         Some(u) => u.walk(ucontext, &mut reply.frames),
         None => 0,
     };
-    reply.task = crate::labels::task_id_in_handler();
+    crate::labels::capture(&mut reply.tags);
     REQUEST.state.store(DONE, Release);
 }
 
@@ -118,7 +121,8 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
     let reply = unsafe { &*REQUEST.reply.get() };
     let out = ThreadStack {
         frames: reply.frames[..reply.depth.min(MAX_DEPTH)].to_vec(),
-        task: reply.task,
+        task: reply.tags.task,
+        labels: reply.tags.labels().to_vec(),
     };
     REQUEST.state.store(IDLE, Release);
     Some(out)

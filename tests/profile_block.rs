@@ -1,0 +1,150 @@
+//! Block profiles (`rdebug::profile::block`, `/debug/pprof/block`) against blocking the test
+//! does itself in a named function, read back with the real `go tool pprof`.
+#![cfg(feature = "pprof")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdebug::profile::ProfileError;
+use support::burn::burn_a;
+use support::pprof::{top, total};
+use support::{is_child, run_child};
+
+#[global_allocator]
+static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Blocks its worker 20 ms, as a handler calling blocking code would; returns when it slept.
+#[inline(never)]
+fn sleeps_20ms() -> (Instant, Instant) {
+    let t0 = Instant::now();
+    std::thread::sleep(std::hint::black_box(Duration::from_millis(20)));
+    (t0, Instant::now())
+}
+
+/// Time the intervals `slept` overlap `[a, b]`.
+fn overlap(slept: &[(Instant, Instant)], a: Instant, b: Instant) -> Duration {
+    slept
+        .iter()
+        .map(|&(s, e)| e.min(b).saturating_duration_since(s.max(a)))
+        .sum()
+}
+
+/// One task sleeps 20 ms per poll (labelled `route=/sleep`) while another burns CPU, on a
+/// 2-worker runtime. The 2 s block profile gives `sleeps_20ms` ≥ 80% of its delay and `burn_a`
+/// under 5%; its total delay is within 30% of the time the task slept in the window (the
+/// truth, measured around each sleep); its samples carry the label. Before any runtime is
+/// watched a block profile is `Unavailable`; a second one meanwhile is `BlockBusy`.
+#[test]
+fn block_profile_shows_the_blocking_function() {
+    let name = support::test_name!();
+    let pb = support::temp_path("block.pb.gz");
+    if is_child(name) {
+        let none = rdebug::profile::block(Duration::from_millis(10), 100).err();
+        println!(
+            "RESULT unwatched_unavailable {}",
+            u8::from(matches!(none, Some(ProfileError::Unavailable(_))))
+        );
+        let server = rdebug::http::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        let a = support::http_client::get(addr, "/debug/pprof/block?seconds=1");
+        println!("RESULT http_unwatched {}", a.status);
+        println!(
+            "RESULT http_says_why {}",
+            u8::from(a.text().contains("no tokio runtime is watched"))
+        );
+        let rt = support::two_worker_runtime();
+        rdebug::watch(rt.handle());
+        // rdebug finds the workers' threads with a short task on each, which needs them free
+        // for a moment: a first (empty) profile while the runtime is idle.
+        let idle = rdebug::profile::block(Duration::from_millis(100), 100).expect("idle profile");
+        println!("RESULT idle_samples {}", idle.samples());
+        let stop = Instant::now() + Duration::from_millis(2800);
+        let slept = Arc::new(Mutex::new(Vec::new()));
+        let log = slept.clone();
+        let sleeper = rt.spawn(rdebug::labels(&[("route", "/sleep")], async move {
+            while Instant::now() < stop {
+                let s = sleeps_20ms();
+                log.lock().unwrap().push(s);
+                tokio::task::yield_now().await;
+            }
+        }));
+        let burner = rt.spawn(async move {
+            while Instant::now() < stop {
+                burn_a(100_000);
+                tokio::task::yield_now().await;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let second = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let http = support::http_client::get(addr, "/debug/pprof/block?seconds=1").status;
+            (
+                rdebug::profile::block(Duration::from_millis(10), 100).err(),
+                http,
+            )
+        });
+        let a = Instant::now();
+        let p = rdebug::profile::block(Duration::from_secs(2), 100).expect("block profile");
+        let b = Instant::now();
+        rt.block_on(async {
+            sleeper.await.unwrap();
+            burner.await.unwrap();
+        });
+        let truth = overlap(&slept.lock().unwrap(), a, b);
+        println!("RESULT truth_ns {}", truth.as_nanos());
+        let (second, http) = second.join().unwrap();
+        println!(
+            "RESULT second_busy {}",
+            u8::from(second == Some(ProfileError::BlockBusy))
+        );
+        println!("RESULT http_second {http}");
+        server.stop();
+        std::fs::write(std::env::var("PB").unwrap(), p.pprof_gz()).unwrap();
+        return;
+    }
+    let out = run_child(name, &[("PB", &pb)], TIMEOUT);
+    out.assert_success();
+    let r = |k| support::result_value::<f64>(&out.stdout, k);
+    assert_eq!(r("unwatched_unavailable"), 1.0);
+    assert_eq!(r("second_busy"), 1.0, "a second block profile meanwhile");
+    assert_eq!(r("http_unwatched"), 503.0, "no runtime watched");
+    assert_eq!(r("http_says_why"), 1.0);
+    assert_eq!(r("http_second"), 409.0, "/debug/pprof/block while one runs");
+    assert_eq!(r("idle_samples"), 0.0, "an idle runtime blocks nowhere");
+    let t = top(&pb, &[]);
+    let all = total(&t);
+    let row = |f: &str| t.row(f).map_or(0.0, |r| r.cum);
+    let sleep = row("sleeps_20ms");
+    assert!(
+        sleep >= 0.8 * all,
+        "sleeps_20ms {sleep} of {all}:\n{}",
+        t.text
+    );
+    assert!(
+        row("burn_a") <= 0.05 * all,
+        "burn_a blocks nothing:\n{}",
+        t.text
+    );
+    let truth = r("truth_ns");
+    assert!(
+        (all - truth).abs() <= 0.3 * truth,
+        "delay {all} ns, slept {truth} ns:\n{}",
+        t.text
+    );
+    assert!(
+        t.header.iter().any(|l| l.contains("Type: delay")),
+        "{:?}",
+        t.header
+    );
+    let labelled = top(&pb, &["-tagfocus=route=/sleep"]);
+    assert!(
+        labelled.row("sleeps_20ms").is_some(),
+        "block samples carry the labels:\n{}",
+        labelled.text
+    );
+    let _ = std::fs::remove_file(&pb);
+}
