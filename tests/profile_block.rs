@@ -148,3 +148,58 @@ fn block_profile_shows_the_blocking_function() {
     );
     let _ = std::fs::remove_file(&pb);
 }
+
+/// Waits for `m`, held most of the time by another thread: the place a lock wait must show.
+#[inline(never)]
+fn waits_for_lock(m: &Mutex<u64>) {
+    *m.lock().unwrap() += 1;
+}
+
+/// A task waiting on a `std::sync::Mutex` that a plain thread holds 30 ms at a time: the
+/// waiting function holds at least 80% of the block profile's delay.
+#[test]
+fn a_lock_wait_is_attributed_to_the_waiting_function() {
+    let name = support::test_name!();
+    let pb = support::temp_path("lock.pb.gz");
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        rdebug::watch(rt.handle());
+        let _ = rdebug::profile::block(Duration::from_millis(100), 100).expect("idle profile");
+        let stop = Instant::now() + Duration::from_millis(2000);
+        let lock = Arc::new(Mutex::new(0u64));
+        let holder = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < stop {
+                    let g = lock.lock().unwrap();
+                    std::thread::sleep(Duration::from_millis(30));
+                    drop(g);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let waiter = rt.spawn(async move {
+            while Instant::now() < stop {
+                waits_for_lock(&lock);
+                tokio::task::yield_now().await;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let p = rdebug::profile::block(Duration::from_millis(1500), 100).expect("block profile");
+        rt.block_on(async { waiter.await.unwrap() });
+        holder.join().unwrap();
+        std::fs::write(std::env::var("PB").unwrap(), p.pprof_gz()).unwrap();
+        return;
+    }
+    let out = run_child(name, &[("PB", &pb)], TIMEOUT);
+    out.assert_success();
+    let t = top(&pb, &[]);
+    let all = total(&t);
+    let waits = t.row("waits_for_lock").map_or(0.0, |r| r.cum);
+    assert!(
+        all > 0.0 && waits >= 0.8 * all,
+        "waits_for_lock {waits} of {all}:\n{}",
+        t.text
+    );
+    let _ = std::fs::remove_file(&pb);
+}

@@ -5,6 +5,17 @@
 //!   (`heap?debug=1`).
 //! * [`cpu`] — samples driven by the process's CPU time for a duration:
 //!   [`CpuProfile::pprof_gz`] (`/debug/pprof/profile`) and [`CpuProfile::flamegraph_svg`].
+//! * [`block`] — where busy tokio workers wait off CPU for a duration, in Go's block profile
+//!   format: [`BlockProfile::pprof_gz`] (`/debug/pprof/block`).
+//!
+//! # No mutex profile
+//!
+//! `/debug/pprof/mutex` stays 404, with the reason. Go's mutex profile counts the time a lock's
+//! *holder* made others wait, recorded by the lock itself; Rust's locks (std's `Mutex`,
+//! parking_lot, `tokio::sync`'s blocking paths) record nothing, and a worker waiting on one sits
+//! in the same `futex` call as one waiting on a condvar, a channel or a `Once`: a profile built
+//! by matching stack frames would be a guess. Lock waits of tokio workers do show, with the rest
+//! of their blocking, in the block profile, under the waiting function.
 //!
 //! CPU samples carry the labels of [`labels`](crate::labels) (Go's `pprof.Do`) and the tokio task
 //! id (`task_id`) as pprof sample labels: `go tool pprof -tagfocus=route=/cache`, `-tags`.
@@ -32,6 +43,7 @@
 //! | `/debug/pprof/heap` | [`heap`], then [`HeapProfile::pprof_gz`]`(`[`HeapKind::Heap`]`)` |
 //! | `/debug/pprof/allocs` | [`heap`], then [`HeapProfile::pprof_gz`]`(`[`HeapKind::Allocs`]`)` |
 //! | `…?debug=1` | [`HeapProfile::debug_text`] (`text/plain`) |
+//! | `/debug/pprof/block?seconds=N&hz=H` | [`block`]`(N s, H)` (defaults 30 s, 100 Hz; [`ProfileError::BlockBusy`] → 409, [`ProfileError::Unavailable`] → 503), then [`BlockProfile::pprof_gz`] |
 //! | `…?gc=1` | [`free_os_memory`](crate::free_os_memory) first: jemalloc's profile is always current, so this only returns freed pages and makes the footer's figures fresh, as Go's GC-first does for its profile |
 //!
 //! [`cpu`] blocks its thread for the whole duration: call it from a blocking task
