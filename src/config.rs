@@ -248,11 +248,11 @@ impl Config {
         self.schedtrace_ms > 0 || self.gctrace > 0 || self.stalltrace_ms > 0
     }
 
-    /// How often the reporter looks for stalls, or `None` when stalltrace is off: a fifth of the
+    /// How often the reporter looks for stalls, or `None` when stalltrace is off: half the
     /// threshold, 1 ms to 100 ms.
     pub(crate) fn stall_period(&self) -> Option<Duration> {
         (self.stalltrace_ms > 0)
-            .then(|| Duration::from_millis((self.stalltrace_ms / 5).clamp(1, 100)))
+            .then(|| Duration::from_millis((self.stalltrace_ms / 2).clamp(1, 100)))
     }
 
     /// `stalltrace=N`: a STALL line as soon as one poll has held a tokio worker N ms or more;
@@ -675,7 +675,7 @@ mod tests {
     fn stalltrace_takes_milliseconds_and_refuses_junk_and_huge_values() {
         let (cfg, problems) = Config::parse("stalltrace=50");
         assert!(problems.is_empty() && cfg.any_trace());
-        assert_eq!(cfg.stall_period(), Some(Duration::from_millis(10)));
+        assert_eq!(cfg.stall_period(), Some(Duration::from_millis(25)));
         let (cfg, problems) = Config::parse("stalltrace=0");
         assert!(problems.is_empty() && !cfg.any_trace() && cfg.stall_period().is_none());
         for bad in [

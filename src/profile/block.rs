@@ -1,10 +1,11 @@
 //! Block profiles: where busy tokio workers wait off CPU ([`block`], [`BlockProfile`]).
 //!
-//! `hz` times a second, for each worker of every watched runtime, rdebug reads two things that
-//! cost no signal: tokio's `worker_park_unpark_count` (even: unparked; unchanged: it did not park
-//! in between) and the worker thread's `/proc/self/task/<tid>/schedstat` (time on CPU, time
-//! runnable waiting for a CPU). A worker unparked over the whole interval whose thread spent
-//! most of it neither on a CPU nor waiting for one was blocked: sleeping in
+//! `hz` times a second, for each worker of every watched runtime, rdebug reads what costs no
+//! signal: tokio's `worker_park_unpark_count` (even: unparked; unchanged: it did not park in
+//! between), the worker thread's CPU clock, its time runnable waiting for a CPU
+//! (`/proc/self/task/<tid>/schedstat`) and its state (`/proc/self/task/<tid>/stat`). A worker
+//! unparked over the whole interval whose thread is asleep now was blocked for the part of the
+//! interval it spent neither on a CPU nor waiting for one: sleeping in
 //! `std::thread::sleep`, a blocking read, a DNS lookup, a `std::sync::Mutex`. Only then is its
 //! thread sent a `SIGPROF` to take its stack (and its labels), and the sample weighs the time it
 //! was blocked. Time waiting for a CPU (a loaded machine preempting a busy poll) is never counted
@@ -175,9 +176,6 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
             } else if stacks.len() < MAX_STACKS {
                 stacks.insert(key, (1, blocked));
             }
-            // The look after a stack request starts afresh: the signal woke the thread.
-            w.prev = None;
-            let _ = look(w);
         }
     }
     let duration = started.elapsed();
@@ -212,9 +210,9 @@ fn probe_unknown(workers: &[Worker]) {
     }
 }
 
-/// Looks at worker `w` now: if it stayed unparked since the previous look, the ns its thread
-/// was blocked (neither on a CPU nor waiting for one; 0 unless that was most of the interval)
-/// and the ns it waited for a CPU. `None` without a previous look to compare with.
+/// Looks at worker `w` now: if it stayed unparked since the previous settled look and is asleep
+/// now, the ns its thread was blocked since (neither on a CPU nor waiting for one) and the ns
+/// it waited for a CPU; `(0, 0)` while it runs or waits for a CPU (settled later). `None` without a previous look to compare with.
 fn look(w: &mut Worker) -> Option<(u64, u64)> {
     let m = w.handle.metrics();
     if w.index >= m.num_workers() {
@@ -228,19 +226,25 @@ fn look(w: &mut Worker) -> Option<(u64, u64)> {
     } else {
         None
     };
-    let prev = std::mem::replace(&mut w.prev, sched.map(|(cpu, wait)| (puc, cpu, wait, now)));
-    let ((p_puc, p_cpu, p_wait, p_at), (cpu, wait)) = (prev?, sched?);
+    let current = sched.map(|(cpu, wait)| (puc, cpu, wait, now));
+    let (Some((p_puc, p_cpu, p_wait, p_at)), Some((cpu, wait))) = (w.prev, sched) else {
+        w.prev = current;
+        return None;
+    };
     if p_puc != puc {
-        return None; // it parked in between
+        w.prev = current; // it parked in between
+        return None;
     }
+    if !asleep(tid) {
+        // Running, or waiting for a CPU: a wait not over yet is not in its schedstat yet, so
+        // this interval is settled at the next look that finds it asleep (after the wait).
+        return Some((0, 0));
+    }
+    w.prev = current;
     let span = crate::stats::nanos(now.saturating_duration_since(p_at));
     let ran = cpu.saturating_sub(p_cpu);
     let waited = wait.saturating_sub(p_wait);
-    let blocked = span.saturating_sub(ran).saturating_sub(waited);
-    // Mostly off CPU, and asleep now: a thread waiting for a CPU right now has not had that
-    // wait added to its schedstat yet, and is not blocked.
-    let is_blocked = blocked.saturating_mul(2) > span && asleep(tid);
-    Some((if is_blocked { blocked } else { 0 }, waited))
+    Some((span.saturating_sub(ran).saturating_sub(waited), waited))
 }
 
 /// Thread `tid`'s time on a CPU (its CPU clock, exact to now) and waiting for one
@@ -297,6 +301,26 @@ impl BlockProfile {
     /// ```
     pub fn samples(&self) -> u64 {
         self.stacks.iter().map(|(_, (c, _))| c).sum()
+    }
+
+    /// Wall time the profile covered.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+    /// # async fn main() {
+    /// rdebug::watch(&tokio::runtime::Handle::current());
+    /// let p = tokio::task::spawn_blocking(|| {
+    ///     rdebug::profile::block(std::time::Duration::from_millis(50), 100).unwrap()
+    /// })
+    /// .await
+    /// .unwrap();
+    /// assert!(p.duration() >= std::time::Duration::from_millis(50));
+    /// # }
+    /// ```
+    pub fn duration(&self) -> Duration {
+        self.duration
     }
 
     /// Time the workers were blocked, as the samples weigh it, ns (Go's `delay`).

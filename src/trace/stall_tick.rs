@@ -29,6 +29,11 @@ use crate::sys::stderr::json_str;
 use super::lines::Lines;
 use std::io::Write;
 
+/// The wait before probing again for worker threads still unknown, first and longest: a worker
+/// busy with other tasks does not take the probe task, so it is tried again, less often each
+/// time.
+const PROBE_FIRST: Duration = Duration::from_millis(50);
+const PROBE_MAX: Duration = Duration::from_secs(5);
 /// Frames printed under a STALL line.
 #[cfg(feature = "pprof")]
 const STACK_LINES: usize = 8;
@@ -77,8 +82,9 @@ struct Candidate {
 /// The stall side of the reporter thread.
 #[derive(Default)]
 pub(super) struct StallTicker {
-    /// Each watched runtime's workers, and when its worker threads were last probed for.
-    runtimes: Vec<(tokio::runtime::Id, Vec<Track>, Option<Instant>)>,
+    /// Each watched runtime's workers, and when its worker threads were last probed for with
+    /// the wait before the next probe (doubling from 50 ms to 5 s while some stay unknown).
+    runtimes: Vec<(tokio::runtime::Id, Vec<Track>, Option<(Instant, Duration)>)>,
     candidates: Vec<Candidate>,
 }
 
@@ -107,10 +113,11 @@ impl StallTicker {
                 };
                 let last = &mut self.runtimes[r].2;
                 let probe_due =
-                    last.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+                    last.is_none_or(|(t, wait)| now.saturating_duration_since(t) >= wait);
                 if probe_due && w.worker_tids.iter().any(|t| t.load(Relaxed) == 0) {
                     runtimes::probe_workers(&w.handle, &w.worker_tids);
-                    *last = Some(now);
+                    let wait = last.map_or(PROBE_FIRST, |(_, wait)| (wait * 2).min(PROBE_MAX));
+                    *last = Some((now, wait));
                 }
                 let m = w.handle.metrics();
                 let n = m.num_workers();
