@@ -68,6 +68,9 @@ struct First {
     run_wait_ns: Option<u64>,
 }
 
+/// When a runtime's worker threads were last probed for, and the wait before the next probe.
+type LastProbe = Option<(Instant, Duration)>;
+
 /// A worker to sample this tick.
 struct Candidate {
     runtime: usize,
@@ -84,7 +87,7 @@ struct Candidate {
 pub(super) struct StallTicker {
     /// Each watched runtime's workers, and when its worker threads were last probed for with
     /// the wait before the next probe (doubling from 50 ms to 5 s while some stay unknown).
-    runtimes: Vec<(tokio::runtime::Id, Vec<Track>, Option<(Instant, Duration)>)>,
+    runtimes: Vec<(tokio::runtime::Id, Vec<Track>, LastProbe)>,
     candidates: Vec<Candidate>,
 }
 
