@@ -207,3 +207,56 @@ fn a_lock_wait_is_attributed_to_the_waiting_function() {
     );
     let _ = std::fs::remove_file(&pb);
 }
+
+/// Context switches (voluntary + involuntary) of this process's tokio worker threads, found by
+/// the name the test gives them, and how many there are.
+fn worker_switches() -> (u64, usize) {
+    let mut total = 0;
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let dir = e.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "idle-worker" {
+            continue;
+        }
+        n += 1;
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (total, n)
+}
+
+/// An idle watched runtime while a 1 s block profile runs at 100 Hz: its parked workers get no
+/// signal, so their threads do not switch at all (Go's promise: an idle service stays idle).
+#[test]
+fn parked_workers_are_never_disturbed() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("idle-worker")
+            .build()
+            .unwrap();
+        rdebug::watch(rt.handle());
+        // The first profile finds the workers' threads (a short task on each), then they park.
+        let _ = rdebug::profile::block(Duration::from_millis(200), 100).expect("warm-up");
+        std::thread::sleep(Duration::from_millis(300));
+        let (before, n) = worker_switches();
+        let p = rdebug::profile::block(Duration::from_secs(1), 100).expect("block profile");
+        let (after, _) = worker_switches();
+        println!("RESULT workers {n}");
+        println!("RESULT switches {}", after - before);
+        println!("RESULT samples {}", p.samples());
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    let r = |k| support::result_value::<u64>(&out.stdout, k);
+    assert_eq!(r("workers"), 2);
+    assert_eq!(r("switches"), 0, "parked workers woke up");
+    assert_eq!(r("samples"), 0);
+}
