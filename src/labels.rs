@@ -32,11 +32,13 @@ pub(crate) const SAMPLE_BYTES: usize = 240;
 /// another one carries both sets (the inner value wins for a key in both); a task spawned from
 /// inside carries none unless it is labelled itself.
 ///
-/// The task id is read by the labelled future when it is polled, so samples outside any
-/// labelled future carry none: the signal handler does not ask tokio itself, because reaching
-/// tokio's thread-local for the first time on a thread registers its destructor, which may
-/// allocate (not allowed in a signal handler). Wrapping a task in `labels(&[], fut)` gives its
-/// samples the `task_id` label alone.
+/// The task id is read by the labelled future when it is polled. Outside any labelled future,
+/// the signal handler asks tokio only on the worker threads of watched runtimes that rdebug has
+/// found (a CPU or block profile, or `stalltrace`, sends one short task to each worker first):
+/// reaching tokio's thread-local for the first time on a thread registers its destructor, which
+/// may allocate, and a signal handler must not. So unlabelled code on those workers carries its
+/// `task_id` too; elsewhere (a worker rdebug has not found, an unwatched runtime), wrapping a task
+/// in `labels(&[], fut)` gives its samples the `task_id` label alone.
 ///
 /// Bounded: at most 8 pairs (later ones are left out; for a repeated key the last value wins),
 /// keys cut to 32 bytes and values to 96 bytes at a character boundary, pairs with an empty key

@@ -50,7 +50,12 @@ fn share_of(tags: &str, value: &str) -> f64 {
         .find_map(|l| {
             let (head, v) = l.rsplit_once("): ")?;
             (v.trim_end() == value).then_some(())?;
-            head.rsplit_once('(')?.1.strip_suffix('%')?.parse().ok()
+            head.rsplit_once('(')?
+                .1
+                .strip_suffix('%')?
+                .trim()
+                .parse()
+                .ok()
         })
         .unwrap_or_else(|| panic!("no {value} in:\n{tags}"))
 }
@@ -127,5 +132,37 @@ fn cpu_samples_carry_labels_and_the_task_id() {
         .find(|l| l.contains('\u{fffd}'))
         .unwrap_or_else(|| panic!("the hostile label is missing:\n{t}"));
     assert!(note.len() < 200, "the note label is cut: {note}");
+    let _ = std::fs::remove_file(&pb);
+}
+
+/// An unlabelled task on a watched runtime: once the CPU profile has found the workers, its
+/// samples carry its `task_id` all the same.
+#[test]
+fn unlabelled_tasks_on_watched_workers_carry_their_id() {
+    let name = support::test_name!();
+    let pb = support::temp_path("task-id.pb.gz");
+    if is_child(name) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        rdebug::watch(rt.handle());
+        // A first profile while the runtime is idle finds its worker.
+        let _ = rdebug::profile::cpu(Duration::from_millis(100), 100).expect("warm-up");
+        let until = Instant::now() + Duration::from_millis(1600);
+        let task = rt.spawn(route(until, 1, burn_b));
+        std::thread::sleep(Duration::from_millis(200));
+        let p = rdebug::profile::cpu(Duration::from_secs(1), 200).expect("cpu profile");
+        let (id, _) = rt.block_on(task).unwrap();
+        println!("RESULT task {id}");
+        std::fs::write(std::env::var("PB").unwrap(), p.pprof_gz()).unwrap();
+        return;
+    }
+    let out = run_child(name, &[("PB", &pb)], TIMEOUT);
+    out.assert_success();
+    let id: u64 = support::result_value(&out.stdout, "task");
+    let t = tags(&pb, &["-tagshow=task_id"]);
+    let share = share_of(&t, &id.to_string());
+    assert!(share >= 80.0, "task {id}: {share}% of the samples:\n{t}");
     let _ = std::fs::remove_file(&pb);
 }

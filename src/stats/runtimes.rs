@@ -73,6 +73,16 @@ pub(crate) fn stall_count(handle: &Handle) -> u64 {
         .map_or(0, |w| w.stalls)
 }
 
+/// [`probe_workers`] for every watched runtime with a worker whose thread is not known yet.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn probe_all_unknown() {
+    for w in watched().iter().filter(|w| w.alive.load(Relaxed)) {
+        if w.worker_tids.iter().any(|t| t.load(Relaxed) == 0) {
+            probe_workers(&w.handle, &w.worker_tids);
+        }
+    }
+}
+
 /// Learns the kernel thread id of `handle`'s workers (stable tokio has no call for it): one
 /// short task per worker, each noting `worker_index()` and its thread, then holding its worker
 /// until every worker is known or 5 ms passed, so that the other tasks are taken by the other

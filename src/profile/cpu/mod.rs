@@ -101,6 +101,8 @@ impl Session {
                 "hz={hz}: expected 1 to {MAX_HZ} samples per CPU-second"
             )));
         }
+        // The workers of watched runtimes, found now, carry the tokio task id in their samples.
+        crate::stats::runtimes::probe_all_unknown();
         let live = Box::new(Live {
             unwinder: unwinder(),
             ring: Ring::new(RING_SAMPLES),
