@@ -219,8 +219,7 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
 
     // Routes that answer with a reason.
     for (path, status, says) in [
-        ("/debug/pprof/block", 404, "not available in Rust"),
-        ("/debug/pprof/mutex", 404, "not available in Rust"),
+        ("/debug/pprof/mutex", 404, "not available"),
         ("/debug/pprof/nosuch", 404, "Unknown profile"),
         ("/nosuch", 404, "404 page not found"),
         ("/debug/rdebug/nosuch", 404, "no such page"),
@@ -236,7 +235,7 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
         assert!(a.text().contains(says), "{path}: {}", a.text());
     }
     if !cfg!(feature = "pprof") {
-        for p in ["profile?seconds=1", "heap", "allocs"] {
+        for p in ["profile?seconds=1", "heap", "allocs", "block?seconds=1"] {
             let a = get(addr, &format!("/debug/pprof/{p}"));
             assert_eq!(a.status, 404, "{p}");
             assert!(

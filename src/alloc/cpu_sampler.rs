@@ -65,6 +65,9 @@ static PERIOD_NS: AtomicU64 = AtomicU64::new(1_000_000_000 / DEFAULT_HZ as u64);
 static HOOK: AtomicUsize = AtomicUsize::new(0);
 /// Handlers inside the hook now (a guard waits for 0 after clearing [`HOOK`]).
 static IN_HOOK: AtomicUsize = AtomicUsize::new(0);
+/// The hook for `SIGPROF`s rdebug sends one thread itself ([`signal_thread`]), a `SampleHook` as
+/// usize, or 0: the stall detector's stack requests.
+static REQUEST_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// The sampler is running: threads arm their own timer when they set up.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The allocator-CPU figure uses it (then it runs until exit).
@@ -334,6 +337,32 @@ pub(crate) fn current_tid() -> i64 {
     imp::current_tid()
 }
 
+/// Sets the hook called for the `SIGPROF`s [`signal_thread`] sends (weight 0). Set once, never
+/// cleared: the hook must stay valid for the process's life.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn set_request_hook(hook: SampleHook) {
+    REQUEST_HOOK.store(hook as usize, Release);
+}
+
+/// Sends `SIGPROF` to thread `tid` of this process, for the request hook; false if it cannot
+/// (no handler installed: start the sampler first, or no such thread).
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn signal_thread(tid: i64) -> bool {
+    RUNNING.load(Acquire) && imp::signal_thread(tid)
+}
+
+/// A `SIGPROF` rdebug sent one thread: the request hook, if any.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn on_request(ucontext: *mut std::ffi::c_void) {
+    let hook = REQUEST_HOOK.load(Acquire);
+    if hook != 0 {
+        // SAFETY: stored from a `SampleHook` by `set_request_hook`, valid for the process's life.
+        let f: SampleHook = unsafe { std::mem::transmute::<usize, SampleHook>(hook) };
+        // SAFETY: the hook's contract: called from the handler with its context.
+        unsafe { f(ucontext, 0) };
+    }
+}
+
 /// What the handler does with one sample: the accounting, then the hook.
 fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
     if !RUNNING.load(Acquire) {
@@ -368,7 +397,7 @@ mod imp {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use super::on_sample;
+    use super::{on_request, on_sample};
     use crate::alloc::slots::NO_TIMER;
 
     /// The `SIGPROF` disposition before ours, restored by [`restore_handler`].
@@ -377,6 +406,11 @@ mod imp {
     pub(super) fn current_tid() -> i64 {
         // SAFETY: gettid has no preconditions.
         i64::from(unsafe { libc::gettid() })
+    }
+
+    pub(super) fn signal_thread(tid: i64) -> bool {
+        // SAFETY: tgkill to a thread of this process; SIGPROF has our handler (RUNNING).
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGPROF) == 0 }
     }
 
     /// Every thread of the process now, from `/proc/self/task` (allocates: call it rarely).
@@ -495,6 +529,11 @@ mod imp {
                     unsafe { libc::timer_getoverrun(t as libc::timer_t) }.max(0)
                 });
             on_sample(overrun as u64, ucontext);
+        } else if !info.is_null()
+            // SAFETY: as above; `si_pid` is valid for a tgkill's SI_TKILL.
+            && unsafe { (*info).si_code == libc::SI_TKILL && (*info).si_pid() == libc::getpid() }
+        {
+            on_request(ucontext);
         }
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = errno };
@@ -507,6 +546,10 @@ mod imp {
 
     pub(super) fn current_tid() -> i64 {
         0
+    }
+
+    pub(super) fn signal_thread(_tid: i64) -> bool {
+        false
     }
 
     pub(super) fn thread_ids() -> Vec<i64> {

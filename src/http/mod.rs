@@ -30,7 +30,8 @@
 //! | `/debug/pprof/threadcreate` | the OS threads of the process: tid, state, CPU time, name (text) |
 //! | `/debug/pprof/trace?seconds=N` | rdebug's SCHED and gc records as JSON lines for N s (default 1), not Go's binary trace |
 //! | `/debug/pprof/cmdline` | argv joined by NUL |
-//! | `/debug/pprof/block`, `mutex` | 404: Rust has no runtime hook for these |
+//! | `/debug/pprof/block?seconds=N` | off-CPU time of busy tokio workers, Go's block format (feature `pprof`; see [`rdebug::profile::block`](crate::profile::block)); one at a time, else 409; 503 when no runtime is watched |
+//! | `/debug/pprof/mutex` | 404 with the reason: a lock wait cannot be told apart from other blocking honestly; lock waits show in `block` |
 //! | `/debug/vars` | `memstats()` and `sched_stats()` of every watched runtime, JSON |
 //! | `/metrics` | Prometheus text |
 //! | `/debug/rdebug` | live dashboard: the last five minutes of SCHED, heap, CPU and RSS figures, one tick a second; also charts a captured `format=json` log |

@@ -1,5 +1,7 @@
-//! `/debug/pprof/profile`, `/debug/pprof/heap`, `/debug/pprof/allocs`: CPU and heap profiles in
-//! pprof format (gzipped protobuf), from [`rdebug::profile`](crate::profile) (feature `pprof`).
+//! `/debug/pprof/profile`, `/debug/pprof/heap`, `/debug/pprof/allocs`, `/debug/pprof/block`:
+//! CPU, heap and block profiles in pprof format (gzipped protobuf), from
+//! [`rdebug::profile`](crate::profile) (feature `pprof`). `block` answers 409 while another
+//! runs and 503 when no tokio runtime is watched.
 //!
 //! The router has already checked the request (token, and the parameters with
 //! [`Params`]: `seconds` 1..=300, `hz` 1..=1000, `debug`, `gc`) when it calls [`serve`], and for
@@ -75,6 +77,29 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
             match made {
                 Ok(Ok(bytes)) if svg => reply::ok("image/svg+xml", bytes),
                 Ok(Ok(bytes)) => reply::attachment(reply::ok(reply::OCTETS, bytes), "profile"),
+                Ok(Err(e)) => refuse(e),
+                Err(_) => lost(),
+            }
+        }
+        "block" => {
+            let seconds = params.seconds.unwrap_or(DEFAULT_SECONDS);
+            let hz = u32::try_from(params.hz.unwrap_or(DEFAULT_HZ)).unwrap_or(100);
+            let made = tokio::task::spawn_blocking(move || {
+                profile::block(std::time::Duration::from_secs(seconds), hz).map(|p| p.pprof_gz())
+            })
+            .await;
+            match made {
+                Ok(Ok(bytes)) => reply::attachment(reply::ok(reply::OCTETS, bytes), "block"),
+                Ok(Err(ProfileError::BlockBusy)) => reply::error(
+                    StatusCode::CONFLICT,
+                    "a block profile is already running; only one can run at a time: try again \
+                     when it ends",
+                ),
+                // No runtime watched: the service has nothing to show yet.
+                Ok(Err(e @ ProfileError::Unavailable(_))) => reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("block profile: {e}"),
+                ),
                 Ok(Err(e)) => refuse(e),
                 Err(_) => lost(),
             }

@@ -90,13 +90,13 @@ pub(crate) async fn respond(
     };
     match name {
         "" => return index::page(),
-        "block" | "mutex" => {
+        "mutex" => {
             return reply::error(
                 StatusCode::NOT_FOUND,
-                &format!(
-                    "{name} profile: not available in Rust: no runtime hook sees where tasks \
-                     block or which locks are contended"
-                ),
+                "mutex profile: not available: rdebug cannot tell a wait on a lock from other \
+                 blocking honestly (std's Mutex and parking_lot wait in the same futex call as \
+                 other primitives, and nothing records who holds a lock); /debug/pprof/block \
+                 shows lock waits with the rest",
             );
         }
         "symbol" => {
@@ -105,7 +105,8 @@ pub(crate) async fn respond(
                 "symbol: not needed: rdebug's profiles carry function names",
             );
         }
-        "profile" | "heap" | "allocs" | "goroutine" | "threadcreate" | "cmdline" | "trace" => {}
+        "profile" | "heap" | "allocs" | "block" | "goroutine" | "threadcreate" | "cmdline"
+        | "trace" => {}
         _ => return reply::error(StatusCode::NOT_FOUND, "Unknown profile"),
     }
     let params = match Params::parse(query) {

@@ -52,10 +52,11 @@ pub(crate) fn summary_pprof_gz(runtimes: &[(String, SchedStats)]) -> Vec<u8> {
             }
             let loc = b.location(next_addr, &format!("tokio task {state} (runtime {name})"));
             next_addr += 1;
-            b.sample_with_labels(
+            b.sample_labeled(
                 &[loc],
                 &[i64::try_from(n).unwrap_or(i64::MAX)],
                 &[("runtime", name), ("state", state)],
+                &[],
             );
         }
     }

@@ -5,6 +5,20 @@
 //!   (`heap?debug=1`).
 //! * [`cpu`] — samples driven by the process's CPU time for a duration:
 //!   [`CpuProfile::pprof_gz`] (`/debug/pprof/profile`) and [`CpuProfile::flamegraph_svg`].
+//! * [`block`] — where busy tokio workers wait off CPU for a duration, in Go's block profile
+//!   format: [`BlockProfile::pprof_gz`] (`/debug/pprof/block`).
+//!
+//! # No mutex profile
+//!
+//! `/debug/pprof/mutex` stays 404, with the reason. Go's mutex profile counts the time a lock's
+//! *holder* made others wait, recorded by the lock itself; Rust's locks (std's `Mutex`,
+//! parking_lot, `tokio::sync`'s blocking paths) record nothing, and a worker waiting on one sits
+//! in the same `futex` call as one waiting on a condvar, a channel or a `Once`: a profile built
+//! by matching stack frames would be a guess. Lock waits of tokio workers do show, with the rest
+//! of their blocking, in the block profile, under the waiting function.
+//!
+//! CPU samples carry the labels of [`labels`](crate::labels) (Go's `pprof.Do`) and the tokio task
+//! id (`task_id`) as pprof sample labels: `go tool pprof -tagfocus=route=/cache`, `-tags`.
 //!
 //! Both are symbolized in this process, so `go tool pprof -top profile.pb.gz` needs neither the
 //! binary nor a `/symbol` route:
@@ -71,6 +85,7 @@
 //! | `…?debug=1` | [`HeapProfile::debug_text`] (`text/plain`) |
 //! | `…?seconds=N` | [`heap`] now and N s later, then [`HeapProfile::delta_since`]: the allocations of those N s (`alloc_*` subtracted, `inuse_*` the latest), as Go's delta profiles |
 //! | `/debug/pprof/goroutine` (`debug=0`) | one sample per runtime and task state, sample type `goroutine/count`, labels `runtime` and `state` |
+//! | `/debug/pprof/block?seconds=N&hz=H` | [`block`]`(N s, H)` (defaults 30 s, 100 Hz; [`ProfileError::BlockBusy`] → 409, [`ProfileError::Unavailable`] → 503), then [`BlockProfile::pprof_gz`] |
 //! | `…?gc=1` | [`free_os_memory`](crate::free_os_memory) first: jemalloc's profile is always current, so this only returns freed pages and makes the footer's figures fresh, as Go's GC-first does for its profile |
 //!
 //! [`cpu`] blocks its thread for the whole duration: call it from a blocking task
@@ -84,6 +99,7 @@
 //! returns or `std::process::exit` is called, not when the process is killed by a signal or
 //! aborts.
 
+mod block;
 mod cpu;
 mod dwarf;
 pub(crate) mod goroutine;
@@ -96,8 +112,10 @@ pub(crate) mod whole_run;
 
 use std::fmt;
 
+pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
 pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
+pub(crate) use cpu::{ThreadStack, frame_names, thread_stack};
 pub use heap::{HeapKind, HeapProfile, heap};
 
 /// Why there is no profile.
@@ -111,6 +129,8 @@ pub use heap::{HeapKind, HeapProfile, heap};
 pub enum ProfileError {
     /// Another CPU profile is running (one at a time per process, as in Go).
     Busy,
+    /// Another block profile is running (one at a time per process).
+    BlockBusy,
     /// Profiling cannot work here: the reason (jemalloc's profiler off, `SIGPROF` taken by
     /// someone else, a platform without what it needs).
     Unavailable(String),
@@ -124,6 +144,7 @@ impl fmt::Display for ProfileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProfileError::Busy => f.write_str("a CPU profile is already running"),
+            ProfileError::BlockBusy => f.write_str("a block profile is already running"),
             ProfileError::Unavailable(why) => write!(f, "profiling unavailable: {why}"),
             ProfileError::Invalid(what) => f.write_str(what),
             ProfileError::Failed(what) => write!(f, "profiling failed: {what}"),

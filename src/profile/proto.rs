@@ -255,24 +255,33 @@ impl Builder {
         });
     }
 
-    /// Adds a sample with string labels `(key, value)` (pprof's `Sample.label`).
-    pub(crate) fn sample_with_labels(
+    /// Adds a sample with labels (`Sample.label`): string labels `(key, value)` and numeric
+    /// labels `(key, number)`, as Go's `pprof.Labels` and `runtime/pprof`'s numeric ones.
+    pub(crate) fn sample_labeled(
         &mut self,
         locations: &[u64],
         values: &[i64],
-        labels: &[(&str, &str)],
+        strs: &[(&str, &str)],
+        nums: &[(&str, i64)],
     ) {
-        let labels: Vec<(i64, i64)> = labels
+        let strs: Vec<(i64, i64)> = strs
             .iter()
             .map(|(k, v)| (self.string(k), self.string(v)))
             .collect();
+        let nums: Vec<(i64, i64)> = nums.iter().map(|(k, n)| (self.string(k), *n)).collect();
         self.samples.message(2, |m| {
             m.packed(1, locations.iter().copied());
             m.packed(2, values.iter().map(|&v| v as u64));
-            for &(k, v) in &labels {
+            for (k, v) in strs {
                 m.message(3, |l| {
                     l.int(1, k);
                     l.int(2, v);
+                });
+            }
+            for (k, n) in nums {
+                m.message(3, |l| {
+                    l.int(1, k);
+                    l.int(3, n);
                 });
             }
         });

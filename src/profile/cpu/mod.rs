@@ -6,6 +6,7 @@
 //! ring every [`DRAIN_EVERY`] into a map of stacks, and symbolizes them once the profile ends.
 
 mod flame;
+mod request;
 mod ring;
 mod unwind;
 
@@ -25,6 +26,8 @@ use unwind::Unwinder;
 /// Drains between two looks at `/proc/self/task` for threads started during the profile
 /// (250 ms at [`DRAIN_EVERY`]).
 const COVER_EVERY: u32 = 5;
+pub(crate) use request::{ThreadStack, frame_names, thread_stack};
+
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// Samples the ring holds: at 100 Hz, 50 ms of 800 busy threads' samples.
@@ -39,6 +42,11 @@ const MAX_STACKS: usize = 200_000;
 
 /// The pseudo-address of samples whose stack was not walked.
 const NOT_WALKED: u64 = 1;
+
+/// A sample's labels ([`crate::labels`] bytes) and tokio task id (0: none).
+type Tags = (Box<[u8]>, u64);
+/// A stack (lookup addresses, innermost first) and its tags: what samples are counted under.
+type StackKey = (Box<[u64]>, Tags);
 
 /// What the handler needs: set while a profile runs.
 #[derive(Debug)]
@@ -71,6 +79,14 @@ fn unwinder() -> Arc<Unwinder> {
     }
 }
 
+/// The unwinder of stack requests to one thread (and of the heap profiler's stack hook): the
+/// handler that answers may run at any time, so it lives for the rest of the process: the first
+/// one built. Libraries loaded after it are not unwound there (CPU profiles rebuild theirs).
+pub(crate) fn hook_unwinder() -> &'static Unwinder {
+    static HOOK: std::sync::OnceLock<Arc<Unwinder>> = std::sync::OnceLock::new();
+    HOOK.get_or_init(unwinder)
+}
+
 /// The sample hook: walks the interrupted stack into the ring. Async-signal-safe.
 ///
 /// # Safety
@@ -86,6 +102,7 @@ unsafe fn on_sample(ucontext: *mut c_void, weight_ns: u64) {
     live.ring.push(|s| {
         s.weight_ns = weight_ns;
         s.depth = live.unwinder.walk(ucontext, &mut s.frames);
+        crate::labels::capture(&mut s.tags);
     });
 }
 
@@ -97,7 +114,7 @@ pub(crate) struct Session {
     hz: u32,
     started: Instant,
     time: SystemTime,
-    stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    stacks: HashMap<StackKey, (u64, u64)>,
     overflow: (u64, u64),
     scratch: Sample,
     /// Drains so far (threads started meanwhile are looked for every [`COVER_EVERY`] drains).
@@ -122,6 +139,8 @@ impl Session {
                 );
             });
         }
+        // The workers of watched runtimes, found now, carry the tokio task id in their samples.
+        crate::stats::runtimes::probe_all_unknown();
         let live = Box::new(Live {
             unwinder: unwinder(),
             ring: Ring::new(RING_SAMPLES),
@@ -179,11 +198,13 @@ impl Session {
                 [] => &[NOT_WALKED][..],
                 s => s,
             };
-            if let Some(e) = self.stacks.get_mut(stack) {
+            let tags = &self.scratch.tags;
+            let key = (stack.into(), (tags.labels().into(), tags.task));
+            if let Some(e) = self.stacks.get_mut(&key) {
                 e.0 += 1;
                 e.1 = e.1.saturating_add(w);
             } else if self.stacks.len() < MAX_STACKS {
-                self.stacks.insert(stack.into(), (1, w));
+                self.stacks.insert(key, (1, w));
             } else {
                 self.overflow.0 += 1;
                 self.overflow.1 = self.overflow.1.saturating_add(w);
@@ -197,8 +218,11 @@ impl Session {
         LIVE.store(std::ptr::null_mut(), Ordering::Release);
         self.drain();
         let duration = self.started.elapsed();
-        let mut stacks: Vec<(Box<[u64]>, u64, u64)> =
-            self.stacks.drain().map(|(k, (c, ns))| (k, c, ns)).collect();
+        let mut stacks: Vec<(Box<[u64]>, u64, u64, Tags)> = self
+            .stacks
+            .drain()
+            .map(|((k, tags), (c, ns))| (k, c, ns, tags))
+            .collect();
         let mut symbolized = symbolize(
             stacks
                 .iter()
@@ -208,7 +232,12 @@ impl Session {
         symbolized.insert_named(NOT_WALKED, "(rdebug: stack not walked)");
         if self.overflow.0 > 0 {
             symbolized.insert_named(0, "(rdebug: stacks limit reached)");
-            stacks.push((Box::new([0]), self.overflow.0, self.overflow.1));
+            stacks.push((
+                Box::new([0]),
+                self.overflow.0,
+                self.overflow.1,
+                (Box::new([]), 0),
+            ));
         }
         stacks.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         CpuProfile {
@@ -254,8 +283,9 @@ pub struct CpuProfile {
     hz: u32,
     time: SystemTime,
     duration: Duration,
-    /// Stacks (lookup addresses, innermost first), samples, CPU ns; most samples first.
-    stacks: Vec<(Box<[u64]>, u64, u64)>,
+    /// Stacks (lookup addresses, innermost first), samples, CPU ns, labels and task id; most
+    /// samples first.
+    stacks: Vec<(Box<[u64]>, u64, u64, Tags)>,
     symbolized: Symbolized,
     lost: u64,
 }
@@ -393,7 +423,7 @@ impl CpuProfile {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
         }
         let mut locs = Vec::with_capacity(MAX_DEPTH);
-        for (stack, count, ns) in &self.stacks {
+        for (stack, count, ns, tags) in &self.stacks {
             locs.clear();
             locs.extend(
                 stack
@@ -401,7 +431,7 @@ impl CpuProfile {
                     .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
             );
             let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-            b.sample(&locs, &[v(*count), v(*ns)]);
+            sample(&mut b, &locs, &[v(*count), v(*ns)], tags);
         }
         b.encode_gz()
     }
@@ -420,7 +450,7 @@ impl CpuProfile {
         let stacks = self
             .stacks
             .iter()
-            .map(|(stack, count, _)| (self.symbolized.root_first_names(stack), *count));
+            .map(|(stack, count, _, _)| (self.symbolized.root_first_names(stack), *count));
         flame::svg(
             stacks,
             &format!(
@@ -430,4 +460,16 @@ impl CpuProfile {
             ),
         )
     }
+}
+
+/// Adds a sample to `b`, with its labels and task id (`task_id`) as pprof labels when it has any.
+fn sample(b: &mut Builder, locs: &[u64], values: &[i64], (labels, task): &Tags) {
+    if labels.is_empty() && *task == 0 {
+        b.sample(locs, values);
+        return;
+    }
+    let strs: Vec<(&str, &str)> = crate::labels::pairs(labels).collect();
+    let task = i64::try_from(*task).unwrap_or(i64::MAX);
+    let nums: &[(&str, i64)] = if task > 0 { &[("task_id", task)] } else { &[] };
+    b.sample_labeled(locs, values, &strs, nums);
 }
