@@ -56,6 +56,7 @@ pub struct Config {
     cpuprofile: Option<PathBuf>,
     memprofile: Option<PathBuf>,
     memprofilerate: u64,
+    stalltrace_ms: u64,
 }
 
 impl Default for Config {
@@ -71,6 +72,7 @@ impl Default for Config {
             cpuprofile: None,
             memprofile: None,
             memprofilerate: DEFAULT_MEMPROFILERATE,
+            stalltrace_ms: 0,
         }
     }
 }
@@ -83,6 +85,8 @@ pub(crate) const DEFAULT_MEMPROFILERATE: u64 = 512 * 1024;
 pub(crate) const MAX_MEMPROFILERATE: u64 = 1 << 40;
 /// Largest `gcpercent` accepted.
 pub(crate) const MAX_GCPERCENT: u64 = 1_000_000;
+/// Largest `stalltrace` threshold accepted: a minute.
+pub(crate) const MAX_STALL_MS: u64 = 60_000;
 /// Longest item quoted back in a message.
 const MAX_QUOTE: usize = 40;
 
@@ -117,7 +121,7 @@ fn problem(item: &str, expected: impl Into<String>) -> ConfigError {
 
 /// The keys, as warnings list them (short enough that a warning line stays under 200 characters).
 const KEYS: &str =
-    "schedtrace scheddetail gctrace gcpercent gcpoll format http cpuprofile memprofile[rate]";
+    "sched{trace,detail} stalltrace gc{trace,percent,poll} format http cpu/memprofile[rate]";
 
 impl Config {
     /// Parses an `RDEBUG` string leniently: every usable item applies, and each one that is not
@@ -177,6 +181,7 @@ impl Config {
         let ok = match key {
             "schedtrace" => whole(value).is_some_and(|v| self.set_schedtrace_ms(v).is_ok()),
             "gcpoll" => whole(value).is_some_and(|v| self.set_gcpoll_ms(v).is_ok()),
+            "stalltrace" => whole(value).is_some_and(|v| self.set_stalltrace_ms(v).is_ok()),
             "scheddetail" => {
                 let ok = matches!(value, "0" | "1");
                 if ok {
@@ -240,7 +245,38 @@ impl Config {
     /// assert!(rdebug::Config::parse_strict("gctrace=1").unwrap().any_trace());
     /// ```
     pub fn any_trace(&self) -> bool {
-        self.schedtrace_ms > 0 || self.gctrace > 0
+        self.schedtrace_ms > 0 || self.gctrace > 0 || self.stalltrace_ms > 0
+    }
+
+    /// How often the reporter looks for stalls, or `None` when stalltrace is off: half the
+    /// threshold, 1 ms to 100 ms.
+    pub(crate) fn stall_period(&self) -> Option<Duration> {
+        (self.stalltrace_ms > 0)
+            .then(|| Duration::from_millis((self.stalltrace_ms / 2).clamp(1, 100)))
+    }
+
+    /// `stalltrace=N`: a STALL line as soon as one poll has held a tokio worker N ms or more;
+    /// 0 is off.
+    ///
+    /// ```
+    /// assert_eq!(rdebug::Config::default().stalltrace_ms(), 0);
+    /// assert_eq!(rdebug::Config::parse_strict("stalltrace=50").unwrap().stalltrace_ms(), 50);
+    /// ```
+    pub fn stalltrace_ms(&self) -> u64 {
+        self.stalltrace_ms
+    }
+
+    /// Sets `stalltrace`: 0 (off) to 60,000 ms; anything else is refused and nothing changes.
+    ///
+    /// ```
+    /// let mut cfg = rdebug::Config::default();
+    /// cfg.set_stalltrace_ms(50).unwrap();
+    /// assert!(cfg.set_stalltrace_ms(3_600_000).is_err());
+    /// assert_eq!(cfg.stalltrace_ms(), 50);
+    /// ```
+    pub fn set_stalltrace_ms(&mut self, ms: u64) -> Result<&mut Self, ConfigError> {
+        self.stalltrace_ms = in_range("stalltrace", ms, 0, MAX_STALL_MS)?;
+        Ok(self)
     }
 
     /// `schedtrace=N`: a SCHED line every N ms; 0 is off.
@@ -456,6 +492,9 @@ fn expected(key: &str) -> String {
             format!("expected a whole number of milliseconds from 0 to {MAX_PERIOD_MS}")
         }
         "gcpoll" => format!("expected a whole number of milliseconds from 1 to {MAX_PERIOD_MS}"),
+        "stalltrace" => {
+            format!("expected a whole number of milliseconds from 0 (off) to {MAX_STALL_MS}")
+        }
         "scheddetail" => "expected 0 or 1".into(),
         "gctrace" => "expected 0, 1 or 2".into(),
         "gcpercent" => format!("expected a percent from 0 to {MAX_GCPERCENT}, or off"),
@@ -627,6 +666,31 @@ mod tests {
             );
             assert!(
                 problems[1].expected.contains("`pprof` Cargo feature"),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stalltrace_takes_milliseconds_and_refuses_junk_and_huge_values() {
+        let (cfg, problems) = Config::parse("stalltrace=50");
+        assert!(problems.is_empty() && cfg.any_trace());
+        assert_eq!(cfg.stall_period(), Some(Duration::from_millis(25)));
+        let (cfg, problems) = Config::parse("stalltrace=0");
+        assert!(problems.is_empty() && !cfg.any_trace() && cfg.stall_period().is_none());
+        for bad in [
+            "stalltrace=x",
+            "stalltrace=-1",
+            "stalltrace=60001",
+            "stalltrace=1e3",
+            "stalltrace=99999999999999999999999",
+            "stalltrace=",
+        ] {
+            let (cfg, problems) = Config::parse(bad);
+            assert_eq!(cfg.stalltrace_ms(), 0, "{bad}");
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert!(
+                problems[0].expected.contains("0 (off) to 60000"),
                 "{problems:?}"
             );
         }

@@ -28,6 +28,10 @@ pub enum Error {
     },
     /// The debug server's thread or runtime could not be started (feature `http`).
     ServerThread(std::io::Error),
+    /// The debug server refused to start as configured, because it would be open to more than
+    /// it should (feature `http`): a non-loopback address without a token, or a token it cannot
+    /// use. The text says why and names the setting that changes it.
+    Refused(String),
 }
 
 impl fmt::Display for Error {
@@ -38,6 +42,7 @@ impl fmt::Display for Error {
             Error::Spawn(e) => write!(f, "cannot start the rdebug reporter thread: {e}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::ServerThread(e) => write!(f, "cannot start the rdebug debug server: {e}"),
+            Error::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -48,7 +53,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Spawn(e) | Error::ServerThread(e) => Some(e),
             Error::Bind { source, .. } => Some(source),
-            Error::AlreadyStarted => None,
+            Error::AlreadyStarted | Error::Refused(_) => None,
         }
     }
 }

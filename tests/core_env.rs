@@ -97,7 +97,7 @@ fn each_bad_item_warns_once_and_the_rest_applies() {
     assert_eq!(
         warnings,
         [
-            "rdebug: warning: bogus=1: unknown key (keys: schedtrace scheddetail gctrace gcpercent gcpoll format http cpuprofile memprofile[rate]), ignoring it",
+            "rdebug: warning: bogus=1: unknown key (keys: sched{trace,detail} stalltrace gc{trace,percent,poll} format http cpu/memprofile[rate]), ignoring it",
             "rdebug: warning: gctrace=9: expected 0, 1 or 2, ignoring it",
             "rdebug: warning: schedtrace: expected key=value, e.g. schedtrace=1000, ignoring it",
         ],

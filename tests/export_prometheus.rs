@@ -28,6 +28,8 @@ use support::{is_child, rss_of};
 mod webapp;
 
 const HELD: usize = 64 << 20;
+/// The child's `RDEBUG_HTTP_TOKEN`: Prometheus sends it from `authorization: {credentials: ...}`.
+const TOKEN: &str = "prom-s3cret";
 
 /// Fails (never skips) when a Prometheus tool is missing: CI installs the package.
 fn tool(name: &str) -> PathBuf {
@@ -120,7 +122,8 @@ fn start_prometheus(target: SocketAddr, dir: &Path) -> (Server, SocketAddr) {
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: child\n    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n  - job_name: child\n    authorization:\n      credentials: {TOKEN}\n\
+             \x20   static_configs:\n      - targets: ['{target}']\n"
         ),
     )
     .expect("config");
@@ -245,7 +248,9 @@ fn child_main() {
     drop(held);
 }
 
-/// A real Prometheus scrapes the child every second; through its HTTP API: the target is up,
+/// A real Prometheus scrapes the child every second, sending the child's `RDEBUG_HTTP_TOKEN`
+/// from `authorization: {credentials: ...}` (without it `/metrics` is 401); through its HTTP
+/// API: the target is up,
 /// the allocation counter rises under load, the runtime has its 2 workers, the live heap moves
 /// by the 64 MiB the child holds (±5%) and back, and RSS agrees with /proc within 10%.
 #[test]
@@ -262,10 +267,17 @@ fn a_real_prometheus_scrapes_true_figures() {
     let app_env = app.to_string();
     let mut c = ServerChild::start(
         name,
-        &[("RDEBUG", "http=127.0.0.1:0"), (APP_ADDR_ENV, &app_env)],
+        &[
+            ("RDEBUG", "http=127.0.0.1:0"),
+            (APP_ADDR_ENV, &app_env),
+            ("RDEBUG_HTTP_TOKEN", TOKEN),
+        ],
     );
     let pid = c.pid();
     let target = c.addr;
+    // /metrics is guarded: only the token's holder (Prometheus, below) reads it.
+    let bare = support::http_client::get(target, "/metrics");
+    assert_eq!(bare.status, 401, "{}", bare.text());
     wait_listening(app);
     // hey loads the webapp for the whole test: /sendjson allocates per request but keeps the
     // live heap flat, so the 64 MiB the child holds stands out.

@@ -349,3 +349,70 @@ fn stderr_pipe_nobody_reads() {
     assert_eq!(lines, 0, "the pipe was full from the start\n{r}");
     assert!(dropped >= 100, "the full pipe was not hit\n{r}");
 }
+
+/// The program points fd 2 elsewhere while the trace runs, as a daemon does: rdebug follows fd 2.
+/// The old pipe's reader sees its end while the program still runs (rdebug closed its own
+/// description of it), and the trace goes on in the new file.
+#[test]
+fn a_redirected_stderr_is_followed() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        rt.block_on(async { rdebug::init() }); // RDEBUG=schedtrace=20
+        std::thread::sleep(Duration::from_millis(200));
+        let path = std::env::var_os("REDIRECT_TO").expect("REDIRECT_TO");
+        let file = std::fs::File::create(path).expect("create");
+        // SAFETY: both fds are open; fd 2 is replaced atomically.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 2) }, 2);
+        drop(file);
+        println!("REDIRECTED");
+        support::http_client::serve_commands(|_| {}); // until the parent closes stdin
+        drop(rt);
+        return;
+    }
+    let file = support::temp_path("redirected-stderr");
+    let _ = std::fs::remove_file(&file);
+    let mut cmd = child_command(name);
+    cmd.env("RDEBUG", "schedtrace=20")
+        .env("REDIRECT_TO", &file)
+        .stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stdin = child.stdin.take();
+    let mut err = child.stderr.take().expect("stderr");
+    let (eof_tx, eof_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut before = Vec::new();
+        let _ = err.read_to_end(&mut before);
+        let _ = eof_tx.send(before);
+    });
+    let lines = stdout_lines(&mut child);
+    let mut seen = Vec::new();
+    expect_line(&lines, "REDIRECTED", Duration::from_secs(20), &mut seen);
+    let before = eof_rx.recv_timeout(Duration::from_secs(20));
+    let sched_lines = |text: &str| text.lines().filter(|l| l.starts_with("SCHED ")).count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sched_lines(&std::fs::read_to_string(&file).unwrap_or_default()) < 2
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(s) = stdin.as_mut() {
+        let _ = writeln!(s, "bye");
+    }
+    drop(stdin);
+    let status = wait(&mut child, Duration::from_secs(20));
+    let after = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    let before = before.expect("the old stderr pipe stayed open while the program ran");
+    assert!(status.success(), "{status}");
+    assert!(
+        String::from_utf8_lossy(&before).contains("SCHED "),
+        "no trace before the redirect"
+    );
+    assert!(
+        sched_lines(&after) >= 2,
+        "the trace did not follow fd 2:\n{after}"
+    );
+}

@@ -114,6 +114,26 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
         .expect("main runtime line");
     assert_eq!(support::num(main, "tasks"), tasks as u64, "{main}");
     assert_eq!(support::num(main, "workers"), 2, "{main}");
+    // debug=0 is a pprof proto, as Go's: `go tool pprof` counts the tasks, all of them waiting.
+    #[cfg(feature = "pprof")]
+    {
+        let url = format!("http://{addr}/debug/pprof/goroutine");
+        let t = support::pprof::top(std::path::Path::new(&url), &[]);
+        assert_eq!(support::pprof::total(&t), tasks as f64, "{}", t.text);
+        let waiting = t
+            .row("tokio task waiting (runtime main)")
+            .unwrap_or_else(|| panic!("{}", t.text));
+        assert_eq!(waiting.flat, PARKED as f64, "{}", t.text);
+        let tags = std::process::Command::new("go")
+            .args(["tool", "pprof", "-tags", &url])
+            .output()
+            .expect("go tool pprof -tags");
+        let tags = String::from_utf8_lossy(&tags.stdout);
+        assert!(
+            tags.contains("state: Total") && tags.contains("waiting"),
+            "{tags}"
+        );
+    }
     let detail = get(addr, "/debug/pprof/goroutine?debug=2").text();
     assert_eq!(
         detail.lines().filter(|l| l.starts_with("#   W")).count(),
@@ -199,8 +219,7 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
 
     // Routes that answer with a reason.
     for (path, status, says) in [
-        ("/debug/pprof/block", 404, "not available in Rust"),
-        ("/debug/pprof/mutex", 404, "not available in Rust"),
+        ("/debug/pprof/mutex", 404, "not available"),
         ("/debug/pprof/nosuch", 404, "Unknown profile"),
         ("/nosuch", 404, "404 page not found"),
         ("/debug/rdebug/nosuch", 404, "no such page"),
@@ -216,7 +235,7 @@ fn endpoints_answer_with_go_content_types_and_true_figures() {
         assert!(a.text().contains(says), "{path}: {}", a.text());
     }
     if !cfg!(feature = "pprof") {
-        for p in ["profile?seconds=1", "heap", "allocs"] {
+        for p in ["profile?seconds=1", "heap", "allocs", "block?seconds=1"] {
             let a = get(addr, &format!("/debug/pprof/{p}"));
             assert_eq!(a.status, 404, "{p}");
             assert!(

@@ -237,9 +237,11 @@ fn public_bind_warns_once_and_the_token_guards_dumps() {
         get(debug, "/debug/pprof/goroutine?debug=1&token=s3cret").status,
         200
     );
-    // Pages without code or data need no token.
-    assert_eq!(get(debug, "/debug/pprof/").status, 200);
-    assert_eq!(get(debug, "/debug/vars").status, 200);
+    // Every page that shows the process needs it (argv is in /debug/vars); the dashboard's
+    // own files do not.
+    assert_eq!(get(debug, "/debug/pprof/").status, 401);
+    assert_eq!(get(debug, "/debug/vars").status, 401);
+    assert_eq!(get(debug, "/debug/rdebug").status, 200);
     c.finish().assert_success();
 }
 

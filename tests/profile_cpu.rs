@@ -149,3 +149,66 @@ fn cpuprofile_is_written_at_exit() {
         .unwrap_or_else(|| panic!("burn_b missing:\n{}", t.text));
     assert!(b.cum >= 0.5 * total(&t), "{}", t.text);
 }
+
+/// Burns CPU inside libz's `crc32`, a library loaded after the first profile, until `until`.
+#[inline(never)]
+fn burn_in_libz(crc32: unsafe extern "C" fn(u64, *const u8, u32) -> u64, until: Instant) -> u64 {
+    let buf = vec![7u8; 1 << 20];
+    let mut x = 0;
+    while Instant::now() < until {
+        // SAFETY: a valid buffer of that length.
+        x = unsafe { crc32(x, buf.as_ptr(), buf.len() as u32) };
+    }
+    std::hint::black_box(x)
+}
+
+/// A library loaded with `dlopen` after the first profile is unwound and mapped in the next:
+/// the caller of its code is in the stacks, and its code lies under its own mapping.
+#[test]
+fn a_library_loaded_after_the_first_profile_is_unwound_in_the_next() {
+    let name = support::test_name!();
+    let pb = support::temp_path("dlopen-cpu.pb.gz");
+    if is_child(name) {
+        // The first profile builds the unwinder for the objects loaded then.
+        let _ = rdebug::profile::cpu(Duration::from_millis(100), 100).expect("first profile");
+        // SAFETY: a NUL-terminated name; the handle is kept for the rest of the process.
+        let lib = unsafe { libc::dlopen(c"libz.so.1".as_ptr(), libc::RTLD_NOW) };
+        assert!(!lib.is_null(), "dlopen libz.so.1");
+        // SAFETY: a NUL-terminated name in a library we opened.
+        let sym = unsafe { libc::dlsym(lib, c"crc32".as_ptr()) };
+        assert!(!sym.is_null(), "dlsym crc32");
+        // SAFETY: zlib's `uLong crc32(uLong crc, const Bytef *buf, uInt len)`.
+        let crc32: unsafe extern "C" fn(u64, *const u8, u32) -> u64 =
+            unsafe { std::mem::transmute(sym) };
+        let until = Instant::now() + Duration::from_millis(1500);
+        let t = std::thread::spawn(move || burn_in_libz(crc32, until));
+        let p = rdebug::profile::cpu(Duration::from_secs(1), 200).expect("second profile");
+        t.join().unwrap();
+        std::fs::write(std::env::var("PB").unwrap(), p.pprof_gz()).unwrap();
+        return;
+    }
+    let out = run_child(name, &[("PB", &pb)], TIMEOUT);
+    out.assert_success();
+    let t = top(&pb, &[]);
+    let caller = t
+        .row("burn_in_libz")
+        .unwrap_or_else(|| panic!("burn_in_libz missing:\n{}", t.text));
+    assert!(
+        caller.cum >= 0.5 * total(&t),
+        "libz's frames were not unwound to their caller:\n{}",
+        t.text
+    );
+    let raw = std::process::Command::new("go")
+        .args(["tool", "pprof", "-raw"])
+        .arg(&pb)
+        .output()
+        .expect("go tool pprof -raw");
+    let raw = String::from_utf8_lossy(&raw.stdout);
+    let _ = std::fs::remove_file(&pb);
+    assert!(
+        raw.lines()
+            .skip_while(|l| !l.starts_with("Mappings"))
+            .any(|l| l.contains("libz.so")),
+        "no libz mapping:\n{raw}"
+    );
+}

@@ -346,9 +346,11 @@ impl Drop for ReleaseOnExit {
             if !p.is_null() {
                 // SAFETY: slots are never freed.
                 let s = unsafe { &*p };
+                // `tid` first: a sampler arming this slot meanwhile sees it cleared and takes
+                // back a timer it made for this thread (see `cpu_sampler::arm`).
+                s.tid.store(0, SeqCst);
                 super::cpu_sampler::disarm(s);
                 s.fold_and_unpublish(l.hot.read());
-                s.tid.store(0, Relaxed);
                 s.in_use.store(false, Release);
             }
             l.hot.reset();

@@ -12,7 +12,10 @@
 //! So the figure is each thread's CPU time times the share of its samples that landed in the allocator, as `perf` would measure it:
 //! a preempted thread uses no CPU and is never sampled, and the figure cannot exceed the CPU the
 //! threads used. A profile hook (the CPU profiler) gets every sample too, with the interrupted
-//! context. A thread that never allocated has no timer (it spends no time in the allocator).
+//! context. A thread that never allocated has no timer for the allocator figure (it spends no
+//! time in the allocator); while a CPU profile runs, every thread has one: the ones without a
+//! slot timer are found in `/proc/self/task` when the profile starts and every few drains
+//! ([`cover_threads`]).
 //!
 //! The sampler starts the first time a figure needs it and then runs until the process exits
 //! (a share "since init" would undercount if it paused): one signal per 10 ms of CPU. Threads
@@ -20,6 +23,14 @@
 //! first allocation and delete it when they exit. It never takes `SIGPROF` from a program that
 //! installed its own handler: the allocator-CPU figure is then 0, and says so once. Elsewhere
 //! than Linux there is no sampler.
+//!
+//! Once installed, rdebug's handler stays installed when the sampler stops (it ignores what still
+//! arrives): `SIGPROF`'s default action terminates the process, and a deleted timer's signal may
+//! still be queued, or pending on a thread that blocks `SIGPROF` (tikv/pprof-rs#288). The earlier
+//! disposition is put back only when it was `SIG_IGN` and the handler is still rdebug's. When the
+//! program (or another profiler) installs a `SIGPROF` handler of its own later, rdebug deletes
+//! every timer of its at its next check ([`check_handler`]: each drain of a CPU profile, each
+//! allocator sample of the `memstats` tracker), so its signals do not land in a foreign handler.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::Duration;
@@ -55,6 +66,9 @@ static PERIOD_NS: AtomicU64 = AtomicU64::new(1_000_000_000 / DEFAULT_HZ as u64);
 static HOOK: AtomicUsize = AtomicUsize::new(0);
 /// Handlers inside the hook now (a guard waits for 0 after clearing [`HOOK`]).
 static IN_HOOK: AtomicUsize = AtomicUsize::new(0);
+/// The hook for `SIGPROF`s rdebug sends one thread itself ([`signal_thread`]), a `SampleHook` as
+/// usize, or 0: the stall detector's stack requests.
+static REQUEST_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// The sampler is running: threads arm their own timer when they set up.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The allocator-CPU figure uses it (then it runs until exit).
@@ -104,10 +118,89 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
 /// A profile's hold on the sampler; dropping it removes the hook and puts the rate back.
 #[derive(Debug)]
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
-pub(crate) struct ProfileGuard {
-    /// Timers for the threads that had no slot (never allocated) when the profile started: a
-    /// profile samples every thread, the allocator figure only the allocating ones.
-    extra: Vec<usize>,
+pub(crate) struct ProfileGuard(());
+
+/// The running profile's timers for threads without a timer in a slot (threads that never
+/// allocated through [`Alloc`](crate::Alloc)): a profile samples every thread, the allocator
+/// figure only the allocating ones. `(tid, timer)`; changed under [`control_lock`] only.
+static EXTRA: std::sync::Mutex<Vec<(i64, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes the [`EXTRA`] timers (under [`control_lock`]).
+fn delete_extra() {
+    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, t) in extra.drain(..) {
+        imp::delete_timer(t);
+    }
+}
+
+/// While a profile runs, gives every thread of the process (from `/proc/self/task`) that has no
+/// timer one, and deletes the profile's timers of threads that exited or have got a slot timer
+/// since (their first allocation). The CPU profiler calls it every few drains (250 ms), so
+/// threads started during a profile that never allocate are sampled too. Allocates: never from
+/// the handler.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the CPU profiler (feature `pprof`) is its user
+pub(crate) fn cover_threads() {
+    if HOOK.load(Acquire) == 0 {
+        return;
+    }
+    let _guard = control_lock();
+    if HOOK.load(Acquire) != 0 && RUNNING.load(Acquire) {
+        cover_locked();
+    }
+}
+
+/// [`cover_threads`]' work, under [`control_lock`].
+fn cover_locked() {
+    let mut live = imp::thread_ids();
+    live.sort_unstable();
+    let mut armed = Vec::new();
+    for_each_slot(|s| {
+        if s.timer.load(Acquire) != NO_TIMER {
+            armed.push(s.tid.load(Relaxed));
+        }
+    });
+    armed.sort_unstable();
+    let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
+    extra.retain(|&(tid, t)| {
+        let keep = live.binary_search(&tid).is_ok() && armed.binary_search(&tid).is_err();
+        if !keep {
+            imp::delete_timer(t);
+        }
+        keep
+    });
+    let mut covered: Vec<i64> = extra.iter().map(|&(tid, _)| tid).collect();
+    covered.sort_unstable();
+    let period = Duration::from_nanos(PERIOD_NS.load(Relaxed));
+    for tid in live {
+        if armed.binary_search(&tid).is_ok() || covered.binary_search(&tid).is_ok() {
+            continue;
+        }
+        if let Some(t) = imp::create_timer(tid) {
+            imp::set_timer(t, period);
+            extra.push((tid, t));
+        }
+    }
+}
+
+/// While the sampler runs, checks that `SIGPROF`'s handler is still rdebug's; if another handler
+/// took its place, deletes every rdebug timer (their signals would land in that handler) and
+/// stops the sampler for good. One `sigaction` call when running; nothing otherwise.
+pub(crate) fn check_handler() {
+    if !RUNNING.load(Acquire) || imp::handler_is_ours() {
+        return;
+    }
+    let _guard = control_lock();
+    if RUNNING.load(Acquire) && !imp::handler_is_ours() {
+        RUNNING.store(false, Release);
+        for_each_slot(disarm);
+        delete_extra();
+        FAILED.store(true, Relaxed);
+        crate::sys::stderr::note(
+            "warning",
+            "SIGPROF has a handler of the program's own now: rdebug's CPU-time sampler stopped \
+             (no more allocator CPU figure or CPU profiles)",
+        );
+    }
 }
 
 /// Points the sampler at `hz` samples per CPU-second of each allocating thread and installs
@@ -125,28 +218,14 @@ pub(crate) fn start_profile(hz: u32, hook: SampleHook) -> Result<ProfileGuard, S
         start(hz).map_err(SamplerError::Unavailable)?;
     }
     HOOK.store(hook as usize, Release);
-    let mut armed = Vec::new();
-    for_each_slot(|s| {
-        if s.timer.load(Acquire) != NO_TIMER {
-            armed.push(s.tid.load(Relaxed));
-        }
-    });
-    let period = Duration::from_nanos(period_ns(hz));
-    let extra = imp::thread_ids()
-        .into_iter()
-        .filter(|tid| !armed.contains(tid))
-        .filter_map(imp::create_timer)
-        .inspect(|&t| imp::set_timer(t, period))
-        .collect();
-    Ok(ProfileGuard { extra })
+    cover_locked();
+    Ok(ProfileGuard(()))
 }
 
 impl Drop for ProfileGuard {
     fn drop(&mut self) {
         let _guard = control_lock();
-        for t in self.extra.drain(..) {
-            imp::delete_timer(t);
-        }
+        delete_extra();
         HOOK.store(0, SeqCst);
         // A handler that loaded the hook before it was cleared finishes with it first.
         while IN_HOOK.load(SeqCst) != 0 {
@@ -184,7 +263,10 @@ fn start(hz: u32) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Deletes every timer and puts the previous `SIGPROF` disposition back.
+/// Deletes every timer. The handler stays installed (it ignores what still arrives): a signal of
+/// a deleted timer may be queued already, or pending on a thread that blocks `SIGPROF` for a
+/// while, and `SIGPROF`'s default action terminates the process (tikv/pprof-rs#288). An earlier
+/// disposition that is safe to get a stray signal under (`SIG_IGN`) is put back.
 fn stop() {
     RUNNING.store(false, Release);
     for_each_slot(disarm);
@@ -205,31 +287,52 @@ fn set_rate(hz: u32) {
 
 /// Gives `slot`'s thread a timer if the sampler runs and it has none (called by the thread itself
 /// at its first allocation, or by the thread starting the sampler). Makes no Rust allocation.
+///
+/// The starter may race the slot's thread exiting, and the slot's next owner arming itself: a
+/// timer made for a thread that is gone must not stay in the slot, or the next owner (which sees
+/// a timer and makes none) is never sampled. An exiting thread clears the slot's `tid` before
+/// it deletes the slot's timer, so a timer installed after that deletion is found here by the
+/// `tid` check that follows the exchange, and taken back; the slot's new owner, if any, then
+/// gets its own.
 pub(crate) fn arm(slot: &Slot) {
-    if !RUNNING.load(Acquire) {
-        return;
+    loop {
+        if !RUNNING.load(Acquire) {
+            return;
+        }
+        let tid = slot.tid.load(SeqCst);
+        if tid == 0 || slot.timer.load(Acquire) != NO_TIMER {
+            return;
+        }
+        let Some(t) = imp::create_timer(tid) else {
+            return;
+        };
+        if slot
+            .timer
+            .compare_exchange(NO_TIMER, t, SeqCst, Acquire)
+            .is_err()
+        {
+            imp::delete_timer(t); // the thread and the starter raced: one timer is enough
+            return;
+        }
+        if slot.tid.load(SeqCst) == tid {
+            imp::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
+            return;
+        }
+        // The thread exited meanwhile: take the timer back (unless its exit already did), then
+        // arm for the slot's new owner, if there is one.
+        if slot
+            .timer
+            .compare_exchange(t, NO_TIMER, SeqCst, Acquire)
+            .is_ok()
+        {
+            imp::delete_timer(t);
+        }
     }
-    let tid = slot.tid.load(Relaxed);
-    if tid == 0 || slot.timer.load(Acquire) != NO_TIMER {
-        return;
-    }
-    let Some(t) = imp::create_timer(tid) else {
-        return;
-    };
-    if slot
-        .timer
-        .compare_exchange(NO_TIMER, t, AcqRel, Acquire)
-        .is_err()
-    {
-        imp::delete_timer(t); // the thread and the starter raced: one timer is enough
-        return;
-    }
-    imp::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
 }
 
 /// Deletes `slot`'s timer, if any (its thread is exiting, or the sampler stops).
 pub(crate) fn disarm(slot: &Slot) {
-    let t = slot.timer.swap(NO_TIMER, AcqRel);
+    let t = slot.timer.swap(NO_TIMER, SeqCst);
     if t != NO_TIMER {
         imp::delete_timer(t);
     }
@@ -240,8 +343,37 @@ pub(crate) fn current_tid() -> i64 {
     imp::current_tid()
 }
 
+/// Sets the hook called for the `SIGPROF`s [`signal_thread`] sends (weight 0). Set once, never
+/// cleared: the hook must stay valid for the process's life.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn set_request_hook(hook: SampleHook) {
+    REQUEST_HOOK.store(hook as usize, Release);
+}
+
+/// Sends `SIGPROF` to thread `tid` of this process, for the request hook; false if it cannot
+/// (no handler installed: start the sampler first, or no such thread).
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn signal_thread(tid: i64) -> bool {
+    RUNNING.load(Acquire) && imp::signal_thread(tid)
+}
+
+/// A `SIGPROF` rdebug sent one thread: the request hook, if any.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn on_request(ucontext: *mut std::ffi::c_void) {
+    let hook = REQUEST_HOOK.load(Acquire);
+    if hook != 0 {
+        // SAFETY: stored from a `SampleHook` by `set_request_hook`, valid for the process's life.
+        let f: SampleHook = unsafe { std::mem::transmute::<usize, SampleHook>(hook) };
+        // SAFETY: the hook's contract: called from the handler with its context.
+        unsafe { f(ucontext, 0) };
+    }
+}
+
 /// What the handler does with one sample: the accounting, then the hook.
 fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
+    if !RUNNING.load(Acquire) {
+        return; // a deleted timer's last signal
+    }
     let weight = PERIOD_NS
         .load(Relaxed)
         .saturating_mul(overrun.saturating_add(1));
@@ -271,7 +403,7 @@ mod imp {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use super::on_sample;
+    use super::{on_request, on_sample};
     use crate::alloc::slots::NO_TIMER;
 
     /// The `SIGPROF` disposition before ours, restored by [`restore_handler`].
@@ -280,6 +412,11 @@ mod imp {
     pub(super) fn current_tid() -> i64 {
         // SAFETY: gettid has no preconditions.
         i64::from(unsafe { libc::gettid() })
+    }
+
+    pub(super) fn signal_thread(tid: i64) -> bool {
+        // SAFETY: tgkill to a thread of this process; SIGPROF has our handler (RUNNING).
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGPROF) == 0 }
     }
 
     /// Every thread of the process now, from `/proc/self/task` (allocates: call it rarely).
@@ -321,11 +458,30 @@ mod imp {
         Ok(())
     }
 
-    pub(super) fn restore_handler() {
-        if let Some(old) = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            // SAFETY: a disposition sigaction itself returned.
-            unsafe { libc::sigaction(libc::SIGPROF, &old, ptr::null_mut()) };
+    /// Whether `SIGPROF`'s handler is rdebug's now.
+    pub(super) fn handler_is_ours() -> bool {
+        let mut now = MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: reads the disposition into a valid pointer.
+        if unsafe { libc::sigaction(libc::SIGPROF, ptr::null(), now.as_mut_ptr()) } != 0 {
+            return false;
         }
+        // SAFETY: sigaction filled it (and it was zeroed before).
+        let now = unsafe { now.assume_init() };
+        now.sa_sigaction == handler as *const () as libc::sighandler_t
+    }
+
+    /// Puts back the disposition found at install, only if it was `SIG_IGN` (a stray signal is
+    /// then harmless; `SIG_DFL` would terminate the process, so rdebug's handler stays) and the
+    /// handler now is still rdebug's (the program may have installed its own since).
+    pub(super) fn restore_handler() {
+        let mut saved = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(old) = saved.as_ref() else { return };
+        if old.sa_sigaction != libc::SIG_IGN || !handler_is_ours() {
+            return;
+        }
+        // SAFETY: a disposition sigaction itself returned.
+        unsafe { libc::sigaction(libc::SIGPROF, old, ptr::null_mut()) };
+        *saved = None;
     }
 
     /// A timer on thread `tid`'s CPU clock that signals `SIGPROF` to that thread; not armed.
@@ -379,6 +535,11 @@ mod imp {
                     unsafe { libc::timer_getoverrun(t as libc::timer_t) }.max(0)
                 });
             on_sample(overrun as u64, ucontext);
+        } else if !info.is_null()
+            // SAFETY: as above; `si_pid` is valid for a tgkill's SI_TKILL.
+            && unsafe { (*info).si_code == libc::SI_TKILL && (*info).si_pid() == libc::getpid() }
+        {
+            on_request(ucontext);
         }
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = errno };
@@ -393,6 +554,10 @@ mod imp {
         0
     }
 
+    pub(super) fn signal_thread(_tid: i64) -> bool {
+        false
+    }
+
     pub(super) fn thread_ids() -> Vec<i64> {
         Vec::new()
     }
@@ -402,6 +567,10 @@ mod imp {
     }
 
     pub(super) fn restore_handler() {}
+
+    pub(super) fn handler_is_ours() -> bool {
+        false
+    }
 
     pub(super) fn create_timer(_tid: i64) -> Option<usize> {
         None

@@ -171,6 +171,7 @@ mod tests {
         "rdebug_sched_idle_workers",
         "rdebug_sched_tasks",
         "rdebug_sched_global_queue_depth",
+        "rdebug_sched_stalls_total",
         "rdebug_sched_blocking_threads",
         "rdebug_sched_idle_blocking_threads",
         "rdebug_sched_blocking_queue_depth",

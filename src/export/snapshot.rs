@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::process::{self, ProcessStats};
 use crate::stats::runtimes::watched;
-use crate::stats::{MemStats, SchedStats, fill, memstats};
+use crate::stats::{MemStats, SchedStats, fill, mem};
 use crate::sys::proc::process_files;
 
 /// Label of the runtime `init()` watched without a name.
@@ -24,20 +24,21 @@ pub(crate) struct Snapshot {
 
 /// Reads it. The watched list is locked only to copy the handles out.
 pub(crate) fn take() -> Snapshot {
-    let handles: Vec<(String, tokio::runtime::Handle)> = watched()
+    let handles: Vec<(String, tokio::runtime::Handle, u64)> = watched()
         .iter()
         .filter(|w| w.alive.load(Relaxed))
         .map(|w| {
             let label = w.label.as_deref().unwrap_or(MAIN_LABEL);
-            (label.to_owned(), w.handle.clone())
+            (label.to_owned(), w.handle.clone(), w.stalls)
         })
         .collect();
     let runtimes = handles
         .into_iter()
-        .map(|(label, h)| {
+        .map(|(label, h, stalls)| {
             let mut s = SchedStats::default();
             // One of the runtime's tasks is rdebug's own watcher.
             fill(&h.metrics(), 1, &mut s);
+            s.stalls = stalls;
             (label, s)
         })
         .collect();
@@ -46,7 +47,7 @@ pub(crate) fn take() -> Snapshot {
         ..SchedStats::default()
     };
     Snapshot {
-        mem: memstats(),
+        mem: mem::read(),
         process_sched,
         runtimes,
         process: process::read(),

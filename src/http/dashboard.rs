@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/debug/rdebug` | the page: seven charts of the last five minutes, updated every second |
-//! | `/debug/rdebug/history?since=MS` | the [`history`](super::history) ticks after `MS` as JSON lines; with `since`, waits up to 2 s for the next tick |
+//! | `/debug/rdebug/history?since=MS` | the [`history`](super::history) ticks after `MS` as JSON lines; with `since`, waits up to 2 s for the next tick (at most [`MAX_LONG_POLLS`] requests wait at once; more answer at once) |
 //! | `/debug/rdebug/dashboard.js`, `uPlot.iife.min.js`, `uPlot.min.css`, `LICENSE-uPlot` | the page's script and its vendored chart library, [uPlot](https://github.com/leeoniya/uPlot) 1.6.32 (MIT) |
 //!
 //! The charts: workers (busy on average over each second, busy at the sample, all), tasks, run
@@ -18,9 +18,11 @@
 //! what gcvis did for Go's gctrace.
 //!
 //! Everything is served from the binary (about 60 KB): the page works with no network. The page
-//! sends `Content-Security-Policy: default-src 'self'`, so it runs no script but its own. It
-//! needs no token: it shows the figures `/metrics` and `/debug/vars` show.
+//! sends `Content-Security-Policy: default-src 'self'`, so it runs no script but its own. With
+//! `RDEBUG_HTTP_TOKEN` set, its data (`history`) needs the token as `/metrics` and `/debug/vars`
+//! do: open the page as `/debug/rdebug?token=<token>` and the page passes it on.
 
+use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::time::Duration;
 
 use hyper::header::{self, HeaderValue};
@@ -32,6 +34,31 @@ use super::reply::{self, Body, HTML, NDJSON};
 
 /// Longest a `history?since=` request waits for the next tick.
 const LONG_POLL: Duration = Duration::from_secs(2);
+/// Most `history?since=` requests waiting at once (one per open dashboard page); more answer
+/// at once without waiting.
+pub(crate) const MAX_LONG_POLLS: usize = 8;
+
+/// Long-polls waiting now.
+static LONG_POLLS: AtomicUsize = AtomicUsize::new(0);
+
+/// One waiting long-poll, counted until dropped.
+struct LongPoll;
+
+impl LongPoll {
+    /// A place among the [`MAX_LONG_POLLS`], or `None` when all are taken.
+    fn enter() -> Option<LongPoll> {
+        LONG_POLLS
+            .fetch_update(AcqRel, Acquire, |n| (n < MAX_LONG_POLLS).then_some(n + 1))
+            .ok()
+            .map(|_| LongPoll)
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        LONG_POLLS.fetch_sub(1, AcqRel);
+    }
+}
 
 const PAGE: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
@@ -82,6 +109,9 @@ fn asset(content_type: &'static str, text: &'static str) -> Response<Body> {
 }
 
 async fn history_page(query: &str) -> Response<Body> {
+    // A page asks: its CPU chart needs the allocator-CPU sampler (the tick alone does not start
+    // it).
+    crate::stats::gc::want_cpu_figure();
     // `since`: the `ms` of the last tick the page has.
     let since = match value(query, "since")
         .map(|v| params::number("since", &v, 0, u64::MAX, "milliseconds since init"))
@@ -90,7 +120,16 @@ async fn history_page(query: &str) -> Response<Body> {
         Ok(since) => since,
         Err(refusal) => return *refusal,
     };
-    let mut r = reply::ok(NDJSON, history::after(since, LONG_POLL).await);
+    // Past the cap a request answers at once (the page then asks again a little later), so
+    // long-polls never hold every connection slot of the server.
+    let waiting = LongPoll::enter();
+    let wait = if waiting.is_some() {
+        LONG_POLL
+    } else {
+        Duration::ZERO
+    };
+    let mut r = reply::ok(NDJSON, history::after(since, wait).await);
+    drop(waiting);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

@@ -9,8 +9,10 @@
 //! them, without `dump=1`, and for `debug=0`, this summary is the answer; its last line says how
 //! to get the traces.
 //!
-//! Go serves `goroutine` and `threadcreate` as pprof protobuf when `debug=0`; rdebug serves the
-//! text in every case.
+//! Go serves `goroutine` and `threadcreate` as pprof protobuf when `debug=0`. With the `pprof`
+//! feature, rdebug serves `goroutine?debug=0` as pprof protobuf too (sample type
+//! `goroutine/count`, one sample per runtime and task state: see
+//! [`profile::goroutine`](crate::profile::goroutine)); without it, and for `threadcreate`, the text.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -128,6 +130,11 @@ fn thread(tid: u64) -> Thread {
 /// `debug=2` adds `#   W<i>: parked= parks= busy=...` per worker and `#   blocking: ...`.
 pub(crate) fn goroutine(debug: u8) -> Response<Body> {
     let list = runtimes::snapshot();
+    #[cfg(feature = "pprof")]
+    if debug == 0 {
+        let gz = crate::profile::goroutine::summary_pprof_gz(&list);
+        return reply::attachment(reply::ok(reply::OCTETS, gz), "goroutine");
+    }
     let total = list
         .iter()
         .map(|(_, s)| s.tasks as u64)

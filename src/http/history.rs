@@ -22,7 +22,10 @@
 //! - `heap_alloc`, `next_gc`, `rss`: `memstats()`'s fields (`next_gc` is `null` with
 //!   `gcpercent=off`); `footprint`: jemalloc active + dirty + muzzy, the gc line's `before/after`;
 //! - `alloc_cpu`, `process_cpu`: CPU time in the allocator (rdebug's on-CPU sampler) and in the
-//!   whole process (`/proc/self/stat`, 10 ms ticks) over the last second, in % of one core;
+//!   whole process (`/proc/self/stat`, 10 ms ticks) over the last second, in % of one core; the
+//!   tick does not start the sampler itself (it would put a `SIGPROF` timer on every thread of a
+//!   process nobody watches): the first page's request for history does, so `alloc_cpu` is 0
+//!   before that unless `gctrace` or a `memstats()` call started it;
 //! - `gc_cpu_fraction`: `memstats()`'s, the allocator's share since init.
 //!
 //! The history reads `memstats()`, so with no `gctrace` reporter sampling the allocator, the
@@ -40,7 +43,7 @@ use hyper::body::Bytes;
 use tokio::sync::watch;
 
 use super::runtimes;
-use crate::stats::{MemStats, SchedStats, encode, gc, memstats};
+use crate::stats::{MemStats, SchedStats, encode, gc, mem};
 use crate::sync::lock;
 use crate::sys::proc::process_files;
 
@@ -134,7 +137,7 @@ impl Taker {
     fn tick(&mut self) -> (u64, Bytes) {
         let at = Instant::now();
         let ms = u64::try_from(crate::clock::origin().elapsed().as_millis()).unwrap_or(u64::MAX);
-        let m = memstats();
+        let m = mem::read();
         let sched = runtimes::snapshot();
         let mut out = Vec::with_capacity(1024);
         for (label, s) in &sched {

@@ -16,7 +16,7 @@ const PROFILES: &[(&str, &str)] = &[
     ),
     (
         "block",
-        "Not available in Rust: no runtime hook sees where tasks block on synchronization",
+        "Off-CPU time of busy tokio workers: where a poll blocked its worker (sleep, blocking I/O, std locks), as Go's stack traces that led to blocking. Needs the pprof feature. You can specify the duration in the seconds GET parameter",
     ),
     (
         "cmdline",
@@ -32,7 +32,7 @@ const PROFILES: &[(&str, &str)] = &[
     ),
     (
         "mutex",
-        "Not available in Rust: no runtime hook sees holders of contended mutexes",
+        "Not available: a wait on a lock cannot be told apart from other blocking honestly; lock waits of tokio workers show in block",
     ),
     (
         "profile",

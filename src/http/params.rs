@@ -178,6 +178,37 @@ impl Drop for CpuSlot {
     }
 }
 
+/// Whether a heap dump (`heap`, `allocs`) is being made for a request.
+static HEAP_DUMP_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The one heap-dump slot: a second `heap` or `allocs` request while one is made gets 409 rather
+/// than queueing on jemalloc's dump lock (each waiter would hold a connection and a blocking
+/// thread).
+#[derive(Debug)]
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the heap profiles (feature `pprof`) use it
+pub(crate) struct HeapSlot(());
+
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+impl HeapSlot {
+    /// Takes the slot, or answers 409 saying a heap dump is being made.
+    pub(crate) fn take() -> Result<HeapSlot, Refusal> {
+        if HEAP_DUMP_RUNNING.swap(true, Ordering::AcqRel) {
+            Err(Box::new(reply::error(
+                StatusCode::CONFLICT,
+                "a heap profile is being made; one at a time: try again when it ends",
+            )))
+        } else {
+            Ok(HeapSlot(()))
+        }
+    }
+}
+
+impl Drop for HeapSlot {
+    fn drop(&mut self) {
+        HEAP_DUMP_RUNNING.store(false, Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +287,110 @@ mod tests {
         assert!(msg.contains("already running"), "{msg}");
         drop(slot);
         drop(CpuSlot::take().unwrap());
+    }
+
+    /// Percent-encodes every byte of `s` but unreserved ones, as a browser or `url.Values`
+    /// would (space as `+` or `%20`, chosen by `plus`).
+    fn encode(s: &str, plus: bool) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(b as char)
+                }
+                b' ' if plus => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Query text a client could send: any characters, with `&`, `=`, `%`, `+` and hex digits
+        /// frequent.
+        fn query() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("&".to_owned()),
+                    Just("=".to_owned()),
+                    Just("%".to_owned()),
+                    Just("+".to_owned()),
+                    "[0-9a-fA-F]{1,2}",
+                    "(seconds|hz|debug|gc|format|token|since)",
+                    any::<char>().prop_map(String::from),
+                ],
+                0..40,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 512,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Any query: no panic; a refusal is a 400 naming the parameter with a short line.
+            #[test]
+            fn any_query_parses_or_is_a_short_400(q in query()) {
+                for name in ["seconds", "hz", "debug", "gc", "format", "token", "x"] {
+                    let _ = value(&q, name);
+                }
+                if let Err(r) = Params::parse(&q) {
+                    let (status, msg) = message(r);
+                    prop_assert_eq!(status, 400);
+                    prop_assert!(msg.starts_with("bad "), "{}", msg);
+                    prop_assert!(msg.chars().count() < 200, "{}", msg);
+                }
+            }
+
+            /// Whatever a value holds, encoded as a client encodes it, it decodes back; the first
+            /// of two occurrences wins; other parameters around it do not matter.
+            #[test]
+            fn encoded_values_decode_back_and_the_first_wins(
+                v in any::<String>(),
+                other in any::<String>(),
+                before in "[a-z]{0,6}",
+                plus in any::<bool>(),
+            ) {
+                prop_assume!(before != "token");
+                let q = format!(
+                    "{before}=1&token={}&token={}&z",
+                    encode(&v, plus),
+                    encode(&other, plus)
+                );
+                let got = value(&q, "token").map(|c| c.into_owned());
+                prop_assert_eq!(got.as_deref(), Some(v.as_str()));
+                // The name itself may be encoded too.
+                let q = format!("%74oken={}", encode(&v, plus));
+                let got = value(&q, "token").map(|c| c.into_owned());
+                prop_assert_eq!(got.as_deref(), Some(v.as_str()));
+            }
+
+            /// `seconds=n` is accepted exactly for 1..=300, and then is n.
+            #[test]
+            fn seconds_accepted_exactly_in_range(n in any::<u64>(), pad in "(&x=1)?") {
+                let p = Params::parse(&format!("seconds={n}{pad}"));
+                if (1..=MAX_SECONDS).contains(&n) {
+                    prop_assert_eq!(p.ok().and_then(|p| p.seconds), Some(n));
+                } else {
+                    prop_assert!(p.is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_heap_dump_at_a_time() {
+        let slot = HeapSlot::take().unwrap();
+        let (status, msg) = message(HeapSlot::take().unwrap_err());
+        assert_eq!(status, 409);
+        assert!(msg.contains("one at a time"), "{msg}");
+        drop(slot);
+        drop(HeapSlot::take().unwrap());
     }
 }

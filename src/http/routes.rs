@@ -5,6 +5,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode, Uri};
 
 use super::auth::Token;
+use super::guard::{self, Hosts};
 use super::params::{CpuSlot, Params};
 use super::reply::{self, Body};
 use super::{dashboard, dumps, index, metrics, profiles, trace, vars};
@@ -12,15 +13,19 @@ use super::{dashboard, dumps, index, metrics, profiles, trace, vars};
 /// What every request is checked against.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ctx {
-    /// Required for profiles and dumps when set.
+    /// Required for every route that shows the process, when set.
     pub token: Token,
+    /// Host names accepted besides loopback names and IP literals.
+    pub hosts: Hosts,
 }
 
 impl Ctx {
-    pub(crate) fn from_env() -> Ctx {
-        Ctx {
-            token: Token::from_env(),
-        }
+    /// From the environment; `Err` names a setting that cannot be used (a token too long).
+    pub(crate) fn from_env() -> Result<Ctx, String> {
+        Ok(Ctx {
+            token: Token::from_env()?,
+            hosts: Hosts::from_env(),
+        })
     }
 }
 
@@ -61,6 +66,11 @@ pub(crate) async fn respond(
     }
     let path = uri.path();
     let query = uri.query().unwrap_or("");
+    if let Err(r) = guard::check(path, headers, query, &ctx.hosts, &ctx.token) {
+        return *r;
+    }
+    // HEAD: the checks and the status a GET would get, never the work (a profile, a dump).
+    let head = method == Method::HEAD;
     let Some(name) = path.strip_prefix("/debug/pprof/") else {
         return match path {
             "/debug/pprof" => {
@@ -69,6 +79,7 @@ pub(crate) async fn respond(
                     .insert(header::LOCATION, HeaderValue::from_static("/debug/pprof/"));
                 r
             }
+            "/debug/vars" | "/metrics" | "/debug/rdebug/history" if head => head_answer(),
             "/debug/vars" => vars::page(),
             "/metrics" => metrics::serve(query).await,
             p if p == "/debug/rdebug" || p.starts_with("/debug/rdebug/") => {
@@ -79,13 +90,13 @@ pub(crate) async fn respond(
     };
     match name {
         "" => return index::page(),
-        "block" | "mutex" => {
+        "mutex" => {
             return reply::error(
                 StatusCode::NOT_FOUND,
-                &format!(
-                    "{name} profile: not available in Rust: no runtime hook sees where tasks \
-                     block or which locks are contended"
-                ),
+                "mutex profile: not available: rdebug cannot tell a wait on a lock from other \
+                 blocking honestly (std's Mutex and parking_lot wait in the same futex call as \
+                 other primitives, and nothing records who holds a lock); /debug/pprof/block \
+                 shows lock waits with the rest",
             );
         }
         "symbol" => {
@@ -94,17 +105,17 @@ pub(crate) async fn respond(
                 "symbol: not needed: rdebug's profiles carry function names",
             );
         }
-        "profile" | "heap" | "allocs" | "goroutine" | "threadcreate" | "cmdline" | "trace" => {}
+        "profile" | "heap" | "allocs" | "block" | "goroutine" | "threadcreate" | "cmdline"
+        | "trace" => {}
         _ => return reply::error(StatusCode::NOT_FOUND, "Unknown profile"),
-    }
-    // Profiles and dumps reveal code and data.
-    if let Err(r) = ctx.token.check(headers, query) {
-        return *r;
     }
     let params = match Params::parse(query) {
         Ok(p) => p,
         Err(r) => return *r,
     };
+    if head {
+        return head_answer();
+    }
     match name {
         "cmdline" => dumps::cmdline(),
         "threadcreate" => dumps::threadcreate(),
@@ -116,6 +127,11 @@ pub(crate) async fn respond(
         },
         _ => profiles::serve(name, &params, None).await,
     }
+}
+
+/// The answer to a HEAD that passed the checks: 200, no body, nothing run.
+fn head_answer() -> Response<Body> {
+    reply::ok(reply::TEXT, "")
 }
 
 if_taskdump! {

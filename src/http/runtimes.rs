@@ -19,6 +19,25 @@ pub(crate) fn snapshot() -> Vec<(String, SchedStats)> {
         .collect()
 }
 
+/// [`snapshot`], with each runtime's last few stalls (`stalltrace`), oldest first.
+pub(crate) fn snapshot_with_stalls() -> Vec<(String, SchedStats, Vec<runtimes::Stall>)> {
+    let handles: Vec<_> = runtimes::watched()
+        .iter()
+        .filter(|w| w.alive.load(Relaxed))
+        .map(|w| {
+            let recent = w.recent_stalls.iter().cloned().collect();
+            (w.label.clone(), w.handle.clone(), recent)
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|(label, h, recent)| {
+            let label = label.unwrap_or_else(|| "main".into());
+            (label, sched_stats(&h), recent)
+        })
+        .collect()
+}
+
 /// What a page says when no runtime is watched.
 pub(crate) const NONE_WATCHED: &str = "no tokio runtime is watched: call rdebug::init() inside \
      the runtime, or rdebug::watch(&handle)";

@@ -17,7 +17,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::reply::{self, Body, NDJSON};
 use super::runtimes;
-use crate::stats::{encode, gc, memstats};
+use crate::stats::{encode, gc, mem};
 
 /// Default length, seconds (Go's).
 pub(crate) const DEFAULT_SECONDS: u64 = 1;
@@ -97,7 +97,7 @@ pub(crate) fn start(seconds: u64) -> Response<Body> {
                 next_poll = later(next_poll, poll_every, now);
                 // With no gctrace reporter sampling the allocator, memstats() samples it.
                 if gc::POLLER_ACTIVE.load(Relaxed) == 0 {
-                    let _ = memstats();
+                    let _ = mem::read();
                 }
                 if let Some(t) = gc::tracker().as_ref() {
                     let (_, last) = t.cycles_after(seen, |c| encode::gc_json(&mut buf, c));

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! {"cmdline":["./webapp"],"memstats":{"alloc":..,...},
-//!  "sched":[{"runtime":"main","workers":2,...,"per_worker":[{"parked":true,...},...]}]}
+//!  "sched":[{"runtime":"main","workers":2,...,"per_worker":[{"parked":true,...},...],
+//!   "recent_stalls":[{"unix_ms":..,"worker":1,"polled_ms":52,"stack":["blocks_in_sleep",...]}]}]}
 //! ```
 //!
 //! Written from the field tables (the same keys as the JSON lines and serde), so no JSON library
@@ -15,7 +16,7 @@ use hyper::Response;
 use super::reply::{self, Body, JSON};
 use super::runtimes;
 use crate::stats::encode::{json_fields, json_object};
-use crate::stats::{fields, memstats};
+use crate::stats::{fields, mem};
 use crate::sys::stderr::json_str;
 
 pub(crate) fn page() -> Response<Body> {
@@ -28,9 +29,9 @@ pub(crate) fn page() -> Response<Body> {
         json_str(&mut out, &a.to_string_lossy());
     }
     out.extend_from_slice(b"],\"memstats\":");
-    json_object(&mut out, fields::MEMSTATS, &memstats());
+    json_object(&mut out, fields::MEMSTATS, &mem::read());
     out.extend_from_slice(b",\"sched\":[");
-    for (i, (label, s)) in runtimes::snapshot().iter().enumerate() {
+    for (i, (label, s, stalls)) in runtimes::snapshot_with_stalls().iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -50,6 +51,24 @@ pub(crate) fn page() -> Response<Body> {
                 out.push(b',');
             }
             json_object(&mut out, fields::WORKER, w);
+        }
+        out.extend_from_slice(b"],\"recent_stalls\":[");
+        for (k, st) in stalls.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let _ = write!(
+                out,
+                "{{\"unix_ms\":{},\"worker\":{},\"polled_ms\":{},\"stack\":[",
+                st.unix_ms, st.worker, st.polled_ms
+            );
+            for (f, name) in st.stack.iter().enumerate() {
+                if f > 0 {
+                    out.push(b',');
+                }
+                json_str(&mut out, name);
+            }
+            out.extend_from_slice(b"]}");
         }
         out.extend_from_slice(b"]}");
     }

@@ -5,9 +5,63 @@
 //!   (`heap?debug=1`).
 //! * [`cpu`] — samples driven by the process's CPU time for a duration:
 //!   [`CpuProfile::pprof_gz`] (`/debug/pprof/profile`) and [`CpuProfile::flamegraph_svg`].
+//! * [`block`] — where busy tokio workers wait off CPU for a duration, in Go's block profile
+//!   format: [`BlockProfile::pprof_gz`] (`/debug/pprof/block`).
 //!
-//! Both are symbolized in this process from the ELF symbol tables (function names, no file or
-//! line), so `go tool pprof -top profile.pb.gz` needs neither the binary nor a `/symbol` route.
+//! # No mutex profile
+//!
+//! `/debug/pprof/mutex` stays 404, with the reason. Go's mutex profile counts the time a lock's
+//! *holder* made others wait, recorded by the lock itself; Rust's locks (std's `Mutex`,
+//! parking_lot, `tokio::sync`'s blocking paths) record nothing, and a worker waiting on one sits
+//! in the same `futex` call as one waiting on a condvar, a channel or a `Once`: a profile built
+//! by matching stack frames would be a guess. Lock waits of tokio workers do show, with the rest
+//! of their blocking, in the block profile, under the waiting function.
+//!
+//! CPU samples carry the labels of [`labels`](crate::labels) (Go's `pprof.Do`) and the tokio task
+//! id (`task_id`) as pprof sample labels: `go tool pprof -tagfocus=route=/cache`, `-tags`.
+//!
+//! Both are symbolized in this process, so `go tool pprof -top profile.pb.gz` needs neither the
+//! binary nor a `/symbol` route:
+//!
+//! * **Names**: `Function.name` is the demangled Rust path without the hash and without generic
+//!   parameters, with its `<Type as Trait>` qualifier kept
+//!   (`<hyper::server::conn::http1::UpgradeableConnection as core::future::future::Future>::poll`);
+//!   `Function.system_name` is the raw symbol. The two differ, so pprof shows the name as it is
+//!   (when they are equal pprof strips every `<…>`, and every `impl Future` becomes `::poll`).
+//!   The flame graph and `heap?debug=1` use the same names.
+//! * **Inlined frames, file and line** come from the binary's DWARF when it has line tables:
+//!   each Location carries one Line per inlined frame, innermost first, as Go's profiles do, so
+//!   `-lines`, `-list` and the source view work. Add to the service's `Cargo.toml`:
+//!
+//!   ```toml
+//!   [profile.release]
+//!   debug = "line-tables-only"
+//!   ```
+//!
+//!   In such a build rustc names an inlined frame by its short name only (`hot_loop`, `poll`,
+//!   `{async_fn#0}`, `{closure#0}`), with its file and line; functions that were not inlined
+//!   keep their full path from the symbol table. `debug = "limited"` also gives inlined frames
+//!   their full paths, for a larger binary. Without any DWARF, names come from the symbol tables
+//!   alone: the first profile warns once on stderr, and every profile carries the same sentence
+//!   as a comment (`go tool pprof -comments`).
+//! * **Mappings**: every executable mapping of the process (the program, libc, the vDSO…) is a
+//!   Mapping with its address range, file offset, path and GNU build ID, `has_filenames` and
+//!   `has_line_numbers` true to what was found; an address in a library without symbols still
+//!   shows under its library. `has_functions` is set on every mapping, because pprof would
+//!   otherwise post the unnamed addresses of a remote profile to `/debug/pprof/symbol` (which
+//!   rdebug does not serve) and fail; `go tool pprof -symbolize=local,force` (with
+//!   `PPROF_BINARY_PATH`) re-symbolizes offline from the files found by path or build ID. A separate debug file under
+//!   `/usr/lib/debug/.build-id/` is used where the system has one (its symbol table; compressed
+//!   DWARF is not read). The executable is read through `/proc/self/exe`, so a binary deleted or
+//!   replaced by a deploy still symbolizes (a comment says so).
+//! * **Memory**: DWARF is read lazily, only the compilation units holding the profile's
+//!   addresses, and all of it is dropped with the profile.
+//!
+//! Heap stacks start at the first frame outside the allocator: jemalloc, the global-allocator
+//! shims (`__rust_alloc`, `__rustc::*`), rdebug's [`Alloc`](crate::Alloc), and the `alloc`
+//! crate's own functions (`Box::new`, `Vec`'s growth, `clone`, `to_vec`…), told by name or, for
+//! short-named inlined frames, by source file. The leaf is the code that asked for memory, as
+//! the leaf of Go's heap profile is the function that called `make` or `new`.
 //!
 //! # Heap sampling is on by default
 //!
@@ -43,6 +97,9 @@
 //! | `/debug/pprof/heap` | [`heap`], then [`HeapProfile::pprof_gz`]`(`[`HeapKind::Heap`]`)` |
 //! | `/debug/pprof/allocs` | [`heap`], then [`HeapProfile::pprof_gz`]`(`[`HeapKind::Allocs`]`)` |
 //! | `…?debug=1` | [`HeapProfile::debug_text`] (`text/plain`) |
+//! | `…?seconds=N` | [`heap`] now and N s later, then [`HeapProfile::delta_since`]: the allocations of those N s (`alloc_*` subtracted, `inuse_*` the latest), as Go's delta profiles |
+//! | `/debug/pprof/goroutine` (`debug=0`) | one sample per runtime and task state, sample type `goroutine/count`, labels `runtime` and `state` |
+//! | `/debug/pprof/block?seconds=N&hz=H` | [`block`]`(N s, H)` (defaults 30 s, 100 Hz; [`ProfileError::BlockBusy`] → 409, [`ProfileError::Unavailable`] → 503), then [`BlockProfile::pprof_gz`] |
 //! | `…?gc=1` | [`free_os_memory`](crate::free_os_memory) first: jemalloc's profile is always current, so this only returns freed pages and makes the footer's figures fresh, as Go's GC-first does for its profile |
 //!
 //! [`cpu`] blocks its thread for the whole duration: call it from a blocking task
@@ -56,16 +113,23 @@
 //! returns or `std::process::exit` is called, not when the process is killed by a signal or
 //! aborts.
 
+mod block;
 mod cpu;
+mod dwarf;
+pub(crate) mod goroutine;
 mod heap;
 mod modules;
+mod names;
 mod proto;
-mod symbols;
+mod symbolize;
 pub(crate) mod whole_run;
 
 use std::fmt;
 
+pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
+pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
+pub(crate) use cpu::{ThreadStack, frame_names, thread_stack};
 pub use heap::{HeapKind, HeapProfile, heap};
 
 /// Why there is no profile.
@@ -79,6 +143,8 @@ pub use heap::{HeapKind, HeapProfile, heap};
 pub enum ProfileError {
     /// Another CPU profile is running (one at a time per process, as in Go).
     Busy,
+    /// Another block profile is running (one at a time per process).
+    BlockBusy,
     /// Profiling cannot work here: the reason (jemalloc's profiler off, `SIGPROF` taken by
     /// someone else, a platform without what it needs).
     Unavailable(String),
@@ -92,6 +158,7 @@ impl fmt::Display for ProfileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProfileError::Busy => f.write_str("a CPU profile is already running"),
+            ProfileError::BlockBusy => f.write_str("a block profile is already running"),
             ProfileError::Unavailable(why) => write!(f, "profiling unavailable: {why}"),
             ProfileError::Invalid(what) => f.write_str(what),
             ProfileError::Failed(what) => write!(f, "profiling failed: {what}"),

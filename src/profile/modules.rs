@@ -16,8 +16,12 @@ use crate::sync::lock;
 /// One loaded object.
 #[derive(Debug, Clone)]
 pub(crate) struct Module {
-    /// Path of its file (`/proc/self/exe` resolved for the executable).
+    /// The file to read it from: `/proc/self/exe` for the executable (the running image even
+    /// when its path was deleted or replaced by a deploy), else the loader's path.
     pub path: PathBuf,
+    /// Its name: the executable's path as `/proc/self/exe` reads (" (deleted)" included), else
+    /// the loader's path.
+    pub name: PathBuf,
     /// Load bias: runtime address = address in the file + `base`.
     pub base: u64,
     /// Runtime addresses its loadable segments span.
@@ -44,13 +48,15 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
         // SAFETY: a NUL-terminated string owned by the dynamic loader.
         unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes()
     };
-    let path = if is_main && name.is_empty() {
-        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+    let (path, name) = if is_main && name.is_empty() {
+        let exe = PathBuf::from("/proc/self/exe");
+        (exe.clone(), std::fs::read_link(&exe).unwrap_or(exe))
     } else if name.is_empty() || !name.starts_with(b"/") {
         return 0; // the vDSO and other objects without a file
     } else {
         use std::os::unix::ffi::OsStrExt;
-        PathBuf::from(std::ffi::OsStr::from_bytes(name))
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+        (p.clone(), p)
     };
     let base = info.dlpi_addr;
     let (mut lo, mut hi) = (u64::MAX, 0u64);
@@ -68,6 +74,7 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
     if lo < hi {
         out.push(Module {
             path,
+            name,
             base,
             range: lo..hi,
             is_main,

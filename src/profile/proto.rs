@@ -1,7 +1,7 @@
 //! A small writer for pprof's `profile.proto` (the messages Go's `go tool pprof` reads), gzipped.
 //!
-//! Only what rdebug emits: sample types, samples, one mapping, locations with one line each,
-//! functions and the string table. Field numbers are those of
+//! Only what rdebug emits: sample types, samples, mappings, locations with one line per
+//! inlined frame, functions and the string table. Field numbers are those of
 //! `github.com/google/pprof/proto/profile.proto`.
 
 use std::collections::HashMap;
@@ -59,11 +59,32 @@ impl Wire {
     }
 }
 
-/// A location: one code address and the function it is in.
+/// A location: one code address, its mapping (0: none) and its lines `(function id, line)`,
+/// innermost first.
 #[derive(Debug, Clone)]
 struct Location {
     address: u64,
-    function: u64,
+    mapping: u64,
+    lines: Vec<(u64, i64)>,
+}
+
+/// A function: name, system name and file, as string ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Function {
+    name: i64,
+    system_name: i64,
+    filename: i64,
+}
+
+/// A mapping as it is encoded.
+#[derive(Debug, Clone)]
+struct MappingRow {
+    start: u64,
+    limit: u64,
+    offset: u64,
+    file: i64,
+    build_id: i64,
+    flags: [bool; 3],
 }
 
 /// Builds one pprof `Profile`: strings, functions and locations are interned as they come.
@@ -71,8 +92,8 @@ struct Location {
 pub(crate) struct Builder {
     strings: Vec<String>,
     string_ids: HashMap<String, i64>,
-    functions: Vec<i64>,
-    function_ids: HashMap<String, u64>,
+    functions: Vec<Function>,
+    function_ids: HashMap<Function, u64>,
     locations: Vec<Location>,
     location_ids: HashMap<u64, u64>,
     samples: Wire,
@@ -82,7 +103,7 @@ pub(crate) struct Builder {
     duration_nanos: i64,
     time_nanos: i64,
     default_sample_type: i64,
-    mapping: Option<(u64, u64, i64)>,
+    mappings: Vec<MappingRow>,
     comments: Vec<i64>,
 }
 
@@ -107,7 +128,7 @@ impl Builder {
             duration_nanos: 0,
             time_nanos: 0,
             default_sample_type: 0,
-            mapping: None,
+            mappings: Vec::new(),
             comments: Vec::new(),
         };
         for (t, u) in sample_types {
@@ -146,29 +167,81 @@ impl Builder {
         self.comments.push(i);
     }
 
-    /// The one mapping every location refers to: the main executable's range and file,
-    /// `has_functions` set (names are in the profile, so pprof never asks for symbols).
-    pub(crate) fn mapping(&mut self, start: u64, limit: u64, file: &str) {
-        let f = self.string(file);
-        self.mapping = Some((start, limit, f));
+    /// Adds a mapping and returns its id: an executable file mapping of the process, with its
+    /// file offset, GNU build ID and `(has_functions, has_filenames, has_line_numbers)`.
+    pub(crate) fn mapping(&mut self, m: &crate::profile::symbolize::Mapping) -> u64 {
+        let file = self.string(&m.file);
+        let build_id = self.string(&m.build_id);
+        self.mappings.push(MappingRow {
+            start: m.start,
+            limit: m.limit,
+            offset: m.offset,
+            file,
+            build_id,
+            flags: [m.has_functions, m.has_filenames, m.has_line_numbers],
+        });
+        self.mappings.len() as u64
     }
 
-    /// The location id of code address `address` in function `name`.
+    /// The id of the function named `name` (raw symbol `system_name`) in `file`.
+    fn function(&mut self, name: &str, system_name: &str, file: &str) -> u64 {
+        let f = Function {
+            name: self.string(name),
+            system_name: self.string(system_name),
+            filename: self.string(file),
+        };
+        if let Some(&id) = self.function_ids.get(&f) {
+            return id;
+        }
+        self.functions.push(f);
+        let id = self.functions.len() as u64;
+        self.function_ids.insert(f, id);
+        id
+    }
+
+    /// The location id of code address `address` in mapping `mapping` (0: none), one line per
+    /// frame, innermost first (none: an unsymbolized address pprof may symbolize itself).
+    pub(crate) fn location_frames(
+        &mut self,
+        address: u64,
+        mapping: u64,
+        frames: &[crate::profile::symbolize::Frame],
+    ) -> u64 {
+        if let Some(&id) = self.location_ids.get(&address) {
+            return id;
+        }
+        let lines = frames
+            .iter()
+            .map(|f| {
+                let system = if f.system_name.is_empty() {
+                    &f.name
+                } else {
+                    &f.system_name
+                };
+                (self.function(&f.name, system, &f.file), i64::from(f.line))
+            })
+            .collect();
+        self.locations.push(Location {
+            address,
+            mapping,
+            lines,
+        });
+        let id = self.locations.len() as u64;
+        self.location_ids.insert(address, id);
+        id
+    }
+
+    /// The location id of a pseudo-address `address` in function `name` (no mapping, no file).
     pub(crate) fn location(&mut self, address: u64, name: &str) -> u64 {
         if let Some(&id) = self.location_ids.get(&address) {
             return id;
         }
-        let function = match self.function_ids.get(name) {
-            Some(&id) => id,
-            None => {
-                let n = self.string(name);
-                self.functions.push(n);
-                let id = self.functions.len() as u64;
-                self.function_ids.insert(name.to_owned(), id);
-                id
-            }
-        };
-        self.locations.push(Location { address, function });
+        let function = self.function(name, name, "");
+        self.locations.push(Location {
+            address,
+            mapping: 0,
+            lines: vec![(function, 0)],
+        });
         let id = self.locations.len() as u64;
         self.location_ids.insert(address, id);
         id
@@ -182,6 +255,38 @@ impl Builder {
         });
     }
 
+    /// Adds a sample with labels (`Sample.label`): string labels `(key, value)` and numeric
+    /// labels `(key, number)`, as Go's `pprof.Labels` and `runtime/pprof`'s numeric ones.
+    pub(crate) fn sample_labeled(
+        &mut self,
+        locations: &[u64],
+        values: &[i64],
+        strs: &[(&str, &str)],
+        nums: &[(&str, i64)],
+    ) {
+        let strs: Vec<(i64, i64)> = strs
+            .iter()
+            .map(|(k, v)| (self.string(k), self.string(v)))
+            .collect();
+        let nums: Vec<(i64, i64)> = nums.iter().map(|(k, n)| (self.string(k), *n)).collect();
+        self.samples.message(2, |m| {
+            m.packed(1, locations.iter().copied());
+            m.packed(2, values.iter().map(|&v| v as u64));
+            for (k, v) in strs {
+                m.message(3, |l| {
+                    l.int(1, k);
+                    l.int(2, v);
+                });
+            }
+            for (k, n) in nums {
+                m.message(3, |l| {
+                    l.int(1, k);
+                    l.int(3, n);
+                });
+            }
+        });
+    }
+
     /// The encoded `Profile`, not compressed.
     pub(crate) fn encode(self) -> Vec<u8> {
         let mut w = Wire::default();
@@ -192,29 +297,39 @@ impl Builder {
             });
         }
         w.0.extend_from_slice(&self.samples.0);
-        let has_mapping = self.mapping.is_some();
-        if let Some((start, limit, file)) = self.mapping {
-            w.message(3, |m| {
-                m.uint(1, 1);
-                m.uint(2, start);
-                m.uint(3, limit);
-                m.int(5, file);
-                m.uint(7, 1); // has_functions
+        for (i, m) in self.mappings.iter().enumerate() {
+            w.message(3, |w| {
+                w.uint(1, i as u64 + 1);
+                w.uint(2, m.start);
+                w.uint(3, m.limit);
+                w.uint(4, m.offset);
+                w.int(5, m.file);
+                w.int(6, m.build_id);
+                w.uint(7, u64::from(m.flags[0]));
+                w.uint(8, u64::from(m.flags[1]));
+                w.uint(9, u64::from(m.flags[2]));
+                w.uint(10, u64::from(m.flags[2])); // has_inline_frames: DWARF gives them
             });
         }
         for (i, loc) in self.locations.iter().enumerate() {
             w.message(4, |m| {
                 m.uint(1, i as u64 + 1);
-                m.uint(2, u64::from(has_mapping));
+                m.uint(2, loc.mapping);
                 m.uint(3, loc.address);
-                m.message(4, |l| l.uint(1, loc.function));
+                for &(function, line) in &loc.lines {
+                    m.message(4, |l| {
+                        l.uint(1, function);
+                        l.int(2, line);
+                    });
+                }
             });
         }
-        for (i, &name) in self.functions.iter().enumerate() {
+        for (i, f) in self.functions.iter().enumerate() {
             w.message(5, |m| {
                 m.uint(1, i as u64 + 1);
-                m.int(2, name);
-                m.int(3, name);
+                m.int(2, f.name);
+                m.int(3, f.system_name);
+                m.int(4, f.filename);
             });
         }
         for s in &self.strings {

@@ -116,6 +116,8 @@ pub(crate) static SCHED: &[Field<SchedStats>] = &[
     field!(blocking_threads, "blocking", Plain, Gauge, "Threads in the blocking pool: num_blocking_threads (tokio_unstable)."),
     field!(idle_blocking_threads, "idleblocking", Plain, Gauge, "Idle threads in the blocking pool: num_idle_blocking_threads (tokio_unstable)."),
     field!(global_queue_depth, "runqueue", Plain, Gauge, "Tasks in the global (injection) queue (Go's runqueue): global_queue_depth."),
+    // No text key: the SCHED text line stays Go's shape; JSON lines, /metrics and /debug/vars carry it.
+    field!(stalls, "", Plain, Counter, "Polls that held a worker stalltrace ms or more (RDEBUG=stalltrace; the STALL lines)."),
 ];
 
 /// The blocking-pool `scheddetail` line.
@@ -326,7 +328,11 @@ mod tests {
         assert_eq!(both, gc, "every GcCycle field is on a gc line");
         assert_eq!(keys(MEMSTATS), serde_keys(MemStats::default()));
         for t in [SCHED, BLOCKING] {
-            assert!(t.iter().all(|f| !f.help.is_empty() && !f.text.is_empty()));
+            // `stalls` alone is left out of the text SCHED line: STALL lines say it.
+            assert!(
+                t.iter()
+                    .all(|f| !f.help.is_empty() && (!f.text.is_empty() || f.key == "stalls"))
+            );
         }
         assert!(MEMSTATS.iter().all(|f| !f.help.is_empty()));
     }

@@ -11,7 +11,7 @@
 //!
 //! Closed cycles go into a ring of the last [`RING`] cycles, from which the reporter prints.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,10 +132,28 @@ pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
     g
 }
 
+/// Starts the CPU-time sampler for the allocator CPU figure (gctrace's `P%`, `gc_cpu_fraction`,
+/// the dashboard's CPU chart) if `Alloc` is the global allocator; once started it runs until
+/// exit. Nothing else starts it: `/metrics`, `/debug/vars`, the dashboard's history while no
+/// page asks for it and a heap profile read the figure without starting it. If it cannot start,
+/// one note says why (once). Cheap once started: one atomic load.
+pub(crate) fn want_cpu_figure() {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    if is_installed()
+        && let Err(reason) = cpu_sampler::ensure_started()
+        && !NOTED.swap(true, Relaxed)
+    {
+        let message = format!("the allocator CPU share is not measured: {reason}");
+        crate::sys::stderr::note("note", &message);
+    }
+}
+
 /// Sets the pacing percent (`None` = off) for goals computed from now on.
 pub(crate) fn set_gcpercent(p: Option<u64>) {
     GCPERCENT.store(p.unwrap_or(u64::MAX), Relaxed);
-    if let Some(t) = tracker().as_mut() {
+    // Not `tracker()`: creating the tracker starts the CPU-time sampler, which a `gcpercent`
+    // alone does not need (a tracker made later reads `GCPERCENT`).
+    if let Some(t) = crate::sync::lock(&TRACKER).as_mut() {
         t.gcpercent = p;
         t.totals.next_gc = goal(t.live_prev, p);
     }
@@ -154,12 +172,6 @@ pub(crate) fn goal(live: u64, percent: Option<u64>) -> u64 {
 
 impl Tracker {
     fn new(origin: Instant) -> Self {
-        if is_installed()
-            && let Err(reason) = cpu_sampler::ensure_started()
-        {
-            let message = format!("the allocator CPU share is not measured: {reason}");
-            crate::sys::stderr::note("note", &message);
-        }
         let percent = match GCPERCENT.load(Relaxed) {
             u64::MAX => None,
             p => Some(p),
@@ -205,6 +217,8 @@ impl Tracker {
     /// closes a cycle regardless. The first sample closes a cycle only if it is forced or the
     /// live heap is already past the goal (a program that grew before anyone looked).
     pub(crate) fn observe(&mut self, now: HeapSample, live: u64, rss: u64, forced: bool) {
+        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile.
+        cpu_sampler::check_handler();
         let at = Instant::now();
         let grown = live >= self.totals.next_gc;
         let Some((prev, _)) = self.prev.replace((now, at)) else {

@@ -31,9 +31,10 @@ use crate::sys::stderr;
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct MemStats {
     /// Bytes in live heap objects, by requested size: rdebug's counters, `total_alloc` minus the
-    /// bytes freed, read at once with them (so `alloc <= total_alloc` always). Same as
-    /// `heap_alloc`. Under another global allocator: jemalloc's `stats.allocated` if jemalloc is
-    /// the heap, else 0.
+    /// bytes freed, read at once with them (so `alloc <= total_alloc` always), just before
+    /// jemalloc's figures; never above `heap_inuse` (as Go's: an object freed between the two
+    /// reads is not counted). Same as `heap_alloc`. Under another global allocator: jemalloc's
+    /// `stats.allocated` if jemalloc is the heap, else 0.
     pub alloc: u64,
     /// Bytes requested over the process's life, by requested size: rdebug's counters.
     pub total_alloc: u64,
@@ -43,7 +44,8 @@ pub struct MemStats {
     pub mallocs: u64,
     /// Deallocation calls over the process's life: rdebug's counters.
     pub frees: u64,
-    /// Bytes in live heap objects: the same figure as `alloc` (Go keeps both names).
+    /// Bytes in live heap objects: the same figure as `alloc` (Go keeps both names);
+    /// `heap_alloc <= heap_inuse` at every read.
     pub heap_alloc: u64,
     /// Heap memory from the OS: `heap_inuse + heap_idle`.
     pub heap_sys: u64,
@@ -68,7 +70,11 @@ pub struct MemStats {
     /// wait for the allocator.
     pub pause_total_ns: u64,
     /// Allocator CPU share since init: (CPU time inside allocator calls, from on-CPU samples, + jemalloc
-    /// background threads' CPU) / (wall time × workers).
+    /// background threads' CPU) / (wall time × workers). The on-CPU samples come from rdebug's
+    /// CPU-time sampler (one `SIGPROF` per 10 ms of each allocating thread's CPU), which only what
+    /// needs this figure starts: the first [`memstats`] call, a `gctrace` reporter, or a dashboard
+    /// page; then it runs until exit. `/metrics`, `/debug/vars` and the debug server's own
+    /// history do not start it (the figure there stays 0 until something did).
     pub gc_cpu_fraction: f64,
     /// jemalloc's own live-bytes figure, `stats.allocated`: size-class rounded, and counting
     /// objects parked in its thread caches (freed by the program, not yet returned to an arena),
@@ -112,16 +118,37 @@ pub struct MemStats {
 /// drop(held);
 /// ```
 pub fn memstats() -> MemStats {
+    // Its `gc_cpu_fraction` needs the allocator-CPU sampler: the first call starts it.
+    gc::want_cpu_figure();
+    read()
+}
+
+/// [`memstats`] without starting the allocator-CPU sampler: for rdebug's own readers (`/metrics`,
+/// `/debug/vars`, the dashboard's history tick, heap profiles), which must not start a `SIGPROF`
+/// timer on every thread just by running; their `gc_cpu_fraction` is 0 until something that
+/// needs the figure started the sampler.
+pub(crate) fn read() -> MemStats {
     if let Some(missing) = missing_figures_once() {
         say_missing(missing);
     }
+    // The counters first, then jemalloc's epoch: objects allocated in between are in
+    // `heap_inuse` but not in `heap_alloc`, never the other way round (read the other way, a
+    // reader preempted between the two reads while threads fill their heaps saw heap_alloc
+    // megabytes above heap_inuse). Objects freed in between could still be counted live after
+    // jemalloc dropped them, so `heap_alloc` is capped at `heap_inuse`: Go's HeapAlloc ≤
+    // HeapInuse holds at every read.
+    let counters = alloc_counters();
     let heap = if heap_is_jemalloc() {
         jemalloc::sample().unwrap_or_default()
     } else {
         jemalloc::HeapSample::default()
     };
-    let counters = alloc_counters();
     let live = gc::live_bytes(&heap, &counters);
+    let live = if heap_is_jemalloc() {
+        live.min(heap.active)
+    } else {
+        live
+    };
     let rss = process_files().rss().unwrap_or(0);
     let totals = {
         let mut guard = gc::tracker();

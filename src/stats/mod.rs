@@ -7,7 +7,7 @@
 pub(crate) mod encode;
 pub(crate) mod fields;
 pub(crate) mod gc;
-mod mem;
+pub(crate) mod mem;
 pub(crate) mod runtimes;
 mod sched;
 

@@ -1,7 +1,8 @@
 //! The runtimes rdebug watches: the list the reporter prints SCHED lines for, and how a runtime's
 //! shutdown is noticed (a task of rdebug's in it is dropped).
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -28,6 +29,82 @@ pub(crate) struct Watched {
     pub prev_busy: Vec<u64>,
     /// When the previous SCHED line was taken (`None` before the first: no interval yet).
     pub prev_at: Option<Instant>,
+    /// The kernel thread id of each worker, 0 until [`probe_workers`] saw it.
+    pub worker_tids: Arc<[AtomicI64]>,
+    /// Stalls seen (`stalltrace`).
+    pub stalls: u64,
+    /// The last few stalls, oldest first (at most [`RECENT_STALLS`]).
+    pub recent_stalls: VecDeque<Stall>,
+}
+
+/// Most stalls a runtime keeps for `/debug/vars`.
+pub(crate) const RECENT_STALLS: usize = 8;
+
+/// One stall, as `/debug/vars` lists it.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // read by /debug/vars
+pub(crate) struct Stall {
+    /// Unix time when it was reported, ms.
+    pub unix_ms: u64,
+    pub worker: usize,
+    /// How long the poll had held the worker when it was reported, ms.
+    pub polled_ms: u64,
+    /// Innermost frames first (empty without the `pprof` feature).
+    pub stack: Vec<String>,
+}
+
+/// Records a stall of the watched runtime `id`: counted, and kept among the last few.
+pub(crate) fn record_stall(id: tokio::runtime::Id, stall: Stall) {
+    if let Some(w) = watched().iter_mut().find(|w| w.id == id) {
+        w.stalls = w.stalls.saturating_add(1);
+        if w.recent_stalls.len() >= RECENT_STALLS {
+            w.recent_stalls.pop_front();
+        }
+        w.recent_stalls.push_back(stall);
+    }
+}
+
+/// Stalls counted for `handle`'s runtime (0 if it is not watched).
+pub(crate) fn stall_count(handle: &Handle) -> u64 {
+    let id = handle.id();
+    watched()
+        .iter()
+        .find(|w| w.id == id && w.alive.load(Relaxed))
+        .map_or(0, |w| w.stalls)
+}
+
+/// [`probe_workers`] for every watched runtime with a worker whose thread is not known yet.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn probe_all_unknown() {
+    for w in watched().iter().filter(|w| w.alive.load(Relaxed)) {
+        if w.worker_tids.iter().any(|t| t.load(Relaxed) == 0) {
+            probe_workers(&w.handle, &w.worker_tids);
+        }
+    }
+}
+
+/// Learns the kernel thread id of `handle`'s workers (stable tokio has no call for it): one
+/// short task per worker, each noting `worker_index()` and its thread, then holding its worker
+/// until every worker is known or 5 ms passed, so that the other tasks are taken by the other
+/// workers. Also marks those threads as tokio threads for the signal handler
+/// ([`mark_tokio_thread`](crate::labels::mark_tokio_thread)). Returns at once.
+pub(crate) fn probe_workers(handle: &Handle, tids: &Arc<[AtomicI64]>) {
+    for _ in 0..tids.len() {
+        let tids = tids.clone();
+        drop(handle.spawn(async move {
+            let Some(i) = tokio::runtime::worker_index() else {
+                return;
+            };
+            crate::labels::mark_tokio_thread();
+            if let Some(t) = tids.get(i) {
+                t.store(crate::alloc::cpu_sampler::current_tid(), Relaxed);
+            }
+            let until = Instant::now() + std::time::Duration::from_millis(5);
+            while tids.iter().any(|t| t.load(Relaxed) == 0) && Instant::now() < until {
+                std::thread::yield_now();
+            }
+        }));
+    }
 }
 
 static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
@@ -97,6 +174,9 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         },
         prev_busy: vec![0; workers],
         prev_at: None,
+        worker_tids: (0..workers).map(|_| AtomicI64::new(0)).collect(),
+        stalls: 0,
+        recent_stalls: VecDeque::new(),
     });
     true
 }

@@ -51,6 +51,9 @@ pub struct SchedStats {
     pub blocking_queue_depth: Option<usize>,
     /// One entry per worker, in worker index order.
     pub per_worker: Vec<WorkerStats>,
+    /// Polls that held a worker `stalltrace` ms or more, seen since the runtime was watched
+    /// (0 while `RDEBUG=stalltrace` is off): the STALL lines.
+    pub stalls: u64,
 }
 
 /// One worker of a runtime, as in Go's `scheddetail` P lines.
@@ -104,6 +107,7 @@ pub fn sched_stats(handle: &Handle) -> SchedStats {
     let own_tasks = usize::from(is_watched(handle));
     fill(&handle.metrics(), own_tasks, &mut s);
     s.threads = process_files().threads();
+    s.stalls = super::runtimes::stall_count(handle);
     s
 }
 

@@ -15,8 +15,19 @@
 //! `init`, the panic hook) blocks it for the write and takes the signal back off (Linux).
 //!
 //! Dropped lines are counted and reported in one line (`rdebug: N lines dropped ...`) as soon as a
-//! write goes through again. Any other error (`EBADF`, `EPIPE`, `EIO`) ends output for good; the
-//! figures stay readable from code.
+//! write goes through again. Any other error (`EBADF`, `EPIPE`, `EIO`) ends output until fd 2
+//! changes; the figures stay readable from code.
+//!
+//! fd 2 is followed: before each line rdebug checks (one `fstat`) that fd 2 is still the file it
+//! opened; when the program closed or redirected it (daemonizing), rdebug closes its own
+//! description of the old pipe (so the old reader sees the end of it) and writes to what fd 2 is
+//! now.
+//!
+//! Lines are written whole or not at all: a line longer than `PIPE_BUF` (4096 bytes on Linux,
+//! what a pipe writes atomically; a `SCHED` JSON line of hundreds of workers) is cut to fit and
+//! ends with ` [rdebug: line cut]` and its newline, and a line that went out only in part (a
+//! socket took part of it) is finished with a newline before the next one, so lines from rdebug
+//! and from the program never run together.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -64,6 +75,10 @@ pub(crate) struct Stderr {
     kind: Kind,
     /// Owned fd to close on drop (the reopened pipe).
     owned: bool,
+    /// What fd 2 was when classified (device, inode), `None` if it was not open.
+    ident: Option<(u64, u64)>,
+    /// The last line went out in part: the next write starts with a newline.
+    torn: bool,
     /// Lines dropped since the last one that went through.
     dropped_pending: u64,
     dropped_total: u64,
@@ -96,12 +111,41 @@ impl Stderr {
             fd,
             kind,
             owned,
+            ident: fd2_ident(),
+            torn: false,
             dropped_pending: 0,
             dropped_total: 0,
         }
     }
 
+    /// Re-classifies fd 2 if it is no longer the file it was (closed, or redirected).
+    fn follow_fd2(&mut self) {
+        let now = fd2_ident();
+        if now == self.ident {
+            return;
+        }
+        let dropped = (self.dropped_pending, self.dropped_total);
+        // Dropping the old value closes our description of the old pipe.
+        *self = Stderr::open();
+        (self.dropped_pending, self.dropped_total) = dropped;
+    }
+
     pub(crate) fn line(&mut self, line: &[u8]) -> bool {
+        self.follow_fd2();
+        let mut cut = Vec::new();
+        let line = if line.len() > MAX_LINE {
+            cut_line(line, &mut cut);
+            &cut[..]
+        } else {
+            line
+        };
+        if self.torn {
+            match self.write(b"\n") {
+                Outcome::Written => self.torn = false,
+                Outcome::Full => return self.drop_line(),
+                Outcome::Closed => return false,
+            }
+        }
         if self.dropped_pending > 0 {
             let mut buf = [0u8; 96];
             let mut cur = std::io::Cursor::new(&mut buf[..]);
@@ -172,11 +216,13 @@ impl Stderr {
             };
             if n > 0 {
                 bytes = &bytes[n as usize..];
+                self.torn = !bytes.is_empty();
                 continue;
             }
             match std::io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR) => continue,
-                // Lines are shorter than PIPE_BUF, so a pipe takes all of one or none of it.
+                // Lines are at most PIPE_BUF long, so a pipe takes all of one or none of it; a
+                // socket may have taken part of it (`torn`).
                 Some(libc::EAGAIN) => return Outcome::Full,
                 e => {
                     if e == Some(libc::EPIPE)
@@ -294,6 +340,42 @@ impl Drop for SigpipeGuard {
     }
 }
 
+/// Longest line written, newline included: what a pipe writes atomically (POSIX `PIPE_BUF`,
+/// 4096 on Linux).
+pub(crate) const MAX_LINE: usize = 4096;
+
+/// What ends a line [`cut_line`] shortened.
+const CUT_MARK: &[u8] = b" [rdebug: line cut]\n";
+
+/// `line` shortened to [`MAX_LINE`] bytes at a UTF-8 boundary, ending with [`CUT_MARK`].
+fn cut_line(line: &[u8], out: &mut Vec<u8>) {
+    let mut end = MAX_LINE - CUT_MARK.len();
+    // Back to the start of a UTF-8 character (continuation bytes are 0b10xx_xxxx).
+    while end > 0 && line.get(end).is_some_and(|&b| b & 0xC0 == 0x80) {
+        end -= 1;
+    }
+    out.extend_from_slice(&line[..end]);
+    out.extend_from_slice(CUT_MARK);
+}
+
+/// fd 2's device and inode now, `None` when it is not open.
+fn fd2_ident() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        // SAFETY: fstat writes into the zeroed struct only.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(2, &mut st) } != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Some((st.st_dev as u64, st.st_ino as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        Some((0, 0))
+    }
+}
+
 #[cfg(unix)]
 fn classify() -> (i32, Kind, bool) {
     // SAFETY: fstat writes into the zeroed struct only.
@@ -385,4 +467,65 @@ pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.push(b'"');
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A `Stderr` writing to the write end of a fresh non-blocking pipe, and the read end.
+    fn pipe() -> (Stderr, i32) {
+        let mut fds = [0i32; 2];
+        // SAFETY: a valid array of two fds.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
+        let s = Stderr {
+            fd: fds[1],
+            kind: Kind::OwnPipe,
+            owned: true,
+            ident: fd2_ident(),
+            torn: false,
+            dropped_pending: 0,
+            dropped_total: 0,
+        };
+        (s, fds[0])
+    }
+
+    fn read_all(fd: i32) -> Vec<u8> {
+        let mut out = vec![0u8; 1 << 16];
+        // SAFETY: a valid buffer; our own fd.
+        let n = unsafe { libc::read(fd, out.as_mut_ptr().cast(), out.len()) };
+        out.truncate(n.max(0) as usize);
+        out
+    }
+
+    #[test]
+    fn long_lines_are_cut_to_one_atomic_pipe_write() {
+        let (mut s, r) = pipe();
+        let mut long = "é".repeat(5000).into_bytes(); // 10000 bytes of two-byte characters
+        long.push(b'\n');
+        assert!(s.line(&long));
+        assert!(s.line(b"next\n"));
+        let got = read_all(r);
+        let text = String::from_utf8(got).expect("cut at a character boundary");
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].len() <= MAX_LINE, "{}", lines[0].len());
+        assert!(lines[0].ends_with(" [rdebug: line cut]\n"));
+        assert_eq!(lines[1], "next\n");
+        // SAFETY: our own fd.
+        unsafe { libc::close(r) };
+    }
+
+    #[test]
+    fn a_line_that_went_out_in_part_is_ended_before_the_next() {
+        let (mut s, r) = pipe();
+        s.torn = true; // as after a socket took part of a line
+        assert!(s.line(b"abc\n"));
+        assert_eq!(read_all(r), b"\nabc\n");
+        // SAFETY: our own fd.
+        unsafe { libc::close(r) };
+    }
 }

@@ -201,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             text(|o| sched(o, Format::Json, 0, Some("a\"b"), &s)),
-            "{\"type\":\"sched\",\"runtime\":\"a\\\"b\",\"ms\":0,\"workers\":2,\"idle_workers\":1,\"threads\":6,\"tasks\":9,\"blocking_threads\":1,\"idle_blocking_threads\":1,\"global_queue_depth\":3,\"per_worker\":[{\"local_queue_depth\":2},{\"local_queue_depth\":0}]}\n"
+            "{\"type\":\"sched\",\"runtime\":\"a\\\"b\",\"ms\":0,\"workers\":2,\"idle_workers\":1,\"threads\":6,\"tasks\":9,\"blocking_threads\":1,\"idle_blocking_threads\":1,\"global_queue_depth\":3,\"stalls\":0,\"per_worker\":[{\"local_queue_depth\":2},{\"local_queue_depth\":0}]}\n"
         );
     }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`builder`]: [`Builder`], a reporter started from code;
 //! - [`handle`]: [`Reporter`], the running thread's handle, and [`ReporterStats`];
-//! - [`thread`]: the thread's loop; [`sched_tick`] and [`gc_tick`] its two jobs, [`epoch_skip`]
+//! - [`thread`]: the thread's loop; [`sched_tick`], [`gc_tick`] and [`stall_tick`] its jobs, [`epoch_skip`]
 //!   the policy that lets it skip jemalloc's `epoch`, [`lines`] its output buffer;
 //! - [`encode`]: text and JSON lines from the field tables;
 //! - [`panic_hook`]: the last SCHED lines of a panicking program.
@@ -19,6 +19,7 @@ mod handle;
 mod lines;
 pub(crate) mod panic_hook;
 mod sched_tick;
+mod stall_tick;
 mod thread;
 
 #[cfg(feature = "_bench")]

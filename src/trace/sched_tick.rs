@@ -38,6 +38,7 @@ impl SchedTicker {
             i += 1;
             stats::fill(&w.handle.metrics(), 1, &mut w.stats);
             w.stats.threads = threads;
+            w.stats.stalls = w.stalls;
             let label = w.label.as_deref();
             encode::sched(out.buf(), fmt, ms, label, &w.stats);
             out.end();

@@ -17,6 +17,7 @@ use super::gc_tick::GcTicker;
 use super::handle::Shared;
 use super::lines::Lines;
 use super::sched_tick::SchedTicker;
+use super::stall_tick::StallTicker;
 
 /// The thread's own state, by job: output, SCHED, allocator, and its own figures.
 pub(super) struct ReporterThread {
@@ -25,6 +26,7 @@ pub(super) struct ReporterThread {
     pub(super) out: Lines,
     pub(super) sched: SchedTicker,
     pub(super) gc: GcTicker,
+    stall: StallTicker,
     notes: Notes,
     cpu: Option<ThreadCpu>,
 }
@@ -46,6 +48,7 @@ impl ReporterThread {
                 started: Instant::now(),
             },
             gc: GcTicker::default(),
+            stall: StallTicker::default(),
             notes: Notes::default(),
             cpu: None,
         }
@@ -63,13 +66,25 @@ impl ReporterThread {
         self.sched.started = started;
         let _ = self.shared.started.set(started);
         self.gc.printed = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);
+        if self.config.gctrace() > 0 {
+            gc::want_cpu_figure(); // the gc lines' P%
+        }
         let mut generation = self.shared.control().generation;
         self.apply_config();
         let mut next_sched = started;
         let mut next_gc = started;
+        let mut next_stall = started;
         loop {
             let now = Instant::now();
             let mut worked = false;
+            if let Some(period) = self.config.stall_period()
+                && now >= next_stall
+            {
+                self.stall.tick(&mut self.out, &self.config, now, started);
+                // Written at once: a stall is news while it lasts.
+                self.flush();
+                next_stall = advance(next_stall, period, now);
+            }
             if let Some(period) = self.config.sched_period()
                 && now >= next_sched
             {
@@ -94,6 +109,7 @@ impl ReporterThread {
             let deadline = [
                 self.config.sched_period().map(|_| next_sched),
                 self.config.gc_period().map(|_| next_gc),
+                self.config.stall_period().map(|_| next_stall),
             ]
             .into_iter()
             .flatten()
@@ -107,6 +123,7 @@ impl ReporterThread {
                     let now = Instant::now();
                     next_sched = now;
                     next_gc = now;
+                    next_stall = now;
                 }
                 Wake::Flush(n) => {
                     self.gc.tick(&mut self.out, &self.config);

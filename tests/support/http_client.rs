@@ -36,7 +36,8 @@ impl Answer {
     }
 }
 
-/// `GET target` (path and query) with `headers`, on a fresh connection; `None` if the
+/// `GET target` (path and query) with `headers` (`Host` is the address unless `headers` name
+/// one), on a fresh connection; `None` if the
 /// connection failed or no answer came within `timeout`.
 pub fn get_within(
     addr: SocketAddr,
@@ -55,7 +56,10 @@ pub fn get_within(
                 .await
                 .ok()?;
             tokio::spawn(conn);
-            let mut req = hyper::Request::get(target).header("host", addr.to_string());
+            let mut req = hyper::Request::get(target);
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+                req = req.header("host", addr.to_string());
+            }
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }

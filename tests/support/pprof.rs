@@ -89,7 +89,11 @@ pub fn top(file: &Path, args: &[&str]) -> Top {
                     rows.push(TopRow {
                         flat,
                         cum,
-                        name: parts[5..].join(" "),
+                        // `(inline)` marks a frame inlined into its caller: not part of the name.
+                        name: parts[5..]
+                            .join(" ")
+                            .trim_end_matches(" (inline)")
+                            .to_owned(),
                     });
                 }
             }

@@ -197,13 +197,19 @@
   // comes, up to 2 s).
   let live = true;
   let since = null;
+  // With RDEBUG_HTTP_TOKEN set, the page is opened as /debug/rdebug?token=... and passes it on.
+  const token = new URLSearchParams(location.search).get("token");
   let records = [];
 
   async function poll() {
     if (!live) return;
     let wait = 200;
     try {
-      const url = "/debug/rdebug/history" + (since == null ? "" : `?since=${since}`);
+      const query = new URLSearchParams();
+      if (since != null) query.set("since", since);
+      if (token) query.set("token", token);
+      const q = query.toString();
+      const url = "/debug/rdebug/history" + (q ? `?${q}` : "");
       const res = await fetch(url, { cache: "no-store" });
       const text = await res.text();
       if (!res.ok) throw new Error(`${res.status}: ${text.trim()}`);

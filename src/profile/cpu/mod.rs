@@ -6,21 +6,27 @@
 //! ring every [`DRAIN_EVERY`] into a map of stacks, and symbolizes them once the profile ends.
 
 mod flame;
+mod request;
 mod ring;
 mod unwind;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::ProfileError;
 use super::proto::Builder;
-use super::symbols::Symbols;
+use super::symbolize::{Symbolized, symbolize};
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
 pub(crate) use unwind::Unwinder;
+
+/// Drains between two looks at `/proc/self/task` for threads started during the profile
+/// (250 ms at [`DRAIN_EVERY`]).
+const COVER_EVERY: u32 = 5;
+pub(crate) use request::{ThreadStack, frame_names, thread_stack};
 
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -37,21 +43,48 @@ const MAX_STACKS: usize = 200_000;
 /// The pseudo-address of samples whose stack was not walked.
 const NOT_WALKED: u64 = 1;
 
+/// A sample's labels ([`crate::labels`] bytes) and tokio task id (0: none).
+type Tags = (Box<[u8]>, u64);
+/// A stack (lookup addresses, innermost first) and its tags: what samples are counted under.
+type StackKey = (Box<[u64]>, Tags);
+
 /// What the handler needs: set while a profile runs.
 #[derive(Debug)]
 struct Live {
-    unwinder: &'static Unwinder,
+    unwinder: Arc<Unwinder>,
     ring: Ring,
 }
 
 /// The running profile's state, for the handler (null: none).
 static LIVE: AtomicPtr<Live> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The unwinder, built once before the first profile (the objects loaded then); the heap
-/// profiler's stack hook uses it too.
-pub(crate) fn unwinder() -> &'static Unwinder {
-    static UNWINDER: OnceLock<Unwinder> = OnceLock::new();
-    UNWINDER.get_or_init(Unwinder::load)
+/// The unwinder for the objects loaded now: built before the first profile, and built anew
+/// when a later profile finds the loaded objects changed (a library loaded with `dlopen`), so
+/// every object's code is unwound. A running profile keeps the one it started with.
+fn unwinder() -> Arc<Unwinder> {
+    type Loaded = Vec<(std::path::PathBuf, u64)>;
+    static CURRENT: Mutex<Option<(Loaded, Arc<Unwinder>)>> = Mutex::new(None);
+    let now: Loaded = super::modules::loaded()
+        .into_iter()
+        .map(|m| (m.path, m.base))
+        .collect();
+    let mut current = crate::sync::lock(&CURRENT);
+    match &*current {
+        Some((loaded, u)) if *loaded == now => u.clone(),
+        _ => {
+            let u = Arc::new(Unwinder::load());
+            *current = Some((now, u.clone()));
+            u
+        }
+    }
+}
+
+/// The unwinder of stack requests to one thread (and of the heap profiler's stack hook): the
+/// handler that answers may run at any time, so it lives for the rest of the process: the first
+/// one built. Libraries loaded after it are not unwound there (CPU profiles rebuild theirs).
+pub(crate) fn hook_unwinder() -> &'static Unwinder {
+    static HOOK: std::sync::OnceLock<Arc<Unwinder>> = std::sync::OnceLock::new();
+    HOOK.get_or_init(unwinder)
 }
 
 /// The sample hook: walks the interrupted stack into the ring. Async-signal-safe.
@@ -69,6 +102,7 @@ unsafe fn on_sample(ucontext: *mut c_void, weight_ns: u64) {
     live.ring.push(|s| {
         s.weight_ns = weight_ns;
         s.depth = live.unwinder.walk(ucontext, &mut s.frames);
+        crate::labels::capture(&mut s.tags);
     });
 }
 
@@ -80,9 +114,11 @@ pub(crate) struct Session {
     hz: u32,
     started: Instant,
     time: SystemTime,
-    stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    stacks: HashMap<StackKey, (u64, u64)>,
     overflow: (u64, u64),
     scratch: Sample,
+    /// Drains so far (threads started meanwhile are looked for every [`COVER_EVERY`] drains).
+    drains: u32,
 }
 
 impl Session {
@@ -93,6 +129,18 @@ impl Session {
                 "hz={hz}: expected 1 to {MAX_HZ} samples per CPU-second"
             )));
         }
+        if !unwind::probe_checked_reads() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                crate::sys::stderr::note(
+                    "note",
+                    "process_vm_readv is refused here (a seccomp filter?): CPU profile stacks \
+                     are walked within each thread's own stack only",
+                );
+            });
+        }
+        // The workers of watched runtimes, found now, carry the tokio task id in their samples.
+        crate::stats::runtimes::probe_all_unknown();
         let live = Box::new(Live {
             unwinder: unwinder(),
             ring: Ring::new(RING_SAMPLES),
@@ -130,11 +178,19 @@ impl Session {
             stacks: HashMap::new(),
             overflow: (0, 0),
             scratch: Sample::EMPTY,
+            drains: 0,
         })
     }
 
     /// Moves the samples in the ring into the stack map.
     pub(crate) fn drain(&mut self) {
+        // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile;
+        // else, every few drains, gives threads started since their timers.
+        crate::alloc::cpu_sampler::check_handler();
+        self.drains = self.drains.wrapping_add(1);
+        if self.drains % COVER_EVERY == 0 {
+            crate::alloc::cpu_sampler::cover_threads();
+        }
         while self.live.ring.pop(&mut self.scratch) {
             let w = self.scratch.weight_ns;
             // A handler that found no free unwinder cache walked nothing: its time still counts.
@@ -142,11 +198,13 @@ impl Session {
                 [] => &[NOT_WALKED][..],
                 s => s,
             };
-            if let Some(e) = self.stacks.get_mut(stack) {
+            let tags = &self.scratch.tags;
+            let key = (stack.into(), (tags.labels().into(), tags.task));
+            if let Some(e) = self.stacks.get_mut(&key) {
                 e.0 += 1;
                 e.1 = e.1.saturating_add(w);
             } else if self.stacks.len() < MAX_STACKS {
-                self.stacks.insert(stack.into(), (1, w));
+                self.stacks.insert(key, (1, w));
             } else {
                 self.overflow.0 += 1;
                 self.overflow.1 = self.overflow.1.saturating_add(w);
@@ -160,19 +218,26 @@ impl Session {
         LIVE.store(std::ptr::null_mut(), Ordering::Release);
         self.drain();
         let duration = self.started.elapsed();
-        let symbols = Symbols::load();
-        let mut names: HashMap<u64, String> = HashMap::new();
-        let mut stacks: Vec<(Box<[u64]>, u64, u64)> =
-            self.stacks.drain().map(|(k, (c, ns))| (k, c, ns)).collect();
-        for (stack, _, _) in &stacks {
-            for &a in stack.iter() {
-                names.entry(a).or_insert_with(|| symbols.name_or_addr(a));
-            }
-        }
-        names.insert(NOT_WALKED, "(rdebug: stack not walked)".into());
+        let mut stacks: Vec<(Box<[u64]>, u64, u64, Tags)> = self
+            .stacks
+            .drain()
+            .map(|((k, tags), (c, ns))| (k, c, ns, tags))
+            .collect();
+        let mut symbolized = symbolize(
+            stacks
+                .iter()
+                .flat_map(|s| s.0.iter().copied())
+                .filter(|&a| a != NOT_WALKED),
+        );
+        symbolized.insert_named(NOT_WALKED, "(rdebug: stack not walked)");
         if self.overflow.0 > 0 {
-            names.insert(0, "(rdebug: stacks limit reached)".into());
-            stacks.push((Box::new([0]), self.overflow.0, self.overflow.1));
+            symbolized.insert_named(0, "(rdebug: stacks limit reached)");
+            stacks.push((
+                Box::new([0]),
+                self.overflow.0,
+                self.overflow.1,
+                (Box::new([]), 0),
+            ));
         }
         stacks.sort_unstable_by_key(|s| std::cmp::Reverse(s.1));
         CpuProfile {
@@ -180,8 +245,7 @@ impl Session {
             time: self.time,
             duration,
             stacks,
-            names,
-            mapping: symbols.main_mapping(),
+            symbolized,
             lost: self.live.ring.lost(),
         }
     }
@@ -219,10 +283,10 @@ pub struct CpuProfile {
     hz: u32,
     time: SystemTime,
     duration: Duration,
-    /// Stacks (lookup addresses, innermost first), samples, CPU ns; most samples first.
-    stacks: Vec<(Box<[u64]>, u64, u64)>,
-    names: HashMap<u64, String>,
-    mapping: (u64, u64, String),
+    /// Stacks (lookup addresses, innermost first), samples, CPU ns, labels and task id; most
+    /// samples first.
+    stacks: Vec<(Box<[u64]>, u64, u64, Tags)>,
+    symbolized: Symbolized,
     lost: u64,
 }
 
@@ -236,6 +300,13 @@ pub struct CpuProfile {
 /// [`MAX_DURATION`], [`ProfileError::Unavailable`] when `SIGPROF` has another handler or on a
 /// platform without a CPU-time timer.
 ///
+/// Every thread is sampled, threads started during the profile too (they are looked for every
+/// 250 ms). The signal handler walks the stack on the interrupted thread's own stack and needs
+/// about 42 KiB of it (debug build; measured by a test that holds it to 64 KiB). Where a seccomp
+/// filter refuses `process_vm_readv`, stacks are walked within each thread's own stack only, and
+/// one note says so. When the profile ends, rdebug's `SIGPROF` handler stays installed (it
+/// ignores late signals): `SIGPROF`'s default action would end the process.
+///
 /// ```
 /// # #[global_allocator]
 /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
@@ -244,6 +315,16 @@ pub struct CpuProfile {
 /// // go tool pprof -top cpu.pb.gz
 /// ```
 pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
+    cpu_unless(duration, hz, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`cpu`], ended early once `stop` is set (the debug server's client went away): the profile
+/// of the time until then.
+pub(crate) fn cpu_unless(
+    duration: Duration,
+    hz: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<CpuProfile, ProfileError> {
     if duration > MAX_DURATION {
         return Err(ProfileError::Invalid(format!(
             "duration {duration:?}: expected at most {} s",
@@ -254,7 +335,7 @@ pub fn cpu(duration: Duration, hz: u32) -> Result<CpuProfile, ProfileError> {
     let end = Instant::now() + duration;
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || stop.load(Ordering::Acquire) {
             break;
         }
         std::thread::sleep(DRAIN_EVERY.min(end - now));
@@ -314,8 +395,9 @@ impl CpuProfile {
 
     /// The profile in pprof format, gzipped, as Go's `/debug/pprof/profile` serves it: sample
     /// types `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`, period
-    /// `1e9/hz`, `duration_nanos`; function names in the profile under one mapping marked
-    /// `has_functions`.
+    /// `1e9/hz`, `duration_nanos`; every location symbolized in this process (one line per
+    /// inlined frame, file and line where the binary has DWARF line tables) under the mapping
+    /// of the object it lies in, with its build ID.
     ///
     /// ```
     /// # #[global_allocator]
@@ -336,20 +418,20 @@ impl CpuProfile {
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let dur = i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX);
         b.times(unix, dur);
-        let (start, limit, file) = &self.mapping;
-        b.mapping(*start, *limit, file);
+        super::symbolize::add_to_profile(&mut b, &self.symbolized);
         if self.lost > 0 {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
         }
         let mut locs = Vec::with_capacity(MAX_DEPTH);
-        for (stack, count, ns) in &self.stacks {
+        for (stack, count, ns, tags) in &self.stacks {
             locs.clear();
-            for a in stack.iter() {
-                let name = self.names.get(a).map_or("?", String::as_str);
-                locs.push(b.location(*a, name));
-            }
+            locs.extend(
+                stack
+                    .iter()
+                    .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
+            );
             let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-            b.sample(&locs, &[v(*count), v(*ns)]);
+            sample(&mut b, &locs, &[v(*count), v(*ns)], tags);
         }
         b.encode_gz()
     }
@@ -365,14 +447,10 @@ impl CpuProfile {
     /// assert!(svg.contains("<svg"));
     /// ```
     pub fn flamegraph_svg(&self) -> Vec<u8> {
-        let stacks = self.stacks.iter().map(|(stack, count, _)| {
-            let names: Vec<&str> = stack
-                .iter()
-                .rev()
-                .map(|a| self.names.get(a).map_or("?", String::as_str))
-                .collect();
-            (names, *count)
-        });
+        let stacks = self
+            .stacks
+            .iter()
+            .map(|(stack, count, _, _)| (self.symbolized.root_first_names(stack), *count));
         flame::svg(
             stacks,
             &format!(
@@ -382,4 +460,16 @@ impl CpuProfile {
             ),
         )
     }
+}
+
+/// Adds a sample to `b`, with its labels and task id (`task_id`) as pprof labels when it has any.
+fn sample(b: &mut Builder, locs: &[u64], values: &[i64], (labels, task): &Tags) {
+    if labels.is_empty() && *task == 0 {
+        b.sample(locs, values);
+        return;
+    }
+    let strs: Vec<(&str, &str)> = crate::labels::pairs(labels).collect();
+    let task = i64::try_from(*task).unwrap_or(i64::MAX);
+    let nums: &[(&str, i64)] = if task > 0 { &[("task_id", task)] } else { &[] };
+    b.sample_labeled(locs, values, &strs, nums);
 }

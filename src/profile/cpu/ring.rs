@@ -7,15 +7,18 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::labels::Captured;
+
 /// Most frames kept per sample (Go keeps 64).
 pub(crate) const MAX_DEPTH: usize = 64;
 
-/// One sample: its weight and stack.
+/// One sample: its weight, stack, and the labels and task id in force.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
     pub weight_ns: u64,
     pub depth: usize,
     pub frames: [u64; MAX_DEPTH],
+    pub tags: Captured,
 }
 
 impl Sample {
@@ -23,6 +26,7 @@ impl Sample {
         weight_ns: 0,
         depth: 0,
         frames: [0; MAX_DEPTH],
+        tags: Captured::EMPTY,
     };
 
     pub(crate) fn stack(&self) -> &[u64] {
@@ -59,7 +63,7 @@ impl std::fmt::Debug for Ring {
 }
 
 impl Ring {
-    /// A queue of `capacity` samples (~530 bytes each), allocated now.
+    /// A queue of `capacity` samples (~780 bytes each), allocated now.
     pub(crate) fn new(capacity: usize) -> Ring {
         let slots = (0..capacity.max(2))
             .map(|i| Slot {

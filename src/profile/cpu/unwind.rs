@@ -5,12 +5,28 @@
 //! sampling starts ([`Unwinder::load`]): `.eh_frame`, `.eh_frame_hdr` and `.text`, borrowed
 //! from the files mapped once ([`modules::map`]), nothing copied. In the handler,
 //! [`Unwinder::walk`] allocates nothing and takes no lock: each handler borrows one of a few
-//! preallocated framehop caches with an atomic flag (none free: the sample is dropped), and
-//! every stack word is read only after the kernel said its page is readable.
+//! preallocated framehop caches with an atomic flag (none free: the sample is dropped).
+//!
+//! Memory reads ([`StackReader`]): a word within the interrupted thread's own stack, from its
+//! stack pointer up to the top of its stack, is read directly (that memory cannot go away while
+//! the thread runs this handler). The top is the thread pointer for threads the C library
+//! created (glibc and musl keep the thread's control block at the top of its stack mapping), and
+//! `startstack` from `/proc/self/stat` for the main thread. Any other word is read through the
+//! kernel (`process_vm_readv`), so an unmapped address is an error, never a fault. Where the
+//! kernel refuses that call (a seccomp filter), which is found out once per profile
+//! ([`probe_checked_reads`]), only the thread's own stack is read: the walk still follows frames
+//! up the stack.
+//!
+//! The handler runs on the interrupted thread's stack (no alternate signal stack: Rust's own,
+//! installed for its stack-overflow message, is a few KiB). Measured by the test
+//! `the_handler_uses_a_bounded_part_of_the_stack`: the kernel's signal frame and the walk take
+//! about 42 KiB below the interrupted frame in a debug build, most of it framehop's on-stack
+//! DWARF unwind context (its must-not-allocate mode); the test holds it to 64 KiB. A thread
+//! with less free stack than that when a sample lands overflows its stack.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use framehop::{
     CacheNative, ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, UnwindRegsNative,
@@ -132,8 +148,7 @@ impl Unwinder {
     /// lookup, innermost first: the interrupted pc, then return addresses − 1). Returns how many
     /// were written (0: no cache free or no registers).
     ///
-    /// Async-signal-safe: no allocation, no lock; stack words are read after `process_vm_readv`
-    /// (a syscall) showed their page readable.
+    /// Async-signal-safe: no allocation, no lock; memory is read as [`StackReader`] says.
     pub(crate) fn walk(&self, ucontext: *mut c_void, out: &mut [u64]) -> usize {
         let Some((pc, regs)) = registers(ucontext) else {
             return 0;
@@ -147,8 +162,8 @@ impl Unwinder {
         };
         // SAFETY: the `busy` flag gives this handler the cache alone until it is cleared.
         let cache = unsafe { &mut *slot.cache.get() };
-        let mut pages = ReadablePages::default();
-        let mut read = |addr: u64| pages.read(addr);
+        let mut reader = StackReader::new(regs_sp(&regs));
+        let mut read = |addr: u64| reader.read(addr);
         let mut it = self.unwinder.iter_frames(pc, regs, cache, &mut read);
         let mut n = 0;
         while n < out.len() {
@@ -320,31 +335,126 @@ fn registers(_ucontext: *mut c_void) -> Option<(u64, UnwindRegsNative)> {
     None
 }
 
-/// Pages of this thread's stack already shown readable in this walk.
-#[derive(Default)]
-struct ReadablePages {
+/// The stack pointer in `regs`.
+#[cfg(target_arch = "x86_64")]
+fn regs_sp(regs: &UnwindRegsNative) -> u64 {
+    regs.sp()
+}
+
+/// The stack pointer in `regs`.
+#[cfg(target_arch = "aarch64")]
+fn regs_sp(regs: &UnwindRegsNative) -> u64 {
+    regs.sp()
+}
+
+/// The stack pointer in `regs` (no stack walking here).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn regs_sp(_regs: &UnwindRegsNative) -> u64 {
+    0
+}
+
+/// Whether `process_vm_readv` works in this process: 0 not known yet, 1 yes, 2 refused.
+static CHECKED_READS: AtomicU8 = AtomicU8::new(0);
+/// The main thread's `startstack` (`/proc/self/stat`), 0 if unknown.
+static MAIN_STACK_TOP: AtomicU64 = AtomicU64::new(0);
+/// Farthest a thread's stack top is taken to be from its stack pointer.
+const MAX_STACK: u64 = 64 << 20;
+
+/// Finds out, before a profile, whether the kernel lets this process read its own memory with
+/// `process_vm_readv` (a seccomp filter may refuse it), and where the main thread's stack
+/// starts. Returns false when checked reads are refused (the first time it is found, the caller
+/// says so once). Not for a handler (reads a file).
+pub(crate) fn probe_checked_reads() -> bool {
+    if MAIN_STACK_TOP.load(Ordering::Relaxed) == 0
+        && let Some(top) = main_stack_top()
+    {
+        MAIN_STACK_TOP.store(top, Ordering::Relaxed);
+    }
+    let word = 0x5eed_u64;
+    let ok = read_checked(std::hint::black_box(&word) as *const u64 as u64) == Ok(word);
+    CHECKED_READS.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+    ok
+}
+
+/// Field 28 of `/proc/self/stat`: where the main thread's stack starts (its highest frame lies
+/// below it).
+fn main_stack_top() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from after its closing parenthesis.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(25)?.parse().ok()
+}
+
+/// Reads words for one walk (see the module docs).
+struct StackReader {
+    /// The interrupted stack pointer, and the top of that thread's stack (0: unknown).
+    sp: u64,
+    top: u64,
+    /// `process_vm_readv` works here.
+    checked: bool,
+    /// Pages of [sp, top) the kernel has read from in this walk.
     pages: [u64; 8],
     n: usize,
 }
 
 const PAGE_MASK: u64 = !4095;
 
-impl ReadablePages {
+impl StackReader {
+    fn new(sp: u64) -> StackReader {
+        StackReader {
+            sp,
+            top: stack_top(sp),
+            checked: CHECKED_READS.load(Ordering::Relaxed) != 2,
+            pages: [0; 8],
+            n: 0,
+        }
+    }
+
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
         let addr = addr & !7;
+        let own_stack = addr >= self.sp && addr.saturating_add(8) <= self.top;
+        if !self.checked {
+            // The kernel will not check reads: this thread's own stack only.
+            return if own_stack {
+                // SAFETY: an aligned word of the running thread's own stack between its stack
+                // pointer and its top: mapped for as long as this thread runs.
+                Ok(unsafe { (addr as *const u64).read_volatile() })
+            } else {
+                Err(())
+            };
+        }
         let page = addr & PAGE_MASK;
-        if self.pages[..self.n].contains(&page) {
-            // SAFETY: an aligned word in a page the kernel read from a moment ago, on the
-            // stack of the thread running this handler (which cannot be unmapped under it).
+        if own_stack && self.pages[..self.n].contains(&page) {
+            // SAFETY: as above, and the kernel read from this page a moment ago.
             return Ok(unsafe { (addr as *const u64).read_volatile() });
         }
         let value = read_checked(addr)?;
-        if self.n < self.pages.len() {
+        if own_stack && self.n < self.pages.len() {
             self.pages[self.n] = page;
             self.n += 1;
         }
         Ok(value)
     }
+}
+
+/// The top of the calling thread's stack, given a stack pointer on it; 0 if unknown.
+#[cfg(target_os = "linux")]
+fn stack_top(sp: u64) -> u64 {
+    // SAFETY: pthread_self reads the thread pointer register: async-signal-safe.
+    let tp = unsafe { libc::pthread_self() } as u64;
+    if tp > sp && tp - sp <= MAX_STACK {
+        return tp;
+    }
+    let main = MAIN_STACK_TOP.load(Ordering::Relaxed);
+    if main > sp && main - sp <= MAX_STACK {
+        return main;
+    }
+    0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stack_top(_sp: u64) -> u64 {
+    0
 }
 
 /// Reads one word through the kernel: an unreadable address is an error, not a fault.

@@ -144,7 +144,7 @@ pub(crate) fn install_stack_hook() {
         return;
     }
     ONCE.call_once(|| {
-        let u: &'static Unwinder = crate::profile::cpu::unwinder();
+        let u: &'static Unwinder = crate::profile::cpu::hook_unwinder();
         HOOK_UNWINDER.store(ptr::from_ref(u).cast_mut(), Ordering::Release);
         type Hook = unsafe extern "C" fn(*mut *mut c_void, *mut c_uint, c_uint);
         if write::<Hook>(c"experimental.hooks.prof_backtrace", stack_hook).is_ok() {

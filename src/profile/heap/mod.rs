@@ -3,14 +3,14 @@
 pub(crate) mod jemalloc;
 mod parse;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::BufReader;
 use std::time::SystemTime;
 
 use super::ProfileError;
 use super::proto::Builder;
-use super::symbols::Symbols;
+use super::symbolize::{Frame, Symbolized, symbolize};
 use crate::stats::MemStats;
 use crate::stats::fields::{MEMSTATS, Value};
 use parse::{Counts, unscale};
@@ -63,31 +63,82 @@ struct Record {
 pub struct HeapProfile {
     rate: u64,
     records: Vec<Record>,
-    names: HashMap<u64, String>,
-    mapping: (u64, u64, String),
+    symbolized: Symbolized,
     memstats: MemStats,
     time: SystemTime,
+    /// Zero for a profile of now; the window for a delta.
+    duration: std::time::Duration,
     dropped: usize,
 }
 
-/// Frames at the top of jemalloc's stacks that are the allocator itself, not the program:
-/// jemalloc's own functions and the global-allocator shims above it.
-fn is_allocator_frame(name: &str) -> bool {
-    name.starts_with("_rjem_")
-        || name.starts_with("je_")
-        || name.starts_with("prof_")
-        || name.starts_with("imalloc")
-        || name.starts_with("__rust_alloc")
-        || name.starts_with("__rust_realloc")
-        || name.starts_with("__rust_dealloc")
-        || name.starts_with("__rg_")
-        || name.starts_with("__rdl_")
-        || name.starts_with("_Unwind_")
-        || name.starts_with("tikv_jemallocator::")
-        || name.starts_with("<tikv_jemallocator::")
-        || name.starts_with("<rdebug::alloc::")
-        || name.starts_with("rdebug::alloc::")
-        || name.starts_with("0x")
+/// Frames at the top of jemalloc's stacks that are the allocator, not the program: jemalloc's
+/// own functions and libgcc's unwinder, the global-allocator shims (`__rust_alloc`,
+/// `__rustc::*`, `__rg_*`/`__rdl_*`), rdebug's [`Alloc`](crate::Alloc) and tikv-jemallocator,
+/// and the `alloc` crate's functions (`alloc::alloc::*`, `Box::new`, `Vec`'s growth, `clone`,
+/// `to_vec`…). The leaf of a heap stack is then the code that asked for the memory, as the leaf
+/// of Go's is the function that called `make` or `new`.
+///
+/// Told by name where the name is a full path, and by source file for inlined frames, which
+/// carry only their short name in a `line-tables-only` build (`alloc`, `grow_one`).
+fn is_allocator_frame(f: &Frame) -> bool {
+    const NAMES: &[&str] = &[
+        "_rjem_",
+        "je_",
+        "prof_",
+        "imalloc",
+        "__rust_alloc",
+        "__rust_realloc",
+        "__rust_dealloc",
+        "__rust_alloc_zeroed",
+        "__rustc::",
+        "__rg_",
+        "__rdl_",
+        "_Unwind_",
+        "tikv_jemallocator::",
+        "<tikv_jemallocator::",
+        "rdebug::alloc::",
+        "<rdebug::alloc::",
+        "alloc::",
+        "<alloc::",
+        "0x",
+        "?",
+    ];
+    const FILES: &[&str] = &[
+        "/library/alloc/src/",
+        "/tikv-jemalloc-sys-",
+        "/tikv-jemallocator-",
+        "/jemalloc/src/",
+        "/jemalloc/include/",
+    ];
+    /// rdebug's own allocator wrapper, where this crate was built.
+    const OWN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/alloc/");
+    NAMES.iter().any(|p| f.name.starts_with(p))
+        || FILES.iter().any(|p| f.file.contains(p))
+        || f.file.starts_with(OWN)
+}
+
+/// Drops the allocator's frames from the top of `stack` (addresses innermost first): whole
+/// addresses whose frames are all the allocator's, then the allocator's inlined frames at the
+/// top of the first address left (a call site of the allocator is only ever at the top, so its
+/// frames are trimmed for good). A stack of nothing but allocator frames keeps its innermost
+/// address, so its bytes still show.
+fn trim_allocator_frames(sym: &mut Symbolized, stack: Vec<u64>) -> Vec<u64> {
+    let all_allocator = |sym: &Symbolized, a: u64| {
+        let f = sym.frames(a);
+        f.is_empty() || f.iter().all(is_allocator_frame)
+    };
+    let Some(first) = stack.iter().position(|&a| !all_allocator(sym, a)) else {
+        return stack.into_iter().take(1).collect();
+    };
+    if let Some(r) = sym.addrs.get_mut(&stack[first]) {
+        let n = r
+            .frames
+            .iter()
+            .take_while(|f| is_allocator_frame(f))
+            .count();
+        r.frames.drain(..n);
+    }
+    stack.into_iter().skip(first).collect()
 }
 
 /// Takes a heap profile now: jemalloc's samples of every live allocation (and, with
@@ -109,47 +160,35 @@ fn is_allocator_frame(name: &str) -> bool {
 /// ```
 pub fn heap() -> Result<HeapProfile, ProfileError> {
     let file = jemalloc::dump().map_err(ProfileError::Unavailable)?;
-    let memstats = crate::stats::memstats();
+    let memstats = crate::stats::mem::read();
     let time = SystemTime::now();
     let dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
-    let symbols = Symbols::load();
-    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut symbolized = symbolize(
+        dump.records
+            .iter()
+            .flat_map(|r| r.stack.iter().map(|ret| ret.saturating_sub(1))),
+    );
     let mut records = Vec::with_capacity(dump.records.len());
     for r in dump.records {
-        let mut stack: Vec<u64> = Vec::with_capacity(r.stack.len());
-        let mut top = true;
-        for &ret in &r.stack {
-            let addr = ret.saturating_sub(1);
-            let name = names
-                .entry(addr)
-                .or_insert_with(|| symbols.name_or_addr(addr));
-            if top && is_allocator_frame(name) {
-                continue;
-            }
-            top = false;
-            stack.push(addr);
-        }
-        if stack.is_empty() {
-            // Nothing but allocator frames: keep the innermost one so the bytes still show.
-            stack.extend(r.stack.first().map(|a| a.saturating_sub(1)));
-        }
+        let stack: Vec<u64> = r.stack.iter().map(|ret| ret.saturating_sub(1)).collect();
+        let stack = trim_allocator_frames(&mut symbolized, stack);
         records.push(Record {
             stack,
             counts: r.counts,
         });
     }
-    let used: std::collections::HashSet<u64> = records
+    let used: HashSet<u64> = records
         .iter()
         .flat_map(|r| r.stack.iter().copied())
         .collect();
-    names.retain(|a, _| used.contains(a));
+    symbolized.addrs.retain(|a, _| used.contains(a));
     Ok(HeapProfile {
         rate: dump.rate,
         records,
-        names,
-        mapping: symbols.main_mapping(),
+        symbolized,
         memstats,
         time,
+        duration: std::time::Duration::ZERO,
         dropped: dump.dropped,
     })
 }
@@ -195,6 +234,50 @@ impl HeapProfile {
             .fold(0, u64::saturating_add)
     }
 
+    /// The allocations made since `base` was taken: `alloc_*` counts are this profile's minus
+    /// `base`'s, stack by stack; `inuse_*` counts are this profile's, not subtracted (what is
+    /// live now is what a delta's reader wants: Go subtracts them too, golang/go#67942, and
+    /// Grafana's godeltaprof keeps them as rdebug does). What `heap?seconds=N` and
+    /// `allocs?seconds=N` serve, as Go's delta profiles.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let before = rdebug::profile::heap().unwrap();
+    /// let churn: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+    /// drop(churn);
+    /// let delta = rdebug::profile::heap().unwrap().delta_since(&before);
+    /// assert!(delta.alloc_bytes() > 16 << 20); // 64 MiB allocated in the window, sampled
+    /// assert!(delta.alloc_bytes() < before.alloc_bytes() + (128 << 20));
+    /// ```
+    pub fn delta_since(&self, base: &HeapProfile) -> HeapProfile {
+        let mut old: HashMap<&[u64], Counts> = HashMap::new();
+        for r in &base.records {
+            let c = old.entry(&r.stack).or_default();
+            c.acc_objs = c.acc_objs.saturating_add(r.counts.acc_objs);
+            c.acc_bytes = c.acc_bytes.saturating_add(r.counts.acc_bytes);
+        }
+        let mut records = self.records.clone();
+        for r in &mut records {
+            if let Some(c) = old.get_mut(r.stack.as_slice()) {
+                // Several records may share a trimmed stack: subtract the base once in all.
+                let objs = c.acc_objs.min(r.counts.acc_objs);
+                let bytes = c.acc_bytes.min(r.counts.acc_bytes);
+                r.counts.acc_objs -= objs;
+                r.counts.acc_bytes -= bytes;
+                c.acc_objs -= objs;
+                c.acc_bytes -= bytes;
+            }
+        }
+        records.retain(|r| r.counts != Counts::default());
+        HeapProfile {
+            records,
+            time: base.time,
+            duration: self.time.duration_since(base.time).unwrap_or_default(),
+            ..self.clone()
+        }
+    }
+
     /// The [`MemStats`] read right after the samples were dumped (the `debug=1` footer).
     ///
     /// ```
@@ -238,9 +321,11 @@ impl HeapProfile {
             .time
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        b.times(unix, 0);
-        let (start, limit, file) = &self.mapping;
-        b.mapping(*start, *limit, file);
+        b.times(
+            unix,
+            i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX),
+        );
+        super::symbolize::add_to_profile(&mut b, &self.symbolized);
         if self.dropped > 0 {
             b.comment(&format!(
                 "rdebug: {} stacks left out (limit reached)",
@@ -250,10 +335,11 @@ impl HeapProfile {
         let mut locs = Vec::new();
         for r in &self.records {
             locs.clear();
-            for a in &r.stack {
-                let name = self.names.get(a).map_or("?", String::as_str);
-                locs.push(b.location(*a, name));
-            }
+            locs.extend(
+                r.stack
+                    .iter()
+                    .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
+            );
             let c = r.counts;
             let (ao, ab) = unscale(c.acc_objs, c.acc_bytes, self.rate);
             let (io, ib) = unscale(c.cur_objs, c.cur_bytes, self.rate);
@@ -308,8 +394,18 @@ impl HeapProfile {
             }
             out.push('\n');
             for a in &r.stack {
-                let name = self.names.get(a).map_or("?", String::as_str);
-                let _ = writeln!(out, "#\t{a:#x}\t{name}");
+                let frames = self.symbolized.frames(*a);
+                if frames.is_empty() {
+                    let _ = writeln!(out, "#\t{a:#x}\t?");
+                }
+                // Go's format: one line per frame, inlined frames sharing the address.
+                for f in frames {
+                    if f.file.is_empty() {
+                        let _ = writeln!(out, "#\t{a:#x}\t{}", f.name);
+                    } else {
+                        let _ = writeln!(out, "#\t{a:#x}\t{}\t{}:{}", f.name, f.file, f.line);
+                    }
+                }
             }
             out.push('\n');
         }

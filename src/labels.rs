@@ -1,0 +1,451 @@
+//! Labels that follow a future: [`labels`], Go's `pprof.Do` for futures.
+//!
+//! A labelled future sets a thread-local pointer to a frame on its own stack while it is polled
+//! (the frame points at the label bytes it owns, and at the frame of the labelled future
+//! around it, if any), and puts the previous pointer back when the poll returns, also when it
+//! unwinds. The CPU sampler's `SIGPROF` handler, running on the thread it interrupted, walks
+//! that chain and copies the labels into its sample: a `const` thread-local without a
+//! destructor and a few bounded copies, so no allocation and no lock.
+//!
+//! Without the `pprof` feature [`labels`] returns the future itself.
+
+use std::future::Future;
+
+/// Most label pairs one [`labels`] call keeps (more are left out).
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) const MAX_PAIRS: usize = 8;
+/// Longest key kept, bytes (longer ones are cut at a character boundary).
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) const MAX_KEY: usize = 32;
+/// Longest value kept, bytes (longer ones are cut at a character boundary).
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) const MAX_VALUE: usize = 96;
+/// Bytes of label data one sample carries: the labels of all the scopes around the sampled
+/// code, innermost first; pairs that do not fit are left out.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) const SAMPLE_BYTES: usize = 240;
+
+/// Runs `fut` with the profiler labels `pairs`, as Go's `pprof.Do` runs a function: while the
+/// returned future is polled, CPU samples taken on its thread carry the labels (and the id of
+/// the tokio task polling it, as `task_id`), so `go tool pprof -tagfocus=route=/cache` shows
+/// the time spent for that route and `-tags` lists the labels. A labelled future awaited inside
+/// another one carries both sets (the inner value wins for a key in both); a task spawned from
+/// inside carries none unless it is labelled itself.
+///
+/// The task id is read by the labelled future when it is polled. Outside any labelled future,
+/// the signal handler asks tokio only on the worker threads of watched runtimes that rdebug has
+/// found (a CPU or block profile, or `stalltrace`, sends one short task to each worker first):
+/// reaching tokio's thread-local for the first time on a thread registers its destructor, which
+/// may allocate, and a signal handler must not. So unlabelled code on those workers carries its
+/// `task_id` too; elsewhere (a worker rdebug has not found, an unwatched runtime), wrapping a task
+/// in `labels(&[], fut)` gives its samples the `task_id` label alone.
+///
+/// Bounded: at most 8 pairs (later ones are left out; for a repeated key the last value wins),
+/// keys cut to 32 bytes and values to 96 bytes at a character boundary, pairs with an empty key
+/// left out, and 240 bytes of labels per sample (the outermost labels that do not fit are left
+/// out of that sample). The labels are copied once, when `labels` is called; a poll then costs a
+/// few nanoseconds more (`benches/labels.rs`). Without the `pprof` feature this returns `fut`
+/// itself and costs nothing.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// async fn cache() -> u32 {
+///     42
+/// }
+/// let n = rdebug::labels(&[("route", "/cache")], cache()).await;
+/// assert_eq!(n, 42);
+/// # }
+/// ```
+///
+/// Each request of an axum app labelled by its matched route, in three lines of middleware
+/// (`examples/webapp.rs` does this):
+///
+/// ```
+/// use axum::{extract::{MatchedPath, Request}, middleware::Next, response::Response};
+///
+/// async fn label_route(req: Request, next: Next) -> Response {
+///     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+///     rdebug::labels(&[("route", route.as_deref().unwrap_or(""))], next.run(req)).await
+/// }
+///
+/// let app: axum::Router = axum::Router::new()
+///     .route("/cache", axum::routing::post(|| async { "ok" }))
+///     .layer(axum::middleware::from_fn(label_route));
+/// # let _ = app;
+/// ```
+pub fn labels<F: Future>(
+    pairs: &[(&str, &str)],
+    fut: F,
+) -> impl Future<Output = F::Output> + use<F> {
+    imp::wrap(pairs, fut)
+}
+
+thread_local! {
+    /// Set on threads known to run tokio tasks (rdebug's probe task ran there), where tokio's
+    /// own thread-local is set up, so the signal handler may ask it for the task id.
+    static TOKIO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that runs tokio tasks (call it from inside a task).
+pub(crate) fn mark_tokio_thread() {
+    let _ = TOKIO_THREAD.try_with(|f| f.set(true));
+}
+
+/// The id of the tokio task running on this thread, 0 for none or unknown. Async-signal-safe:
+/// asks tokio only on a thread [`mark_tokio_thread`] marked.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+pub(crate) fn task_id_in_handler() -> u64 {
+    if !TOKIO_THREAD.try_with(std::cell::Cell::get).unwrap_or(false) {
+        return 0;
+    }
+    tokio::task::try_id().map_or(0, task_number)
+}
+
+/// The number tokio's task `Id` shows (it has no other public way to read it). No allocation.
+pub(crate) fn task_number(id: tokio::task::Id) -> u64 {
+    struct Digits(u64);
+    impl std::fmt::Write for Digits {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for b in s.bytes().filter(u8::is_ascii_digit) {
+                self.0 = self
+                    .0
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(b - b'0'));
+            }
+            Ok(())
+        }
+    }
+    let mut d = Digits(0);
+    let _ = std::fmt::write(&mut d, format_args!("{id}"));
+    d.0
+}
+
+#[cfg(not(feature = "pprof"))]
+mod imp {
+    use std::future::Future;
+
+    pub(super) fn wrap<F: Future>(_pairs: &[(&str, &str)], fut: F) -> F {
+        fut
+    }
+}
+
+#[cfg(feature = "pprof")]
+pub(crate) use imp::{Captured, capture, pairs};
+
+#[cfg(feature = "pprof")]
+mod imp {
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{Ordering, compiler_fence};
+    use std::task::{Context, Poll};
+
+    use super::{MAX_KEY, MAX_PAIRS, MAX_VALUE, SAMPLE_BYTES, task_number};
+
+    /// The part of a labelled future's poll the handler reads: on the polling thread's stack.
+    struct Frame {
+        /// The label bytes (`[key len][key][value len][value]`…), owned by the future.
+        set: *const u8,
+        len: usize,
+        /// The enclosing labelled poll's frame, or null.
+        parent: *const Frame,
+        /// The tokio task id, or 0 outside a task.
+        task: u64,
+    }
+
+    thread_local! {
+        /// The innermost labelled poll running on this thread, or null. `const`, no destructor:
+        /// reading it never allocates or registers anything (the signal handler reads it).
+        static CURRENT: Cell<*const Frame> = const { Cell::new(std::ptr::null()) };
+    }
+
+    /// Deepest chain of nested labelled polls the handler walks.
+    const MAX_NESTING: usize = 32;
+
+    /// The largest `n <= max` that is a character boundary of `s`.
+    fn cut(s: &str, max: usize) -> &str {
+        if s.len() <= max {
+            return s;
+        }
+        let mut n = max;
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        &s[..n]
+    }
+
+    /// The label bytes of `pairs`: bounded, empty keys left out, the last value of a repeated
+    /// key kept.
+    pub(super) fn encode(pairs: &[(&str, &str)]) -> Box<[u8]> {
+        let mut kept: Vec<(&str, &str)> = Vec::with_capacity(pairs.len().min(MAX_PAIRS));
+        for &(k, v) in pairs {
+            let (k, v) = (cut(k, MAX_KEY), cut(v, MAX_VALUE));
+            if k.is_empty() {
+                continue;
+            }
+            if let Some(p) = kept.iter_mut().find(|p| p.0 == k) {
+                p.1 = v;
+            } else if kept.len() < MAX_PAIRS {
+                kept.push((k, v));
+            }
+        }
+        let mut out = Vec::with_capacity(kept.iter().map(|(k, v)| 2 + k.len() + v.len()).sum());
+        for (k, v) in kept {
+            // Both fit in a byte: MAX_KEY and MAX_VALUE are below 256.
+            out.push(k.len() as u8);
+            out.extend_from_slice(k.as_bytes());
+            out.push(v.len() as u8);
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.into_boxed_slice()
+    }
+
+    /// The pairs of label bytes made by [`encode`] or [`capture`] (stops at anything malformed).
+    pub(crate) fn pairs(mut b: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::from_fn(move || {
+            let (&kl, rest) = b.split_first()?;
+            let k = rest.get(..usize::from(kl))?;
+            let (&vl, rest) = rest[usize::from(kl)..].split_first()?;
+            let v = rest.get(..usize::from(vl))?;
+            b = &rest[usize::from(vl)..];
+            Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
+        })
+    }
+
+    /// What the handler copied: the labels in force and the task id.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Captured {
+        pub len: u16,
+        pub bytes: [u8; SAMPLE_BYTES],
+        /// The tokio task id, 0 for none.
+        pub task: u64,
+    }
+
+    impl Captured {
+        pub(crate) const EMPTY: Captured = Captured {
+            len: 0,
+            bytes: [0; SAMPLE_BYTES],
+            task: 0,
+        };
+
+        /// The label bytes.
+        pub(crate) fn labels(&self) -> &[u8] {
+            &self.bytes[..usize::from(self.len).min(SAMPLE_BYTES)]
+        }
+    }
+
+    /// Copies the labels in force on this thread into `out`: innermost scope first, a key
+    /// already there (set by an inner scope) skipped, pairs that do not fit left out.
+    /// Async-signal-safe: no allocation, no lock, bounded work.
+    pub(crate) fn capture(out: &mut Captured) {
+        out.len = 0;
+        out.task = 0;
+        let mut frame = CURRENT.try_with(Cell::get).unwrap_or(std::ptr::null());
+        let mut len = 0usize;
+        let mut depth = 0;
+        while !frame.is_null() && depth < MAX_NESTING {
+            // SAFETY: every frame in the chain lives on this thread's stack, in a poll that has
+            // not returned (each poll puts its parent back before its frame goes).
+            let f = unsafe { &*frame };
+            if out.task == 0 {
+                out.task = f.task;
+            }
+            // SAFETY: the set is owned by the future being polled, alive for the poll.
+            let set = unsafe { std::slice::from_raw_parts(f.set, f.len) };
+            let mut i = 0;
+            while i + 1 < set.len() {
+                let kl = usize::from(set[i]);
+                let Some(&vl) = set.get(i + 1 + kl) else {
+                    break;
+                };
+                let pair = 2 + kl + usize::from(vl);
+                let Some(bytes) = set.get(i..i + pair) else {
+                    break;
+                };
+                let key = &bytes[..1 + kl];
+                if !has_key(&out.bytes[..len], key) && len + pair <= SAMPLE_BYTES {
+                    out.bytes[len..len + pair].copy_from_slice(bytes);
+                    len += pair;
+                }
+                i += pair;
+            }
+            frame = f.parent;
+            depth += 1;
+        }
+        out.len = len as u16;
+        if out.task == 0 {
+            out.task = super::task_id_in_handler();
+        }
+    }
+
+    /// Whether the label bytes `b` have the key `key` (its length byte and bytes).
+    fn has_key(b: &[u8], key: &[u8]) -> bool {
+        let mut i = 0;
+        while i < b.len() {
+            let kl = usize::from(b[i]);
+            if b.get(i..i + 1 + kl) == Some(key) {
+                return true;
+            }
+            let vl = b.get(i + 1 + kl).map_or(0, |&v| usize::from(v));
+            i += 2 + kl + vl;
+        }
+        false
+    }
+
+    /// A future polled under labels.
+    struct Labeled<F> {
+        set: Box<[u8]>,
+        /// The task id seen at the previous poll and its number (tokio's `Id` shows it only
+        /// through `Display`): formatted again only when the task changes.
+        task: Option<(tokio::task::Id, u64)>,
+        fut: F,
+    }
+
+    /// Puts the enclosing poll's frame back when the poll returns or unwinds.
+    struct Restore(*const Frame);
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = CURRENT.try_with(|c| c.set(self.0));
+            compiler_fence(Ordering::SeqCst);
+        }
+    }
+
+    impl<F: Future> Future for Labeled<F> {
+        type Output = F::Output;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            // SAFETY: `fut` is pinned structurally and never moved out; the other fields are
+            // not pinned.
+            let this = unsafe { self.get_unchecked_mut() };
+            let task = match (tokio::task::try_id(), this.task) {
+                (None, _) => 0,
+                (Some(id), Some((seen, n))) if id == seen => n,
+                (Some(id), _) => {
+                    super::mark_tokio_thread();
+                    let n = task_number(id);
+                    this.task = Some((id, n));
+                    n
+                }
+            };
+            let Ok(parent) = CURRENT.try_with(Cell::get) else {
+                // SAFETY: as above.
+                return unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx);
+            };
+            let frame = Frame {
+                set: this.set.as_ptr(),
+                len: this.set.len(),
+                parent,
+                task,
+            };
+            compiler_fence(Ordering::SeqCst);
+            CURRENT.with(|c| c.set(&frame));
+            let _restore = Restore(parent);
+            // SAFETY: as above.
+            unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx)
+        }
+    }
+
+    pub(super) fn wrap<F: Future>(
+        pairs: &[(&str, &str)],
+        fut: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
+        Labeled {
+            set: encode(pairs),
+            task: None,
+            fut,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn captured() -> Vec<(String, String)> {
+            let mut c = Captured::EMPTY;
+            capture(&mut c);
+            pairs(c.labels())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        }
+
+        fn block_on<F: Future>(f: F) -> F::Output {
+            let mut f = std::pin::pin!(f);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            loop {
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    return v;
+                }
+            }
+        }
+
+        #[test]
+        fn labels_are_set_while_polled_nested_and_cleared_after() {
+            assert!(captured().is_empty());
+            let got = block_on(wrap(&[("route", "/a"), ("x", "1")], async {
+                let outer = captured();
+                let inner = wrap(&[("x", "2"), ("y", "3")], async { captured() }).await;
+                (outer, inner, captured())
+            }));
+            let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+            assert_eq!(got.0, [p("route", "/a"), p("x", "1")]);
+            assert_eq!(got.1, [p("x", "2"), p("y", "3"), p("route", "/a")]);
+            assert_eq!(got.2, got.0);
+            assert!(captured().is_empty());
+        }
+
+        #[test]
+        fn a_panicking_poll_puts_the_labels_back() {
+            let r = std::panic::catch_unwind(|| {
+                block_on(wrap(&[("k", "v")], async { panic!("boom") }))
+            });
+            assert!(r.is_err());
+            assert!(captured().is_empty());
+        }
+
+        #[test]
+        fn labels_are_bounded() {
+            let huge = "é".repeat(1000);
+            let many: Vec<(String, String)> = (0..20)
+                .map(|i| (format!("k{i}"), format!("v{i}")))
+                .collect();
+            let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (&**k, &**v)).collect();
+            let set = encode(&many);
+            assert_eq!(pairs(&set).count(), MAX_PAIRS);
+            let set = encode(&[("", "x"), (&huge, &huge), ("k", ""), ("k", "last")]);
+            let got: Vec<_> = pairs(&set).collect();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].0.len(), MAX_KEY); // 16 two-byte characters
+            assert_eq!(got[0].1.len(), MAX_VALUE);
+            assert_eq!(got[1], ("k", "last"));
+            // Nested scopes of huge labels: a sample keeps what fits, never more.
+            let n = block_on(wrap(&[("a", &huge)], async {
+                wrap(&[("b", &huge)], async {
+                    wrap(&[("c", &huge)], async { captured() }).await
+                })
+                .await
+            }));
+            let bytes: usize = n.iter().map(|(k, v)| 2 + k.len() + v.len()).sum();
+            assert!(bytes <= SAMPLE_BYTES && n.len() == 2, "{n:?}");
+            assert_eq!(n[0].0, "c");
+        }
+
+        #[test]
+        fn the_task_id_is_the_polling_tasks() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let (id, c) = rt.block_on(async {
+                tokio::spawn(wrap(&[("r", "x")], async {
+                    let mut c = Captured::EMPTY;
+                    capture(&mut c);
+                    (tokio::task::id(), c.task)
+                }))
+                .await
+                .unwrap()
+            });
+            assert_eq!(id.to_string(), c.to_string());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! One stack of one chosen thread, now: the stall detector's confirmation and its stack.
+//!
+//! The requester names the thread and sends it `SIGPROF` (`tgkill`); the handler, on that
+//! thread, walks its stack into a static buffer and says it is done. One request at a time (a
+//! lock on the requesting side, never taken by the handler); a thread that does not answer in
+//! time (not scheduled, signal blocked) gets no stack.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering::*};
+use std::time::{Duration, Instant};
+
+use super::ring::MAX_DEPTH;
+use super::unwind::Unwinder;
+use crate::alloc::cpu_sampler;
+use crate::labels::Captured;
+
+const IDLE: u8 = 0;
+const PENDING: u8 = 1;
+const TAKING: u8 = 2;
+const DONE: u8 = 3;
+
+/// The reply buffer: written by the handler between `TAKING` and `DONE` only.
+struct Reply {
+    depth: usize,
+    frames: [u64; MAX_DEPTH],
+    tags: Captured,
+}
+
+struct Request {
+    tid: AtomicI64,
+    state: AtomicU8,
+    reply: UnsafeCell<Reply>,
+    unwinder: std::sync::OnceLock<&'static Unwinder>,
+}
+
+// SAFETY: `reply` is written only by the one handler that moved `state` from PENDING to TAKING,
+// and read by the requester only after it saw DONE (or moved PENDING back to IDLE itself).
+unsafe impl Sync for Request {}
+
+static REQUEST: Request = Request {
+    tid: AtomicI64::new(0),
+    state: AtomicU8::new(IDLE),
+    reply: UnsafeCell::new(Reply {
+        depth: 0,
+        frames: [0; MAX_DEPTH],
+        tags: Captured::EMPTY,
+    }),
+    unwinder: std::sync::OnceLock::new(),
+};
+
+/// A thread's stack, innermost first, and the tokio task it was running (0: none or unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ThreadStack {
+    pub frames: Vec<u64>,
+    pub task: u64,
+    /// The labels in force ([`crate::labels`] bytes).
+    pub labels: Vec<u8>,
+}
+
+/// The request hook, in the `SIGPROF` handler of the signalled thread. Async-signal-safe.
+///
+/// # Safety
+/// Called only by the sampler's handler, with its `ucontext`.
+unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
+    if REQUEST.tid.load(Acquire) != cpu_sampler::current_tid() {
+        return;
+    }
+    if REQUEST
+        .state
+        .compare_exchange(PENDING, TAKING, AcqRel, Acquire)
+        .is_err()
+    {
+        return;
+    }
+    // SAFETY: this handler owns the reply until it stores DONE.
+    let reply = unsafe { &mut *REQUEST.reply.get() };
+    reply.depth = match REQUEST.unwinder.get() {
+        Some(u) => u.walk(ucontext, &mut reply.frames),
+        None => 0,
+    };
+    crate::labels::capture(&mut reply.tags);
+    REQUEST.state.store(DONE, Release);
+}
+
+/// The stack of thread `tid` now, within `timeout`; `None` if the thread did not answer (or
+/// the sampler cannot run). Blocks the caller up to `timeout`.
+pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if cpu_sampler::ensure_started().is_err() {
+        return None;
+    }
+    let _ = REQUEST.unwinder.get_or_init(super::hook_unwinder);
+    cpu_sampler::set_request_hook(on_request);
+    REQUEST.tid.store(tid, Release);
+    REQUEST.state.store(PENDING, Release);
+    if !cpu_sampler::signal_thread(tid) {
+        REQUEST.state.store(IDLE, Release);
+        return None;
+    }
+    let end = Instant::now() + timeout;
+    loop {
+        match REQUEST.state.load(Acquire) {
+            DONE => break,
+            PENDING
+                if Instant::now() >= end
+                    && REQUEST
+                        .state
+                        .compare_exchange(PENDING, IDLE, AcqRel, Acquire)
+                        .is_ok() =>
+            {
+                return None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: DONE: the handler finished writing and no other handler takes it (state != PENDING).
+    let reply = unsafe { &*REQUEST.reply.get() };
+    let out = ThreadStack {
+        frames: reply.frames[..reply.depth.min(MAX_DEPTH)].to_vec(),
+        task: reply.tags.task,
+        labels: reply.tags.labels().to_vec(),
+    };
+    REQUEST.state.store(IDLE, Release);
+    Some(out)
+}
+
+/// The frames of `frames` (addresses innermost first), inlined ones included, as
+/// `name (file:line)` lines (`name` where the file is unknown), at most `max`. The symbol
+/// tables are read the first time and kept ([`symbolize_cached`]); the DWARF units of these
+/// addresses are read each time and dropped.
+///
+/// [`symbolize_cached`]: super::super::symbolize::symbolize_cached
+pub(crate) fn frame_names(frames: &[u64], max: usize) -> Vec<String> {
+    let sym = super::super::symbolize::symbolize_cached(frames.iter().copied());
+    let mut out = Vec::with_capacity(max);
+    for &a in frames {
+        let fs = sym.frames(a);
+        if fs.is_empty() {
+            out.push(format!("{a:#x}"));
+        }
+        for f in fs {
+            out.push(if f.file.is_empty() {
+                f.name.clone()
+            } else {
+                format!("{} ({}:{})", f.name, f.file, f.line)
+            });
+        }
+        if out.len() >= max {
+            out.truncate(max);
+            break;
+        }
+    }
+    out
+}
