@@ -369,12 +369,7 @@ impl BlockProfile {
             ("contentions", "count"),
             1,
         );
-        let unix = self
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let dur = i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX);
-        b.times(unix, dur);
+        b.times(self.time, self.duration);
         super::symbolize::add_to_profile(&mut b, &self.symbolized);
         b.comment(&format!(
             "rdebug: workers runnable but waiting for a CPU (not counted): {} ms",

@@ -20,10 +20,7 @@ use crate::stats::SchedStats;
 /// The profile, gzipped, for `runtimes` as `(name, stats)`.
 pub(crate) fn summary_pprof_gz(runtimes: &[(String, SchedStats)]) -> Vec<u8> {
     let mut b = Builder::new(&[("goroutine", "count")], ("goroutine", "count"), 1);
-    let unix = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    b.times(unix, 0);
+    b.times(SystemTime::now(), std::time::Duration::ZERO);
     if let Some(m) = super::symbolize::main_mapping() {
         b.mapping(&m);
     }

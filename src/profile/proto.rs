@@ -155,10 +155,13 @@ impl Builder {
         self.default_sample_type = self.string(t);
     }
 
-    /// Sets `time_nanos` (Unix ns at the start) and `duration_nanos`.
-    pub(crate) fn times(&mut self, time_nanos: i64, duration_nanos: i64) {
-        self.time_nanos = time_nanos;
-        self.duration_nanos = duration_nanos;
+    /// Sets `time_nanos` (the start, as Unix ns) and `duration_nanos`.
+    pub(crate) fn times(&mut self, start: std::time::SystemTime, duration: std::time::Duration) {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        self.time_nanos = start
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, nanos);
+        self.duration_nanos = nanos(duration);
     }
 
     /// Adds a comment line (`go tool pprof -comments`).
@@ -249,10 +252,7 @@ impl Builder {
 
     /// Adds a sample: location ids leaf first, one value per sample type.
     pub(crate) fn sample(&mut self, locations: &[u64], values: &[i64]) {
-        self.samples.message(2, |m| {
-            m.packed(1, locations.iter().copied());
-            m.packed(2, values.iter().map(|&v| v as u64));
-        });
+        self.sample_labeled(locations, values, &[], &[]);
     }
 
     /// Adds a sample with labels (`Sample.label`): string labels `(key, value)` and numeric

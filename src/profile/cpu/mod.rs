@@ -412,12 +412,7 @@ impl CpuProfile {
             ("cpu", "nanoseconds"),
             period,
         );
-        let unix = self
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let dur = i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX);
-        b.times(unix, dur);
+        b.times(self.time, self.duration);
         super::symbolize::add_to_profile(&mut b, &self.symbolized);
         if self.lost > 0 {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));

@@ -317,14 +317,7 @@ impl HeapProfile {
         if kind == HeapKind::Allocs {
             b.default_sample_type("alloc_space");
         }
-        let unix = self
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        b.times(
-            unix,
-            i64::try_from(self.duration.as_nanos()).unwrap_or(i64::MAX),
-        );
+        b.times(self.time, self.duration);
         super::symbolize::add_to_profile(&mut b, &self.symbolized);
         if self.dropped > 0 {
             b.comment(&format!(
