@@ -275,7 +275,10 @@ fn num_gc_and_next_gc_agree_with_the_printed_lines() {
     let num_gc = support::field(marker[0], "num_gc").unwrap();
     let num_forced = support::field(marker[0], "num_forced_gc").unwrap();
     let next_gc = support::field(marker[0], "next_gc").unwrap();
-    assert!(num_gc >= 3, "{}", out.stderr);
+    // Round 0 grows past the 4 MiB goal and round 1 forces a cycle: two at least. Whether round 2
+    // closes a growth cycle depends on where the 10 ms samples fell in rounds 0 and 1 (the goal is
+    // twice the live heap at the end of the previous cycle), so it is not counted on.
+    assert!(num_gc >= 2 && num_forced >= 1, "{}", out.stderr);
     assert_eq!(num_gc as usize, before_marker.len(), "{}", out.stderr);
     assert_eq!(
         num_forced as usize,
