@@ -132,6 +132,10 @@ fn a_leak_closes_growth_cycles_with_doubling_goals() {
     let name = support::test_name!();
     if is_child(name) {
         rdebug::init();
+        // The reporter's first allocator sample is in place before the leak starts: starting the
+        // CPU-time sampler reads the allocator's address table from the executable's symbols,
+        // which takes tens of ms in a debug test binary (4 MiB of leak here).
+        std::thread::sleep(Duration::from_millis(300));
         let mut leak = Vec::with_capacity(256);
         for _ in 0..256 {
             leak.push(filled(1 << 20));
