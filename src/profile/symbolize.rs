@@ -280,6 +280,8 @@ impl Symbolizer {
             };
             list.sort_by_key(|&(addr, _)| (part(addr), addr));
             let mut current: Option<(Part, Option<UnitContext>)> = None;
+            // The whole `.debug_info`, made only if a unit alone is not enough.
+            let mut whole: Option<Option<UnitContext>> = None;
             for &(addr, mi) in list.iter() {
                 let p = part(addr);
                 let ctx = match (p, &current) {
@@ -293,7 +295,19 @@ impl Symbolizer {
                         current.as_ref().and_then(|c| c.1.as_ref())
                     }
                 };
-                let frames = obj.frames(addr.wrapping_sub(base), ctx);
+                let svma = addr.wrapping_sub(base);
+                let mut dwarf = ctx.map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
+                if dwarf.is_err() && matches!(p, Some(Part::Unit(_))) {
+                    // A unit that refers into others (ThinLTO's imported functions keep their
+                    // abstract origin in the unit they came from): the whole section, this once.
+                    let whole = whole.get_or_insert_with(|| {
+                        obj.dwarf.as_ref().and_then(|d| d.context(Part::Whole))
+                    });
+                    dwarf = whole
+                        .as_ref()
+                        .map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
+                }
+                let frames = obj.frames(svma, dwarf.unwrap_or_default());
                 let m = &mut out.mappings[mi];
                 m.has_functions |= !frames.is_empty();
                 m.has_filenames |= frames.iter().any(|f| !f.file.is_empty());
@@ -470,33 +484,9 @@ impl ObjectInfo {
     }
 
     /// The frames at file address `svma`, innermost first.
-    fn frames(&self, svma: u64, ctx: Option<&UnitContext>) -> Vec<Frame> {
+    fn frames(&self, svma: u64, dwarf: Vec<Frame>) -> Vec<Frame> {
         let sym = self.symbol(svma);
-        let mut frames = Vec::new();
-        if let Some(ctx) = ctx {
-            if let Ok(mut it) = ctx.find_frames(svma).skip_all_loads() {
-                while let Ok(Some(f)) = it.next() {
-                    let raw = f
-                        .function
-                        .as_ref()
-                        .and_then(|n| n.raw_name().ok())
-                        .map(|n| n.into_owned());
-                    let (file, line) = f.location.as_ref().map_or((String::new(), 0), |l| {
-                        (l.file.unwrap_or("").to_owned(), l.line.unwrap_or(0))
-                    });
-                    let raw = raw.unwrap_or_default();
-                    frames.push(Frame {
-                        name: names::clean(&raw),
-                        system_name: raw,
-                        file,
-                        line,
-                    });
-                    if frames.len() >= MAX_INLINED {
-                        break;
-                    }
-                }
-            }
-        }
+        let mut frames = dwarf;
         // The outermost frame is the symbol itself: the symbol table names it when DWARF has
         // no name (or no frames at all).
         if let Some(raw) = sym {
@@ -537,6 +527,34 @@ impl ObjectInfo {
         }
         std::str::from_utf8(s.name).ok()
     }
+}
+
+/// The frames DWARF gives for file address `svma` in `ctx`, innermost first; `Err` when
+/// `addr2line` failed part way (a reference out of the unit it was given, a damaged section).
+fn dwarf_frames(ctx: &UnitContext, svma: u64) -> Result<Vec<Frame>, ()> {
+    let mut frames = Vec::new();
+    let mut it = ctx.find_frames(svma).skip_all_loads().map_err(|_| ())?;
+    while let Some(f) = it.next().map_err(|_| ())? {
+        let raw = f
+            .function
+            .as_ref()
+            .and_then(|n| n.raw_name().ok())
+            .map(|n| n.into_owned());
+        let (file, line) = f.location.as_ref().map_or((String::new(), 0), |l| {
+            (l.file.unwrap_or("").to_owned(), l.line.unwrap_or(0))
+        });
+        let raw = raw.unwrap_or_default();
+        frames.push(Frame {
+            name: names::clean(&raw),
+            system_name: raw,
+            file,
+            line,
+        });
+        if frames.len() >= MAX_INLINED {
+            break;
+        }
+    }
+    Ok(frames)
 }
 
 /// Most inlined frames kept for one address.
