@@ -182,8 +182,9 @@ fn dump_lists_every_task_where_it_awaits() {
         .find(|l| l.starts_with("# runtime main: "))
         .expect("runtime line");
     assert_eq!(support::num(main, "tasks"), tasks as u64, "{main}");
-    // debug=0 stays the summary; the dump woke nothing for good: the tasks are still there.
-    let d0 = get(c.addr, "/debug/pprof/goroutine").text();
+    // Without dump=1 the answer stays the summary (debug=0 is its pprof form, checked in
+    // http_endpoints); the dump woke nothing for good: the tasks are still there.
+    let d0 = get(c.addr, "/debug/pprof/goroutine?debug=1").text();
     assert!(d0.contains("?debug=2&dump=1 (each task)"), "{d0}");
     let after: usize = c.command("tasks", "TASKS ").trim().parse().expect("tasks");
     assert_eq!(after, PARKED);

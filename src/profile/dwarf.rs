@@ -6,7 +6,9 @@
 //! `.debug_aranges` and hands `addr2line` a `.debug_info` holding that unit alone, so only the
 //! units a profile touches are read, one at a time, and each is dropped once its addresses are
 //! resolved. Line programs, strings and ranges are addressed by absolute offsets and are given
-//! whole; an object without `.debug_aranges` is read in one piece.
+//! whole; an object without `.debug_aranges` is read in one piece. A unit that refers into
+//! another (`DW_FORM_ref_addr`, as ThinLTO leaves for imported functions) makes `addr2line` fail
+//! on it alone: the symbolizer then resolves that address with [`Part::Whole`], once per profile.
 
 use object::{Object, ObjectSection};
 
