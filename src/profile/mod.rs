@@ -57,7 +57,7 @@
 //! * **Memory**: DWARF is read lazily, only the compilation units holding the profile's
 //!   addresses, one at a time, and all of it is dropped with the profile; an address whose unit
 //!   refers into another (ThinLTO's imported functions) is resolved with the whole
-//!   `.debug_info`, once per profile. Measured on the webapp: +71 MB peak RSS per profile with
+//!   `.debug_info`, once per profile. Measured on the webapp: +71–76 MB peak RSS per profile with
 //!   that fallback, ~25 MB without it (BENCHMARKS.md).
 //!
 //! Heap stacks start at the first frame outside the allocator: jemalloc, the global-allocator

@@ -284,28 +284,33 @@ impl Symbolizer {
             let mut whole: Option<Option<UnitContext>> = None;
             for &(addr, mi) in list.iter() {
                 let p = part(addr);
-                let ctx = match (p, &current) {
-                    (None, _) => None,
-                    (Some(p), Some((q, ctx))) if *q == p => ctx.as_ref(),
-                    (Some(p), _) => {
-                        // The previous unit's context is dropped here: one at a time.
-                        drop(current.take());
-                        let ctx = obj.dwarf.as_ref().and_then(|d| d.context(p));
-                        current = Some((p, ctx));
-                        current.as_ref().and_then(|c| c.1.as_ref())
+                let svma = addr.wrapping_sub(base);
+                let mut dwarf = match (p, &whole) {
+                    (None, _) => Ok(Vec::new()),
+                    // Once the whole section is read, it serves the rest of this object's
+                    // addresses: no unit is read a second time.
+                    (Some(_), Some(w)) => {
+                        w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma))
+                    }
+                    (Some(p), None) => {
+                        if current.as_ref().is_none_or(|(q, _)| *q != p) {
+                            // The previous unit's context is dropped first: one at a time.
+                            drop(current.take());
+                            let ctx = obj.dwarf.as_ref().and_then(|d| d.context(p));
+                            current = Some((p, ctx));
+                        }
+                        current
+                            .as_ref()
+                            .and_then(|c| c.1.as_ref())
+                            .map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma))
                     }
                 };
-                let svma = addr.wrapping_sub(base);
-                let mut dwarf = ctx.map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
-                if dwarf.is_err() && matches!(p, Some(Part::Unit(_))) {
+                if dwarf.is_err() && whole.is_none() && matches!(p, Some(Part::Unit(_))) {
                     // A unit that refers into others (ThinLTO's imported functions keep their
-                    // abstract origin in the unit they came from): the whole section, this once.
-                    let whole = whole.get_or_insert_with(|| {
-                        obj.dwarf.as_ref().and_then(|d| d.context(Part::Whole))
-                    });
-                    dwarf = whole
-                        .as_ref()
-                        .map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
+                    // abstract origin in the unit they came from): the whole section, once.
+                    drop(current.take());
+                    let w = whole.insert(obj.dwarf.as_ref().and_then(|d| d.context(Part::Whole)));
+                    dwarf = w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
                 }
                 let frames = obj.frames(svma, dwarf.unwrap_or_default());
                 let m = &mut out.mappings[mi];
