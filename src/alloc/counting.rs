@@ -388,15 +388,3 @@ fn set_up(l: &Local) {
     l.slot.set(s);
     l.state.set(STATE_READY);
 }
-
-/// This thread's slot, if it has one (async-signal-safe: a thread-local read).
-pub(crate) fn current_slot() -> Option<&'static Slot> {
-    LOCAL
-        .try_with(|l| {
-            let p = l.slot.get();
-            // SAFETY: slots are never freed.
-            (!p.is_null()).then(|| unsafe { &*p })
-        })
-        .ok()
-        .flatten()
-}

@@ -521,19 +521,44 @@ mod imp {
         unsafe { libc::timer_delete(timer as libc::timer_t) };
     }
 
+    /// The head of a `siginfo_t` sent by a POSIX timer (`si_code == SI_TIMER`), as the kernel lays
+    /// it out (`include/uapi/asm-generic/siginfo.h`; the `libc` crate has no accessor for it).
+    #[repr(C)]
+    struct TimerSigInfo {
+        signo: c_int,
+        errno: c_int,
+        code: c_int,
+        /// The kernel's union of per-source fields, pointer-aligned (offset 16 on 64-bit).
+        timer: TimerFields,
+    }
+
+    const _: () = assert!(
+        std::mem::offset_of!(TimerSigInfo, timer)
+            == if cfg!(target_pointer_width = "64") {
+                16
+            } else {
+                12
+            }
+    );
+
+    /// The timer member of `siginfo_t`'s union; its pointer gives it the union's alignment.
+    #[repr(C)]
+    struct TimerFields {
+        id: c_int,
+        /// Expirations this one signal stands for beyond the first: on a busy machine Linux may
+        /// deliver a thread's CPU-timer signal tens of milliseconds of its CPU late.
+        overrun: c_int,
+        value: *mut c_void,
+    }
+
     extern "C" fn handler(_sig: c_int, info: *mut libc::siginfo_t, ucontext: *mut c_void) {
         // SAFETY: errno is thread-local; saved and restored around the handler's own calls.
         let errno = unsafe { *libc::__errno_location() };
         // Only timer expirations are samples (not a `kill -PROF`).
         // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
         if !info.is_null() && unsafe { (*info).si_code } == libc::SI_TIMER {
-            let overrun = crate::alloc::counting::current_slot()
-                .map(|s| s.timer.load(std::sync::atomic::Ordering::Relaxed))
-                .filter(|&t| t != NO_TIMER)
-                // SAFETY: async-signal-safe; this thread's own timer.
-                .map_or(0, |t| {
-                    unsafe { libc::timer_getoverrun(t as libc::timer_t) }.max(0)
-                });
+            // SAFETY: an SI_TIMER siginfo carries the timer fields.
+            let overrun = unsafe { (*info.cast::<TimerSigInfo>()).timer.overrun }.max(0);
             on_sample(overrun as u64, ucontext);
         } else if !info.is_null()
             // SAFETY: as above; `si_pid` is valid for a tgkill's SI_TKILL.
