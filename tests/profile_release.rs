@@ -304,11 +304,13 @@ fn a_delta_allocs_profile_counts_the_window_only() {
 #[test]
 fn one_profile_with_full_symbolization_adds_little_memory() {
     // Peak RSS the CPU profile added (symbolization with DWARF included), measured in the
-    // program with VmHWM reset before the profile.
+    // program with VmHWM reset before the profile. The bound is 50 MiB for the webapp
+    // (a 47 MB binary); this fixture is 24 MB, so half of it. Measured: ~14 MB; 32 MB when a
+    // unit referring into others made the whole `.debug_info` be read.
     let kib = run().result("profile_peak_added_kib");
     assert!(
-        kib <= 50.0 * 1024.0,
-        "a CPU profile added {kib} KiB at peak, over 50 MiB"
+        kib <= 25.0 * 1024.0,
+        "a CPU profile added {kib} KiB at peak, over 25 MiB"
     );
 }
 

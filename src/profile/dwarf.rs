@@ -6,26 +6,56 @@
 //! `.debug_aranges` and hands `addr2line` a `.debug_info` holding that unit alone, so only the
 //! units a profile touches are read, one at a time, and each is dropped once its addresses are
 //! resolved. Line programs, strings and ranges are addressed by absolute offsets and are given
-//! whole; an object without `.debug_aranges` is read in one piece. A unit that refers into
-//! another (`DW_FORM_ref_addr`, as ThinLTO leaves for imported functions) makes `addr2line` fail
-//! on it alone: the symbolizer then resolves that address with [`Part::Whole`], once per profile.
+//! whole; an object without `.debug_aranges` is read in one piece.
+//!
+//! A unit that refers into another (`DW_FORM_ref_addr`: ThinLTO keeps an imported function's
+//! abstract origin in the unit it came from) makes `addr2line` fail on it alone. Such a unit is
+//! read with the units it refers to ([`Part::WithRefs`]): a `.debug_info` the size of the real
+//! one, in pages mapped on demand, holding those units at their own offsets and, in every gap,
+//! one empty type unit that `addr2line` skips. References stay valid, and only those units' bytes
+//! and abbreviations are read. A second level of references is tried next, the whole section
+//! last.
 
 use object::{Object, ObjectSection};
 
 /// The reader: section bytes borrowed from a file mapped for the rest of the process.
 pub(crate) type Reader = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 
-/// A unit's context, as `addr2line` gives frames for it.
-pub(crate) type UnitContext = addr2line::Context<Reader>;
+/// A context over part of an object's DWARF, as `addr2line` gives frames for it (dereferences
+/// to `addr2line::Context`).
+pub(crate) struct UnitContext {
+    /// Dropped before `_sparse`, whose bytes it borrows.
+    ctx: std::mem::ManuallyDrop<addr2line::Context<Reader>>,
+    _sparse: Option<Sparse>,
+}
+
+impl std::ops::Deref for UnitContext {
+    type Target = addr2line::Context<Reader>;
+    fn deref(&self) -> &Self::Target {
+        &self.ctx
+    }
+}
+
+impl Drop for UnitContext {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, before the bytes it borrows (`_sparse`, dropped after).
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.ctx) };
+    }
+}
 
 /// Which part of `.debug_info` a context covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Part {
     /// The unit at this offset.
     Unit(usize),
-    /// The whole section (no `.debug_aranges`).
+    /// The unit at this offset with the units it refers to, `depth` levels of references deep.
+    WithRefs(usize, u8),
+    /// The whole section (no `.debug_aranges`, or a unit whose references reach too far).
     Whole,
 }
+
+/// Most units a [`Part::WithRefs`] context holds; more and the whole section is read instead.
+const MAX_UNITS_WITH_REFS: usize = 64;
 
 /// An object's DWARF sections and its address → unit index.
 pub(crate) struct Dwarf {
@@ -34,6 +64,8 @@ pub(crate) struct Dwarf {
     info: &'static [u8],
     /// `(start, end, unit offset)` from `.debug_aranges`, sorted by start.
     aranges: Vec<(u64, u64, usize)>,
+    /// The unit offsets `.debug_aranges` names, sorted (where to start looking for a unit).
+    unit_starts: Vec<usize>,
 }
 
 impl std::fmt::Debug for Dwarf {
@@ -69,18 +101,24 @@ impl Dwarf {
             let mut entries = h.entries();
             while let Ok(Some(e)) = entries.next() {
                 let r = e.range();
-                if r.begin < r.end {
+                // Code the linker dropped keeps its ranges, at address 0.
+                if r.begin != 0 && r.begin < r.end {
                     aranges.push((r.begin, r.end, unit));
                 }
             }
         }
         aranges.sort_unstable();
         aranges.shrink_to_fit();
+        let mut unit_starts: Vec<usize> = aranges.iter().map(|a| a.2).collect();
+        unit_starts.sort_unstable();
+        unit_starts.dedup();
+        unit_starts.shrink_to_fit();
         Some(Dwarf {
             file,
             endian,
             info,
             aranges,
+            unit_starts,
         })
     }
 
@@ -96,28 +134,195 @@ impl Dwarf {
 
     /// A context over `part` alone.
     pub(crate) fn context(&self, part: Part) -> Option<UnitContext> {
-        let info = match part {
+        let mut sparse = None;
+        let info: &'static [u8] = match part {
             Part::Whole => self.info,
             Part::Unit(offset) => {
-                let all = gimli::DebugInfo::new(self.info, self.endian);
-                let header = all
-                    .header_from_offset(gimli::DebugInfoOffset(offset))
-                    .ok()?;
-                let len = header.length_including_self();
+                let len = self.unit_len(offset)?;
                 self.info.get(offset..offset.checked_add(len)?)?
+            }
+            Part::WithRefs(offset, depth) => {
+                let units = self.with_refs(offset, depth)?;
+                let s = self.sparse(&units)?;
+                // SAFETY: the bytes live in `s`, which the returned context owns and drops
+                // after the `addr2line` context that borrows them (see `UnitContext::drop`).
+                let bytes = unsafe { std::slice::from_raw_parts(s.ptr.cast::<u8>(), s.len) };
+                sparse = Some(s);
+                bytes
             }
         };
         let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
             let data = match id {
                 gimli::SectionId::DebugInfo => info,
-                // Offsets in it would point into the whole section.
+                // Its offsets name units a part does not hold.
                 gimli::SectionId::DebugAranges if part != Part::Whole => &[],
                 _ => section(&self.file, id.name()),
             };
             Ok(gimli::EndianSlice::new(data, self.endian))
         };
         let dwarf = gimli::Dwarf::load(load).ok()?;
-        addr2line::Context::from_dwarf(dwarf).ok()
+        let ctx = addr2line::Context::from_dwarf(dwarf).ok()?;
+        Some(UnitContext {
+            ctx: std::mem::ManuallyDrop::new(ctx),
+            _sparse: sparse,
+        })
+    }
+
+    /// The length of the unit at `offset`, header included.
+    fn unit_len(&self, offset: usize) -> Option<usize> {
+        let all = gimli::DebugInfo::new(self.info, self.endian);
+        let header = all
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+            .ok()?;
+        Some(header.length_including_self())
+    }
+
+    /// The start of the unit holding `.debug_info` offset `target`: from the nearest unit
+    /// `.debug_aranges` names at or before it, header by header.
+    fn unit_holding(&self, target: usize) -> Option<usize> {
+        let i = self.unit_starts.partition_point(|&u| u <= target);
+        let mut at = i.checked_sub(1).map_or(0, |i| self.unit_starts[i]);
+        loop {
+            let end = at.checked_add(self.unit_len(at)?)?;
+            if target < end {
+                return Some(at);
+            }
+            at = end;
+        }
+    }
+
+    /// The units `offset`'s unit refers to, `depth` levels deep, with it; sorted. `None` when
+    /// a unit cannot be read or they are more than [`MAX_UNITS_WITH_REFS`].
+    fn with_refs(&self, offset: usize, depth: u8) -> Option<Vec<(usize, usize)>> {
+        let mut units = vec![(offset, self.unit_len(offset)?)];
+        let mut scan = vec![offset];
+        for _ in 0..depth {
+            let mut next = Vec::new();
+            for unit in scan {
+                for target in self.refs_out_of(unit)? {
+                    if units.iter().any(|&(u, len)| (u..u + len).contains(&target)) {
+                        continue;
+                    }
+                    let u = self.unit_holding(target)?;
+                    units.push((u, self.unit_len(u)?));
+                    next.push(u);
+                    if units.len() > MAX_UNITS_WITH_REFS {
+                        return None;
+                    }
+                }
+            }
+            scan = next;
+        }
+        units.sort_unstable();
+        Some(units)
+    }
+
+    /// The `.debug_info` offsets the unit at `offset` refers to with `DW_FORM_ref_addr`,
+    /// outside itself, deduplicated.
+    fn refs_out_of(&self, offset: usize) -> Option<Vec<usize>> {
+        let all = gimli::DebugInfo::new(self.info, self.endian);
+        let header = all
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+            .ok()?;
+        let end = offset.checked_add(header.length_including_self())?;
+        let abbrev = gimli::DebugAbbrev::new(section(&self.file, ".debug_abbrev"), self.endian);
+        let abbrevs = header.abbreviations(&abbrev).ok()?;
+        let mut raw = header.entries_raw(&abbrevs, None).ok()?;
+        let mut out = Vec::new();
+        while !raw.is_empty() {
+            let Some(a) = raw.read_abbreviation().ok()? else {
+                continue;
+            };
+            for spec in a.attributes() {
+                let attr = raw.read_attribute(*spec).ok()?;
+                if let gimli::AttributeValue::DebugInfoRef(r) = attr.value()
+                    && !(offset..end).contains(&r.0)
+                {
+                    out.push(r.0);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
+    /// A `.debug_info` as long as the real one holding `units` (sorted `(offset, length)`) at
+    /// their offsets, each gap one empty type unit (a DWARF 5 `DW_UT_type` header), which
+    /// `addr2line` skips without reading further. `None` if a gap is too short for the header.
+    fn sparse(&self, units: &[(usize, usize)]) -> Option<Sparse> {
+        let address_size = self.file.architecture().address_size()?.bytes();
+        let s = Sparse::zeroed(self.info.len())?;
+        // SAFETY: `s` maps `s.len` writable bytes, not shared.
+        let out = unsafe { std::slice::from_raw_parts_mut(s.ptr.cast::<u8>(), s.len) };
+        let mut at = 0;
+        let fill = |from: usize, to: usize, out: &mut [u8]| -> Option<()> {
+            if from == to {
+                return Some(());
+            }
+            // unit_length, version 5, DW_UT_type, address size, abbreviation offset 0, then
+            // signature and type offset left zero: 24 bytes.
+            let len = u32::try_from(to.checked_sub(from)?.checked_sub(4)?).ok()?;
+            if !(20..0xffff_fff0).contains(&len) {
+                return None;
+            }
+            let (l, v) = match self.endian {
+                gimli::RunTimeEndian::Little => (len.to_le_bytes(), 5u16.to_le_bytes()),
+                gimli::RunTimeEndian::Big => (len.to_be_bytes(), 5u16.to_be_bytes()),
+            };
+            let w = out.get_mut(from..from + 8)?;
+            w[0..4].copy_from_slice(&l);
+            w[4..6].copy_from_slice(&v);
+            w[6] = gimli::DW_UT_type.0;
+            w[7] = address_size;
+            Some(())
+        };
+        for &(u, len) in units {
+            fill(at, u, out)?;
+            let end = u.checked_add(len)?;
+            out.get_mut(u..end)?.copy_from_slice(self.info.get(u..end)?);
+            at = end;
+        }
+        fill(at, self.info.len(), out)?;
+        Some(s)
+    }
+}
+
+/// Zeroed bytes mapped on demand (`mmap`): a page costs memory only once written.
+struct Sparse {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: plain memory owned by this value alone.
+unsafe impl Send for Sparse {}
+// SAFETY: read-only once built.
+unsafe impl Sync for Sparse {}
+
+impl Sparse {
+    fn zeroed(len: usize) -> Option<Sparse> {
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: a fresh private anonymous mapping; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Sparse { ptr, len })
+    }
+}
+
+impl Drop for Sparse {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `zeroed`, unmapped once.
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -134,4 +339,53 @@ fn is_compressed(s: &object::Section<'static, '_>) -> bool {
         s.compressed_file_range().map(|r| r.format),
         Ok(f) if f != object::CompressionFormat::None
     ) || s.name().is_ok_and(|n| n.starts_with(".zdebug"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `ctx` gives for `svma`: each frame's raw name, file and line.
+    fn frames(ctx: &UnitContext, svma: u64) -> Vec<(String, String, u32)> {
+        let mut out = Vec::new();
+        let mut it = ctx.find_frames(svma).skip_all_loads().expect("frames");
+        while let Some(f) = it.next().expect("a frame") {
+            let name = f
+                .function
+                .as_ref()
+                .and_then(|n| n.raw_name().ok())
+                .map(|n| n.into_owned())
+                .unwrap_or_default();
+            let (file, line) = f.location.map_or((String::new(), 0), |l| {
+                (l.file.unwrap_or("").to_owned(), l.line.unwrap_or(0))
+            });
+            out.push((name, file, line));
+        }
+        out
+    }
+
+    /// A unit read into the sparse section (its own bytes at its own offset, one empty unit in
+    /// each gap) resolves its addresses as the unit read alone does, for a spread of this test
+    /// binary's units (which refer to no other unit: no ThinLTO in a test build).
+    #[test]
+    fn a_unit_in_a_sparse_section_resolves_as_the_unit_alone() {
+        let data = crate::profile::modules::map(std::path::Path::new("/proc/self/exe"))
+            .expect("this binary");
+        let d = Dwarf::open(data.0).expect("test binaries carry DWARF");
+        assert!(d.aranges.len() > 20, "{d:?}");
+        let step = d.aranges.len() / 20;
+        let mut resolved = 0;
+        for &(start, end, unit) in d.aranges.iter().step_by(step) {
+            let alone = d.context(Part::Unit(unit)).expect("the unit alone");
+            let sparse = d
+                .context(Part::WithRefs(unit, 1))
+                .expect("the sparse section");
+            for svma in [start, start + (end - start) / 2] {
+                let (a, b) = (frames(&sparse, svma), frames(&alone, svma));
+                assert_eq!(a, b, "unit at {unit}, address {svma:#x}");
+                resolved += usize::from(!a.is_empty());
+            }
+        }
+        assert!(resolved >= 20, "only {resolved} addresses had frames");
+    }
 }

@@ -56,9 +56,10 @@
 //!   replaced by a deploy still symbolizes (a comment says so).
 //! * **Memory**: DWARF is read lazily, only the compilation units holding the profile's
 //!   addresses, one at a time, and all of it is dropped with the profile; an address whose unit
-//!   refers into another (ThinLTO's imported functions) is resolved with the whole
-//!   `.debug_info`, once per profile. Measured on the webapp: +71–76 MB peak RSS per profile with
-//!   that fallback, ~25 MB without it (BENCHMARKS.md).
+//!   refers into others (ThinLTO's imported functions) is resolved with that unit and the units
+//!   it refers to (two levels at most; past 64 units, the whole `.debug_info`, once per
+//!   profile). Measured on the webapp: +30–34 MB peak RSS per profile, 7 MB of it anonymous
+//!   (BENCHMARKS.md).
 //!
 //! Heap stacks start at the first frame outside the allocator: jemalloc, the global-allocator
 //! shims (`__rust_alloc`, `__rustc::*`), rdebug's [`Alloc`](crate::Alloc), and the `alloc`

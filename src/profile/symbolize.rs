@@ -279,12 +279,14 @@ impl Symbolizer {
                     .and_then(|d| d.part_of(addr.wrapping_sub(base)))
             };
             list.sort_by_key(|&(addr, _)| (part(addr), addr));
-            let mut current: Option<(Part, Option<UnitContext>)> = None;
-            // The whole `.debug_info`, made only if a unit alone is not enough.
+            // The context in use: the unit it serves, the part it was made of, the context.
+            let mut current: Option<(Part, Part, Option<UnitContext>)> = None;
+            // The whole `.debug_info`, made only if a unit with its references is not enough.
             let mut whole: Option<Option<UnitContext>> = None;
             for &(addr, mi) in list.iter() {
                 let p = part(addr);
                 let svma = addr.wrapping_sub(base);
+                let context = |part: Part| obj.dwarf.as_ref().and_then(|d| d.context(part));
                 let mut dwarf = match (p, &whole) {
                     (None, _) => Ok(Vec::new()),
                     // Once the whole section is read, it serves the rest of this object's
@@ -293,23 +295,37 @@ impl Symbolizer {
                         w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma))
                     }
                     (Some(p), None) => {
-                        if current.as_ref().is_none_or(|(q, _)| *q != p) {
+                        if current.as_ref().is_none_or(|c| c.0 != p) {
                             // The previous unit's context is dropped first: one at a time.
                             drop(current.take());
-                            let ctx = obj.dwarf.as_ref().and_then(|d| d.context(p));
-                            current = Some((p, ctx));
+                            current = Some((p, p, context(p)));
                         }
-                        current
+                        let mut r = current
                             .as_ref()
-                            .and_then(|c| c.1.as_ref())
-                            .map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma))
+                            .and_then(|c| c.2.as_ref())
+                            .map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
+                        // A unit that refers into others (ThinLTO's imported functions keep
+                        // their abstract origin in the unit they came from): the unit with the
+                        // units it refers to, then with theirs.
+                        while r.is_err() {
+                            let Some(c) = current.as_mut() else { break };
+                            let next = match c.1 {
+                                Part::Unit(u) => Part::WithRefs(u, 1),
+                                Part::WithRefs(u, 1) => Part::WithRefs(u, 2),
+                                _ => break,
+                            };
+                            c.2 = None;
+                            c.1 = next;
+                            c.2 = context(next);
+                            r = c.2.as_ref().map_or(Err(()), |c| dwarf_frames(c, svma));
+                        }
+                        r
                     }
                 };
                 if dwarf.is_err() && whole.is_none() && matches!(p, Some(Part::Unit(_))) {
-                    // A unit that refers into others (ThinLTO's imported functions keep their
-                    // abstract origin in the unit they came from): the whole section, once.
+                    // References too far-reaching: the whole section, once.
                     drop(current.take());
-                    let w = whole.insert(obj.dwarf.as_ref().and_then(|d| d.context(Part::Whole)));
+                    let w = whole.insert(context(Part::Whole));
                     dwarf = w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
                 }
                 let frames = obj.frames(svma, dwarf.unwrap_or_default());
