@@ -367,3 +367,72 @@ fn a_binary_without_dwarf_deleted_while_it_runs_still_gets_names_and_says_why() 
     let lines = pprof(&cpu, &["-top", "-lines"]);
     assert!(!lines.contains("profile_truth.rs:"), "{lines}");
 }
+
+/// Bytes of `path`'s section `name`, by `objcopy --dump-section`.
+fn dump_section(bin: &Path, name: &str, out: &Path) -> Vec<u8> {
+    let status = Command::new("objcopy")
+        .arg(format!("--dump-section={name}={}", out.display()))
+        .arg(bin)
+        .arg(support::temp_path("dump-scratch"))
+        .status()
+        .expect("objcopy (binutils)");
+    assert!(status.success(), "objcopy --dump-section {name}");
+    std::fs::read(out).expect("dumped section")
+}
+
+/// Damaged DWARF never hurts the program: with one byte in 4093 of `.debug_info` changed (units still parse, some of their entries do not) and
+/// `.debug_line` cut in half, the program runs to its end, its profiles are written, and
+/// functions still get their names (from the symbol table where DWARF fails).
+#[test]
+fn damaged_dwarf_costs_frames_not_the_program() {
+    let run = run();
+    let info_file = support::temp_path("damaged.debug_info");
+    let line_file = support::temp_path("damaged.debug_line");
+    let mut info = dump_section(&run.bin, ".debug_info", &info_file);
+    for (i, b) in info.iter_mut().enumerate() {
+        if i % 4093 == 7 {
+            *b ^= 0x5a;
+        }
+    }
+    std::fs::write(&info_file, &info).expect("write");
+    let line = dump_section(&run.bin, ".debug_line", &line_file);
+    std::fs::write(&line_file, &line[..line.len() / 2]).expect("write");
+    let copy = support::temp_path("profile_truth-damaged");
+    let status = Command::new("objcopy")
+        .arg(format!(
+            "--update-section=.debug_info={}",
+            info_file.display()
+        ))
+        .arg(format!(
+            "--update-section=.debug_line={}",
+            line_file.display()
+        ))
+        .arg(&run.bin)
+        .arg(&copy)
+        .status()
+        .expect("objcopy (binutils)");
+    assert!(status.success(), "objcopy --update-section");
+    let dir = support::temp_path("profile-damaged");
+    std::fs::create_dir_all(&dir).expect("out dir");
+    let out = Command::new(&copy)
+        .arg(&dir)
+        .env_remove("RDEBUG")
+        .output()
+        .expect("run the damaged copy");
+    for f in [&info_file, &line_file, &copy] {
+        let _ = std::fs::remove_file(f);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let t = top(&dir.join("cpu.pb.gz"), &[]);
+    assert!(
+        t.rows
+            .iter()
+            .any(|r| r.name == "<profile_truth::Spinner as core::future::future::Future>::poll"),
+        "{}",
+        t.text
+    );
+    // Some DWARF was still read (the damage reached the parser, not just the section's head).
+    let lines = pprof(&dir.join("cpu.pb.gz"), &["-top", "-lines"]);
+    assert!(lines.contains("(inline)"), "{lines}");
+}

@@ -200,7 +200,10 @@ impl Dwarf {
             let mut next = Vec::new();
             for unit in scan {
                 for target in self.refs_out_of(unit)? {
-                    if units.iter().any(|&(u, len)| (u..u + len).contains(&target)) {
+                    if units
+                        .iter()
+                        .any(|&(u, len)| (u..u.saturating_add(len)).contains(&target))
+                    {
                         continue;
                     }
                     let u = self.unit_holding(target)?;
