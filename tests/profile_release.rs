@@ -125,6 +125,9 @@ fn cpu_profile_names_inlined_user_code_with_file_and_line() {
     let run = run();
     let cpu = run.file("cpu.pb.gz");
     let t = top(&cpu, &[]);
+    // Every address's DWARF was read (ThinLTO's cross-unit references included).
+    let comments = pprof(&cpu, &["-comments"]);
+    assert!(!comments.contains("could not be read"), "{comments}");
     // The #[inline(always)] hot function inside an async fn is a frame of its own, and the
     // hand-written Future's poll keeps its `<Type as Trait>` qualifier (pprof would strip it
     // to `::poll` if name and system_name were equal).
@@ -381,8 +384,8 @@ fn dump_section(bin: &Path, name: &str, out: &Path) -> Vec<u8> {
 }
 
 /// Damaged DWARF never hurts the program: with one byte in 4093 of `.debug_info` changed (units still parse, some of their entries do not) and
-/// `.debug_line` cut in half, the program runs to its end, its profiles are written, and
-/// functions still get their names (from the symbol table where DWARF fails).
+/// `.debug_line` cut in half, the program runs to its end, its profiles are written, functions
+/// still get their names (from the symbol table where DWARF fails), and the loss is said.
 #[test]
 fn damaged_dwarf_costs_frames_not_the_program() {
     let run = run();
@@ -435,4 +438,12 @@ fn damaged_dwarf_costs_frames_not_the_program() {
     // Some DWARF was still read (the damage reached the parser, not just the section's head).
     let lines = pprof(&dir.join("cpu.pb.gz"), &["-top", "-lines"]);
     assert!(lines.contains("(inline)"), "{lines}");
+    // What was lost is said: in the profile's comments, and once on stderr.
+    let comments = pprof(&dir.join("cpu.pb.gz"), &["-comments"]);
+    assert!(comments.contains("could not be read for"), "{comments}");
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("could not be read for"))
+        .count();
+    assert_eq!(warnings, 1, "{stderr}");
 }

@@ -60,6 +60,9 @@
 //!   it refers to (two levels at most; past 64 units, the whole `.debug_info`, once per
 //!   profile). Measured on the webapp: +30–34 MB peak RSS per profile, 7 MB of it anonymous
 //!   (BENCHMARKS.md).
+//! * **Damaged DWARF** (a corrupt or truncated section, a form rdebug does not read): the
+//!   addresses it fails for keep their function name from the symbol table and lose inlined
+//!   frames and file:line; the profile says how many in a comment, and stderr once.
 //!
 //! Heap stacks start at the first frame outside the allocator: jemalloc, the global-allocator
 //! shims (`__rust_alloc`, `__rustc::*`), rdebug's [`Alloc`](crate::Alloc), and the `alloc`

@@ -283,6 +283,8 @@ impl Symbolizer {
             let mut current: Option<(Part, Part, Option<UnitContext>)> = None;
             // The whole `.debug_info`, made only if a unit with its references is not enough.
             let mut whole: Option<Option<UnitContext>> = None;
+            // Addresses whose unit `.debug_aranges` names but whose DWARF could not be read.
+            let mut unreadable = 0usize;
             for &(addr, mi) in list.iter() {
                 let p = part(addr);
                 let svma = addr.wrapping_sub(base);
@@ -328,6 +330,13 @@ impl Symbolizer {
                     let w = whole.insert(context(Part::Whole));
                     dwarf = w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
                 }
+                let read = match (&dwarf, &whole, &current) {
+                    (Err(()), _, _) => false,
+                    (Ok(_), Some(w), _) => w.is_some(),
+                    (Ok(_), None, Some(c)) => c.2.is_some(),
+                    (Ok(_), None, None) => true,
+                };
+                unreadable = unreadable.saturating_add(usize::from(p.is_some() && !read));
                 let frames = obj.frames(svma, dwarf.unwrap_or_default());
                 let m = &mut out.mappings[mi];
                 m.has_functions |= !frames.is_empty();
@@ -340,6 +349,11 @@ impl Symbolizer {
                         frames,
                     },
                 );
+            }
+            if unreadable > 0 {
+                let note = damaged_dwarf_note(&loaded[i].name, unreadable, list.len());
+                damaged_warn_once(&note);
+                out.comments.push(note);
             }
         }
         // Every mapping says its functions are resolved: what this process could name is named.
@@ -373,7 +387,9 @@ impl Symbolizer {
             ids.insert(m.file.clone(), id.clone());
             m.build_id = id;
         }
+        let this_call = std::mem::take(&mut out.comments);
         out.comments = self.comments.clone();
+        out.comments.extend(this_call);
         out
     }
 }
@@ -635,6 +651,22 @@ pub(crate) fn no_line_tables_note(path: &Path) -> String {
         "rdebug: {} has no DWARF line tables, so profiles show functions from its symbol table only (no inlined functions, no file:line); add `debug = \"line-tables-only\"` under `[profile.release]` in Cargo.toml",
         path.display()
     )
+}
+
+/// The note for an object whose DWARF could not be read for some addresses.
+fn damaged_dwarf_note(path: &Path, unreadable: usize, of: usize) -> String {
+    format!(
+        "rdebug: the DWARF of {} could not be read for {unreadable} of the profile's {of} addresses in it (damaged or of a form rdebug does not read): those show the function from the symbol table, without inlined functions or file:line",
+        path.display()
+    )
+}
+
+/// Prints a damaged-DWARF `note` on stderr the first time only.
+fn damaged_warn_once(note: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::sys::stderr::note("warning", note.trim_start_matches("rdebug: "));
+    }
 }
 
 /// Prints `note` on stderr the first time only.
