@@ -21,7 +21,7 @@ use super::proto::Builder;
 use super::symbolize::{Symbolized, symbolize};
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
-pub(crate) use unwind::Unwinder;
+pub(crate) use unwind::{Unwinder, room_to_walk_here};
 
 /// Drains between two looks at `/proc/self/task` for threads started during the profile
 /// (250 ms at [`DRAIN_EVERY`]).

@@ -524,6 +524,13 @@ pub(crate) fn has_room(sp: u64, need: u64) -> bool {
     readable_below(sp, need)
 }
 
+/// Whether the calling thread has room for [`Unwinder::walk_here`] ([`WALK_NEEDS`] below the
+/// caller's frame): call it before, from a small frame. No allocation, no lock.
+pub(crate) fn room_to_walk_here() -> bool {
+    let here = 0u8;
+    has_room(std::hint::black_box(&here) as *const u8 as u64, WALK_NEEDS)
+}
+
 /// Whether every page of `[sp - need, sp)` can be read (at most [`WALK_NEEDS`] is checked): a
 /// guard page, or no mapping, fails. Asks the kernel about one word of each page, with a call
 /// every sandbox allows and that changes nothing: `rt_sigprocmask` with an invalid `how` copies
