@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -549,7 +549,8 @@ fn lowest_touched(range: (usize, usize), copy: &mut [u8]) -> usize {
 /// the walk), measured: a thread paints 256 KiB below its frames, burns CPU in a shallow loop
 /// while a 1000 Hz profile samples it, and the deepest byte changed, less what the same loop
 /// changes without signals, tells. rdebug's docs state the figure (about 42 KiB in a debug
-/// build, most of it framehop's on-stack DWARF unwind context); this test holds it to 64 KiB.
+/// build, most of it framehop's on-stack DWARF unwind context); this test holds it to 64 KiB,
+/// the room the handler makes sure a thread has left before it walks (`WALK_NEEDS`).
 #[test]
 fn the_handler_uses_a_bounded_part_of_the_stack() {
     let name = support::test_name!();
@@ -594,4 +595,131 @@ fn the_handler_uses_a_bounded_part_of_the_stack() {
     );
     assert!(samples >= 20, "too few samples to measure: {samples}");
     assert!(used > 0 && used <= 64 << 10, "{used} bytes");
+}
+
+/// Stack left (bytes) at which the deep thread of the test below burns: well under the ~42 KiB
+/// the handler's walk needs, well over the kernel's signal frame.
+const LEFT: usize = 20 << 10;
+
+/// Set by the deep thread once it burns at depth; it burns until `DEEP_STOP`.
+static DEEP_BURNING: AtomicBool = AtomicBool::new(false);
+static DEEP_STOP: AtomicBool = AtomicBool::new(false);
+
+/// Goes `LEFT` deep into the calling thread's stack and burns CPU there, allocating nothing,
+/// until `DEEP_STOP`; returns the stack that was left.
+fn burn_deep() -> usize {
+    support::deep::at_depth(LEFT, |left| {
+        DEEP_BURNING.store(true, SeqCst);
+        while !DEEP_STOP.load(SeqCst) {
+            std::hint::black_box(burn_a(20_000));
+        }
+        left
+    })
+}
+
+/// The stack left on the thread of [`raw_deep_burner`], bytes.
+static RAW_LEFT: AtomicUsize = AtomicUsize::new(0);
+
+/// [`burn_deep`] on a thread started with `pthread_create`, which never allocates through
+/// `Alloc` (so rdebug has no recorded bounds for it).
+extern "C" fn raw_deep_burner(_: *mut libc::c_void) -> *mut libc::c_void {
+    RAW_LEFT.store(burn_deep(), SeqCst);
+    std::ptr::null_mut()
+}
+
+/// The scenario of the tests below: a thread with a 256 KiB stack burns CPU with `LEFT` of it
+/// left while a 1000 Hz profile runs; prints what was left and what the profile says.
+fn profile_a_deep_thread(raw: bool) {
+    let join: Box<dyn FnOnce() -> usize> = if raw {
+        // SAFETY: attributes initialised before use and destroyed once; a valid start routine.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_attr_init(&mut attr), 0);
+            assert_eq!(libc::pthread_attr_setstacksize(&mut attr, 256 << 10), 0);
+            let mut thread: libc::pthread_t = 0;
+            let rc =
+                libc::pthread_create(&mut thread, &attr, raw_deep_burner, std::ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            assert_eq!(rc, 0);
+            Box::new(move || {
+                libc::pthread_join(thread, std::ptr::null_mut());
+                RAW_LEFT.load(SeqCst)
+            })
+        }
+    } else {
+        let deep = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                // Allocates now (this thread records its stack bounds), not at depth.
+                std::hint::black_box(vec![0u8; 64]);
+                burn_deep()
+            })
+            .expect("spawn");
+        Box::new(move || deep.join().expect("deep thread"))
+    };
+    while !DEEP_BURNING.load(SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let profile = rdebug::profile::cpu(Duration::from_secs(1), 1000).expect("profile");
+    DEEP_STOP.store(true, SeqCst);
+    let left = join();
+    let svg = String::from_utf8(profile.flamegraph_svg()).expect("svg");
+    println!(
+        "RESULT {} {} {} {} {}",
+        left,
+        profile.samples(),
+        profile.no_room_samples(),
+        u8::from(svg.contains("too little stack left")),
+        u8::from(svg.contains("burn_a")),
+    );
+}
+
+/// What [`profile_a_deep_thread`] printed must say: the child lived, the deep thread's samples
+/// were counted as not walked for want of room, and kept its function under the pseudo-frame.
+fn check_deep_profile(name: &str) {
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    let v = support::result_numbers(&out.stdout);
+    let (left, samples, no_room, named, leaf) = (v[0], v[1], v[2], v[3], v[4]);
+    eprintln!("stack left {left} bytes; {samples} samples, {no_room} without room");
+    assert!(left <= LEFT as u64 && left >= 8 << 10, "{left} bytes left");
+    // The deep thread burnt the whole second (less on a loaded machine): most samples are its.
+    assert!(no_room >= 20, "{no_room} of {samples} samples without room");
+    assert!(
+        no_room * 2 >= samples,
+        "{no_room} of {samples} samples without room"
+    );
+    assert_eq!(
+        (named, leaf),
+        (1, 1),
+        "the flame graph lacks the pseudo-frame or burn_a"
+    );
+}
+
+/// A `SIGPROF` that lands on a thread with little stack left (here ~20 KiB of a 256 KiB stack,
+/// less than the ~42 KiB a walk needs) does not walk: no overflow into the guard page, the
+/// process lives, and each such sample is counted as one without room, keeping its CPU time
+/// and its interrupted function (`burn_a`) under the pseudo-frame that says why. The thread
+/// allocated before, so rdebug knows its stack's bounds.
+#[test]
+fn a_sample_on_a_thread_with_little_stack_left_does_not_overflow_it() {
+    let name = support::test_name!();
+    if is_child(name) {
+        profile_a_deep_thread(false);
+        return;
+    }
+    check_deep_profile(name);
+}
+
+/// As above, on a thread that never allocated through `Alloc` (started with `pthread_create`):
+/// rdebug has no bounds recorded for it and asks the kernel whether the pages below the stack
+/// pointer can be read.
+#[test]
+fn a_sample_on_a_thread_that_never_allocated_with_little_stack_left_does_not_overflow_it() {
+    let name = support::test_name!();
+    if is_child(name) {
+        profile_a_deep_thread(true);
+        return;
+    }
+    check_deep_profile(name);
 }

@@ -264,3 +264,57 @@ fn stacks_taken_by_rdebugs_unwinder_show_what_each_function_holds() {
         );
     }
 }
+
+/// Stack left where the allocations of the test below are made. jemalloc's own sampling path
+/// needs much of it in a debug test build (its C is built unoptimised there: measured with gdb,
+/// `je_malloc_default`'s frame alone is 0x9e38 bytes, `prof_lookup_global`'s 0x1a28; with 56 KiB
+/// left jemalloc overflowed after the hook had declined to walk), so this leaves room for
+/// jemalloc's path and not for it plus rdebug's walk (about 42 KiB).
+const LEFT: usize = 80 << 10;
+
+/// jemalloc samples an allocation on a thread with little stack left (80 KiB of a 256 KiB
+/// stack, less than 64 KiB of it left when jemalloc calls rdebug's stack hook): the hook takes
+/// no stack for it instead of walking into the guard page, and the process lives. The sampled
+/// bytes are still in the heap profile.
+#[test]
+fn a_sampled_allocation_on_a_thread_with_little_stack_left_does_not_overflow_it() {
+    let name = support::test_name!();
+    if is_child(name) {
+        // Every allocation of 4 KiB or more is sampled, through rdebug's stack hook.
+        rdebug::profile::set_memprofilerate(4096).expect("heap sampling");
+        let held = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                // Set up before going deep: rdebug's counters, and jemalloc's per-thread
+                // profiling data (made at the thread's first sample, on a deep stack of its own).
+                std::hint::black_box(vec![0u8; 64 << 10]);
+                support::deep::at_depth(LEFT, |left| {
+                    let blocks: Vec<Box<[u8]>> = (0..64)
+                        .map(|_| vec![1u8; 64 << 10].into_boxed_slice())
+                        .collect();
+                    (left, std::hint::black_box(blocks))
+                })
+            })
+            .expect("spawn")
+            .join()
+            .expect("deep thread");
+        let p = rdebug::profile::heap().expect("heap profile");
+        let pb = p.pprof_gz(rdebug::profile::HeapKind::Heap);
+        println!("RESULT left {}", held.0);
+        println!("RESULT profile_bytes {}", pb.len());
+        println!("RESULT inuse {}", p.inuse_bytes());
+        drop(held);
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    let left = result(&out.stdout, "left");
+    assert!(
+        (LEFT as u64 - (4 << 10)..=LEFT as u64).contains(&left),
+        "{left} bytes left"
+    );
+    assert!(result(&out.stdout, "profile_bytes") > 0);
+    // 64 blocks of 64 KiB held: 4 MiB sampled (every one, at a 4 KiB rate), stack or none.
+    let inuse: u64 = result(&out.stdout, "inuse");
+    assert!(inuse >= 4 * MIB, "{inuse} bytes in use in the profile");
+}

@@ -197,13 +197,16 @@ fn is_allocator_function(name: &[u8], local: bool, jemalloc_file: bool) -> bool 
     {
         return true;
     }
-    // With heap profiling, rdebug's hook that takes jemalloc's sampled stacks, and the unwinder
-    // it runs (framehop, and gimli's `.eh_frame` reader; not the standard library's copy of
-    // gimli). The CPU profiler runs the same unwinder inside its `SIGPROF` handler, where no
-    // sample can land.
+    // With heap profiling, rdebug's hook that takes jemalloc's sampled stacks, its check that
+    // the thread has room for a walk, and the unwinder it runs (framehop, and gimli's
+    // `.eh_frame` reader; not the standard library's copy of gimli). The CPU profiler runs the
+    // same unwinder inside its `SIGPROF` handler, where no sample can land.
     cfg!(feature = "pprof")
         && ((name.contains("rdebug")
-            && (name.contains("stack_hook") || name.contains("walk_here")))
+            && (name.contains("stack_hook")
+                || name.contains("walk_here")
+                || name.contains("has_room")
+                || name.contains("readable_below")))
             || name.contains("framehop")
             || (name.contains("gimli") && !name.contains("backtrace_rs")))
 }

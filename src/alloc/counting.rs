@@ -362,6 +362,11 @@ impl Drop for ReleaseOnExit {
 #[cold]
 fn set_up(l: &Local) {
     l.state.set(STATE_SETTING_UP);
+    // Where this thread's stack lies, for the CPU profiler's `SIGPROF` handler (which must not
+    // run off its end when it walks the stack): read now, outside any handler.
+    // `pthread_getattr_np` allocates with the C library's malloc, not through `Alloc`.
+    #[cfg(feature = "pprof")]
+    crate::sys::stack::record_current_thread();
     let s = acquire_slot();
     // Touching RELEASE registers its destructor; if that allocates, the nested calls count in
     // this thread's counters (published just below).

@@ -6,6 +6,7 @@
 //! * [`lines`]: reading what a child printed ([`field`], [`phase`], [`result_numbers`], …);
 //! * [`foreign`]: the memstats scenario of a program whose global allocator is not
 //!   `rdebug::Alloc`, and its checks;
+//! * [`deep`]: running code deep in a thread's stack, with little stack left;
 //! * [`load`] and [`server`]: a hyper load client and the small in-test axum server it drives;
 //! * here: a two-worker runtime, a stderr-filling helper, the RSS of a process.
 
@@ -15,6 +16,7 @@
 pub mod browser;
 pub mod burn;
 pub mod child;
+pub mod deep;
 pub mod foreign;
 pub mod hey;
 pub mod http_client;

@@ -21,7 +21,7 @@ use super::proto::Builder;
 use super::symbolize::{Symbolized, symbolize};
 use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
 use ring::{MAX_DEPTH, Ring, Sample};
-pub(crate) use unwind::Unwinder;
+pub(crate) use unwind::{Unwinder, room_to_walk_here};
 
 /// Drains between two looks at `/proc/self/task` for threads started during the profile
 /// (250 ms at [`DRAIN_EVERY`]).
@@ -42,6 +42,11 @@ const MAX_STACKS: usize = 200_000;
 
 /// The pseudo-address of samples whose stack was not walked.
 const NOT_WALKED: u64 = 1;
+// The pseudo-frame under which a sample taken with too little stack left to walk it keeps
+// its interrupted pc (the outermost entry of its stack).
+use unwind::NO_ROOM;
+/// The name pprof shows for [`NO_ROOM`].
+const NO_ROOM_NAME: &str = "(rdebug: too little stack left to walk)";
 
 /// A sample's labels ([`crate::labels`] bytes) and tokio task id (0: none).
 type Tags = (Box<[u8]>, u64);
@@ -116,6 +121,8 @@ pub(crate) struct Session {
     time: SystemTime,
     stacks: HashMap<StackKey, (u64, u64)>,
     overflow: (u64, u64),
+    /// Samples not walked for want of stack on their thread ([`NO_ROOM`]).
+    no_room: u64,
     scratch: Sample,
     /// Drains so far (threads started meanwhile are looked for every [`COVER_EVERY`] drains).
     drains: u32,
@@ -177,6 +184,7 @@ impl Session {
             time: SystemTime::now(),
             stacks: HashMap::new(),
             overflow: (0, 0),
+            no_room: 0,
             scratch: Sample::EMPTY,
             drains: 0,
         })
@@ -198,15 +206,18 @@ impl Session {
                 [] => &[NOT_WALKED][..],
                 s => s,
             };
+            if stack.last() == Some(&NO_ROOM) {
+                self.no_room = self.no_room.saturating_add(1);
+            }
             let tags = &self.scratch.tags;
             let key = (stack.into(), (tags.labels().into(), tags.task));
             if let Some(e) = self.stacks.get_mut(&key) {
-                e.0 += 1;
+                e.0 = e.0.saturating_add(1);
                 e.1 = e.1.saturating_add(w);
             } else if self.stacks.len() < MAX_STACKS {
                 self.stacks.insert(key, (1, w));
             } else {
-                self.overflow.0 += 1;
+                self.overflow.0 = self.overflow.0.saturating_add(1);
                 self.overflow.1 = self.overflow.1.saturating_add(w);
             }
         }
@@ -227,9 +238,10 @@ impl Session {
             stacks
                 .iter()
                 .flat_map(|s| s.0.iter().copied())
-                .filter(|&a| a != NOT_WALKED),
+                .filter(|&a| a != NOT_WALKED && a != NO_ROOM),
         );
         symbolized.insert_named(NOT_WALKED, "(rdebug: stack not walked)");
+        symbolized.insert_named(NO_ROOM, NO_ROOM_NAME);
         if self.overflow.0 > 0 {
             symbolized.insert_named(0, "(rdebug: stacks limit reached)");
             stacks.push((
@@ -247,6 +259,7 @@ impl Session {
             stacks,
             symbolized,
             lost: self.live.ring.lost(),
+            no_room: self.no_room,
         }
     }
 }
@@ -288,6 +301,7 @@ pub struct CpuProfile {
     stacks: Vec<(Box<[u64]>, u64, u64, Tags)>,
     symbolized: Symbolized,
     lost: u64,
+    no_room: u64,
 }
 
 /// Profiles the process's CPU for `duration`, sampling `hz` times per CPU-second (Go's
@@ -310,9 +324,18 @@ pub struct CpuProfile {
 ///
 /// Every thread is sampled, threads started during the profile too (they are looked for every
 /// 250 ms). The signal handler walks the stack on the interrupted thread's own stack and needs
-/// about 42 KiB of it (debug build; measured by a test that holds it to 64 KiB). Where a seccomp
-/// filter refuses `process_vm_readv`, stacks are walked within each thread's own stack only, and
-/// one note says so. When the profile ends, rdebug's `SIGPROF` handler stays installed (it
+/// about 42 KiB of it (debug build; measured by a test that holds it to 64 KiB). A thread with
+/// less than 64 KiB of stack left below the point where the signal lands (deep recursion, a
+/// small `stack_size`) is not walked, so the walk cannot run into its guard page and kill the
+/// process: such a sample keeps its CPU time and the interrupted function alone, under the
+/// pseudo-frame `(rdebug: too little stack left to walk)`, as Go files a sample it cannot
+/// trace back under `runtime._System`; [`CpuProfile::no_room_samples`] counts them. How much is
+/// left is known from the bounds each thread records when it first allocates through
+/// [`Alloc`](crate::Alloc) (`pthread_getattr_np`, outside the handler), the main thread's
+/// `RLIMIT_STACK`, and otherwise by asking the kernel whether every page of the 64 KiB below
+/// the stack pointer can be read (a guard page cannot). Where a seccomp filter refuses
+/// `process_vm_readv`, stacks are walked within each thread's own stack only, and one note says
+/// so. When the profile ends, rdebug's `SIGPROF` handler stays installed (it
 /// ignores late signals): `SIGPROF`'s default action would end the process.
 ///
 /// ```
@@ -401,6 +424,21 @@ impl CpuProfile {
         self.lost
     }
 
+    /// Samples whose stack was not walked because their thread had too little stack left below
+    /// the interrupted function (less than 64 KiB: a walk needs about 42 KiB, see [`cpu`]);
+    /// normally 0. Each is still in the profile with its CPU time and the interrupted function,
+    /// under the pseudo-frame `(rdebug: too little stack left to walk)`.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
+    /// let p = rdebug::profile::cpu(std::time::Duration::from_millis(50), 100).unwrap();
+    /// assert_eq!(p.no_room_samples(), 0);
+    /// ```
+    pub fn no_room_samples(&self) -> u64 {
+        self.no_room
+    }
+
     /// The profile in pprof format, gzipped, as Go's `/debug/pprof/profile` serves it: sample
     /// types `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`, period
     /// `1e9/hz`, `duration_nanos`; every location symbolized in this process (one line per
@@ -424,6 +462,13 @@ impl CpuProfile {
         super::symbolize::add_to_profile(&mut b, &self.symbolized);
         if self.lost > 0 {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
+        }
+        if self.no_room > 0 {
+            b.comment(&format!(
+                "rdebug: {} samples not walked (too little stack left on their thread): \
+                 interrupted function only, under {NO_ROOM_NAME}",
+                self.no_room
+            ));
         }
         let mut locs = Vec::with_capacity(MAX_DEPTH);
         for (stack, count, ns, tags) in &self.stacks {

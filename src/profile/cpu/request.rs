@@ -3,7 +3,8 @@
 //! The requester names the thread and sends it `SIGPROF` (`tgkill`); the handler, on that
 //! thread, walks its stack into a static buffer and says it is done. One request at a time (a
 //! lock on the requesting side, never taken by the handler); a thread that does not answer in
-//! time (not scheduled, signal blocked) gets no stack.
+//! time (not scheduled, signal blocked) gets no stack. A thread with too little stack left to
+//! walk it answers with its interrupted pc alone (see [`Unwinder::walk`]).
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
@@ -138,6 +139,10 @@ pub(crate) fn frame_names(frames: &[u64], max: usize) -> Vec<String> {
     let sym = super::super::symbolize::symbolize_cached(frames.iter().copied());
     let mut out = Vec::with_capacity(max);
     for &a in frames {
+        if a == super::NO_ROOM {
+            out.push(super::NO_ROOM_NAME.to_owned());
+            continue;
+        }
         let fs = sym.frames(a);
         if fs.is_empty() {
             out.push(format!("{a:#x}"));

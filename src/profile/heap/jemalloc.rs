@@ -121,10 +121,18 @@ static HOOK_UNWINDER: AtomicPtr<Unwinder> = AtomicPtr::new(ptr::null_mut());
 /// jemalloc's `prof_backtrace_hook_t`: the stack of a sampled allocation, taken with rdebug's
 /// framehop unwinder (its tables built once) instead of libgcc's `_Unwind_Backtrace`, which
 /// searches the FDE tables for every frame (`_Unwind_Find_FDE`). Called by jemalloc on the
-/// allocating thread, outside any signal handler; allocates nothing.
+/// allocating thread, outside any signal handler; allocates nothing. On a thread with less
+/// than 64 KiB of stack left the sample gets no stack (the walk would overflow it).
 unsafe extern "C" fn stack_hook(vec: *mut *mut c_void, len: *mut c_uint, max_len: c_uint) {
     let u = HOOK_UNWINDER.load(Ordering::Acquire);
     if u.is_null() || vec.is_null() || len.is_null() {
+        return;
+    }
+    // A thread deep in its stack has no room for the walk (about 42 KiB): its sampled object is
+    // recorded with no stack rather than the walk running into the guard page.
+    if !crate::profile::cpu::room_to_walk_here() {
+        // SAFETY: jemalloc's length out-parameter.
+        unsafe { *len = 0 };
         return;
     }
     // SAFETY: jemalloc hands a vector of `max_len` pointers; a code address fits in each.
