@@ -112,6 +112,10 @@
 //! signals are sent only to a worker already suspected of a stall, never to parked ones; a
 //! blocking call interrupted by one is restarted (`SA_RESTART`) or, for calls the kernel never
 //! restarts (`nanosleep`, `epoll_wait`), returns `EINTR`, which std's `thread::sleep` retries.
+//! With `pprof`, turning stalltrace on installs rdebug's `SIGPROF` handler (no timer: nothing is
+//! sampled until a worker is suspected), builds the unwinder, and reads the program's symbol
+//! tables on a short-lived thread (`rdebug-symbols`), so that the first stall's line waits for
+//! none of them (in a debug build of the tests that took 150–300 ms, longer than the stall).
 //!
 //! # Allocator cycles: `gc` lines
 //!

@@ -87,6 +87,17 @@ pub(crate) fn sampled_cpu_ns() -> u64 {
     TOTAL_NS.load(Relaxed)
 }
 
+/// Installs the `SIGPROF` handler, and nothing else (no timer): what a stack request sent to
+/// one thread ([`signal_thread`]) needs. `Err` says why it cannot be installed.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // stack requests (feature `pprof`)
+pub(crate) fn ensure_handler() -> Result<(), &'static str> {
+    if FAILED.load(Relaxed) {
+        return Err("the CPU-time sampler could not start");
+    }
+    let _guard = control_lock();
+    imp::install_handler()
+}
+
 /// Starts the sampler for the allocator-CPU figure if it is not running; `Err` says why it
 /// cannot run (then the figure stays 0). Cheap once running: one atomic load.
 pub(crate) fn ensure_started() -> Result<(), &'static str> {
@@ -351,10 +362,12 @@ pub(crate) fn set_request_hook(hook: SampleHook) {
 }
 
 /// Sends `SIGPROF` to thread `tid` of this process, for the request hook; false if it cannot
-/// (no handler installed: start the sampler first, or no such thread).
+/// (`SIGPROF` is not rdebug's: [`ensure_handler`] first; or no such thread).
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
 pub(crate) fn signal_thread(tid: i64) -> bool {
-    RUNNING.load(Acquire) && imp::signal_thread(tid)
+    // Only while `SIGPROF` has rdebug's handler (timers running or not): its default action
+    // would end the process, and another handler would get a signal it did not ask for.
+    imp::handler_is_ours() && imp::signal_thread(tid)
 }
 
 /// A `SIGPROF` rdebug sent one thread: the request hook, if any.

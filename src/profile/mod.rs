@@ -136,7 +136,9 @@ use std::fmt;
 pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
 pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
-pub(crate) use cpu::{ThreadStack, frame_names, thread_stack};
+pub(crate) use cpu::{
+    ThreadStack, frame_names, prepare_thread_stacks, thread_stack, warm_frame_names,
+};
 pub use heap::{HeapKind, HeapProfile, heap};
 
 /// Why there is no profile.

@@ -89,6 +89,10 @@ pub(super) struct StallTicker {
     /// the wait before the next probe (doubling from 50 ms to 5 s while some stay unknown).
     runtimes: Vec<(tokio::runtime::Id, Vec<Track>, LastProbe)>,
     candidates: Vec<Candidate>,
+    /// Whether stack requests and frame names were readied (the handler, the unwinder, the
+    /// symbol tables: built before the first stall rather than while it is confirmed).
+    #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
+    prepared: bool,
 }
 
 impl StallTicker {
@@ -102,6 +106,13 @@ impl StallTicker {
         let threshold = Duration::from_millis(config.stalltrace_ms());
         if threshold.is_zero() {
             return;
+        }
+        #[cfg(feature = "pprof")]
+        if !self.prepared {
+            self.prepared = true;
+            if crate::profile::prepare_thread_stacks() {
+                crate::profile::warm_frame_names();
+            }
         }
         self.candidates.clear();
         {

@@ -26,7 +26,9 @@ pub(crate) use unwind::{Unwinder, room_to_walk_here};
 /// Drains between two looks at `/proc/self/task` for threads started during the profile
 /// (250 ms at [`DRAIN_EVERY`]).
 const COVER_EVERY: u32 = 5;
-pub(crate) use request::{ThreadStack, frame_names, thread_stack};
+pub(crate) use request::{
+    ThreadStack, frame_names, prepare_thread_stacks, thread_stack, warm_frame_names,
+};
 
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);

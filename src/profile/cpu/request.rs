@@ -85,16 +85,39 @@ unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
     REQUEST.state.store(DONE, Release);
 }
 
+/// Reads, on a short-lived thread of its own, the symbol tables and DWARF index that
+/// [`frame_names`] keeps between calls, so that the first STALL line does not wait for them
+/// (hundreds of milliseconds for a large binary built without optimisation).
+pub(crate) fn warm_frame_names() {
+    let _ = std::thread::Builder::new()
+        .name("rdebug-symbols".into())
+        .spawn(|| {
+            let here = warm_frame_names as *const () as usize as u64;
+            let _ = frame_names(&[here], 1);
+        });
+}
+
+/// Readies [`thread_stack`]: installs the `SIGPROF` handler (no timers: a request signals one
+/// thread) and builds the unwinder, which takes tens of milliseconds the first time (more on a
+/// busy machine). Who must answer quickly (the stall tick, whose first answer is due within
+/// N/2 ms of a stall) calls it ahead. `false`: requests cannot be answered here.
+pub(crate) fn prepare_thread_stacks() -> bool {
+    if cpu_sampler::ensure_handler().is_err() {
+        return false;
+    }
+    let _ = REQUEST.unwinder.get_or_init(super::hook_unwinder);
+    cpu_sampler::set_request_hook(on_request);
+    true
+}
+
 /// The stack of thread `tid` now, within `timeout`; `None` if the thread did not answer (or
 /// the sampler cannot run). Blocks the caller up to `timeout`.
 pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if cpu_sampler::ensure_started().is_err() {
+    if !prepare_thread_stacks() {
         return None;
     }
-    let _ = REQUEST.unwinder.get_or_init(super::hook_unwinder);
-    cpu_sampler::set_request_hook(on_request);
     REQUEST.tid.store(tid, Release);
     REQUEST.state.store(PENDING, Release);
     if !cpu_sampler::signal_thread(tid) {
@@ -136,6 +159,8 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
 ///
 /// [`symbolize_cached`]: super::super::symbolize::symbolize_cached
 pub(crate) fn frame_names(frames: &[u64], max: usize) -> Vec<String> {
+    // Each address gives one line at least: the first `max` are all that can show.
+    let frames = &frames[..frames.len().min(max)];
     let sym = super::super::symbolize::symbolize_cached(frames.iter().copied());
     let mut out = Vec::with_capacity(max);
     for &a in frames {
