@@ -235,23 +235,30 @@ async fn accept_loop(
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let table = table.clone();
         tokio::spawn(async move {
-            let mut conn = pin!(conn);
-            let mut closed = pin!(close.notified());
-            let mut life = pin!(tokio::time::sleep(MAX_CONNECTION_LIFE));
-            poll_fn(|cx| {
-                if conn.as_mut().poll(cx).is_ready()
-                    || closed.as_mut().poll(cx).is_ready()
-                    || life.as_mut().poll(cx).is_ready()
-                {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
+            serve_for(conn, &close, MAX_CONNECTION_LIFE).await;
             lock(&table).remove(id);
         });
     }
+}
+
+/// Drives connection `conn` until it ends, `close` is notified (evicted), or `life` has passed,
+/// whatever it is doing then (a request still being answered included); then drops it, which
+/// closes its socket.
+async fn serve_for<C: Future>(conn: C, close: &Notify, life: Duration) {
+    let mut conn = pin!(conn);
+    let mut closed = pin!(close.notified());
+    let mut life = pin!(tokio::time::sleep(life));
+    poll_fn(|cx| {
+        if conn.as_mut().poll(cx).is_ready()
+            || closed.as_mut().poll(cx).is_ready()
+            || life.as_mut().poll(cx).is_ready()
+        {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Counts a request as being answered until its response body is done (dropped).
@@ -293,5 +300,55 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    /// A connection whose request is never answered is closed when its life ends: the client
+    /// reads end-of-file after the life (300 ms here; `MAX_CONNECTION_LIFE` in the server), not
+    /// at its own 10 s read timeout.
+    #[test]
+    fn a_connection_is_closed_when_its_life_ends_mid_request() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let t = Instant::now();
+            s.write_all(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .expect("request");
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).expect("end-of-file, not a read timeout");
+            (n, t.elapsed())
+        });
+        rt.block_on(async {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let service = service_fn(|_req: Request<Incoming>| async {
+                std::future::pending::<Result<hyper::Response<Body>, Infallible>>().await
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            // Bounded here too, so that a server without the life check fails, not hangs.
+            let never = Notify::new();
+            let life = serve_for(conn, &never, Duration::from_millis(300));
+            let _ = tokio::time::timeout(Duration::from_secs(6), life).await;
+        });
+        let (n, took) = client.join().expect("client");
+        assert_eq!(n, 0, "no answer, only the close");
+        assert!(
+            (Duration::from_millis(250)..Duration::from_secs(5)).contains(&took),
+            "closed after {took:?}"
+        );
     }
 }
