@@ -432,3 +432,129 @@ fn the_dashboard_charts_a_captured_json_log() {
     // Live-only figures are absent from a log, and the page says so rather than drawing zeros.
     assert_eq!(series(&state, "heap", "live")["n"], 0, "{state}");
 }
+
+/// The stall child: a 2-worker runtime watched by `rdebug::init()`; `block` runs one task whose
+/// single poll holds its worker 300 ms (`std::thread::sleep`), `work` 400 tasks of 1 ms polls
+/// (both workers busy, no stall), `count` prints the runtime's `stalls`.
+fn stall_child() {
+    let rt = support::two_worker_runtime();
+    rt.block_on(async { rdebug::init() });
+    serve_commands(|cmd| match cmd {
+        "block" => {
+            let done = rt.spawn(async { std::thread::sleep(Duration::from_millis(300)) });
+            let _ = rt.block_on(done);
+            println!("BLOCKED");
+        }
+        "work" => {
+            let tasks: Vec<_> = (0..400)
+                .map(|_| {
+                    rt.spawn(async {
+                        let poll = Instant::now();
+                        while poll.elapsed() < Duration::from_millis(1) {
+                            std::hint::spin_loop();
+                        }
+                        tokio::task::yield_now().await;
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = rt.block_on(t);
+            }
+            println!("WORKED");
+        }
+        "count" => println!("STALLS {}", rdebug::sched_stats(rt.handle()).stalls),
+        _ => println!("UNKNOWN {cmd}"),
+    });
+}
+
+/// Starts the stall child with `stalltrace=100`, keeps both workers busy with short polls (so
+/// the reporter learns both worker threads), runs `cmds` (each followed by 2 s, so that no two
+/// fall in one tick), and returns the dashboard's state as headless Chromium drew it, the
+/// child's own stall count and its STALL lines.
+fn stall_page(name: &str, cmds: &[(&str, &str)]) -> (serde_json::Value, u64, usize) {
+    let mut c = ServerChild::start(name, &[("RDEBUG", "stalltrace=100,http=127.0.0.1:0")]);
+    c.command("work", "WORKED");
+    std::thread::sleep(Duration::from_millis(1500));
+    for (cmd, ack) in cmds {
+        c.command(cmd, ack);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let line = c.command("count", "STALLS");
+    let counted = line
+        .rsplit_once(' ')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    let page = format!("http://{}/debug/rdebug", c.addr);
+    let dom = browser::dump_dom(&page, Duration::from_millis(1200), Duration::from_secs(60));
+    let out = c.finish();
+    out.assert_success();
+    let state = page_state(&dom);
+    println!("stall page state: {state}\nchild stderr:\n{}", out.stderr);
+    let lines = out.lines_starting("STALL ").len();
+    (state, counted, lines)
+}
+
+/// Three polls that each hold a worker 300 ms, 2 s apart, with `stalltrace=100`: the workers
+/// chart Chromium drew carries exactly three stall marks (dashed lines on its canvas, counted
+/// by the page's draw hook), one stall each; the child counted three and printed three STALL
+/// lines.
+#[test]
+fn the_workers_chart_marks_each_stall() {
+    let name = support::test_name!();
+    if is_child(name) {
+        stall_child();
+        return;
+    }
+    let _alone = alone();
+    browser::chromium();
+    let (state, counted, lines) = stall_page(
+        name,
+        &[
+            ("block", "BLOCKED"),
+            ("block", "BLOCKED"),
+            ("block", "BLOCKED"),
+        ],
+    );
+    assert_eq!(
+        (counted, lines),
+        (3, 3),
+        "the child's own stall count and STALL lines"
+    );
+    let stalls = series(&state, "workers", "stalls in the second");
+    assert_eq!(stalls["n"], 3, "ticks with a stall: {state}");
+    assert_eq!(stalls["max"], 1, "one stall a tick: {state}");
+    assert_eq!(state["marks"]["workers"], 3, "marks drawn: {state}");
+}
+
+/// Busy workers (400 tasks of 1 ms polls, three times) but no poll of 100 ms: no stall, and the
+/// workers chart, drawn, has no mark.
+#[test]
+fn the_workers_chart_has_no_mark_without_a_stall() {
+    let name = support::test_name!();
+    if is_child(name) {
+        stall_child();
+        return;
+    }
+    let _alone = alone();
+    browser::chromium();
+    let (state, counted, lines) = stall_page(name, &[("work", "WORKED"), ("work", "WORKED")]);
+    assert_eq!(
+        (counted, lines),
+        (0, 0),
+        "the child's own stall count and STALL lines"
+    );
+    assert!(
+        state["charts"]["workers"]["points"].as_u64() >= Some(5),
+        "the workers chart has its other series: {state}"
+    );
+    assert!(
+        series(&state, "workers", "busy, mean over 1 s")["max"].as_f64() > Some(0.1),
+        "the workers were busy: {state}"
+    );
+    assert_eq!(
+        series(&state, "workers", "stalls in the second")["n"],
+        0,
+        "{state}"
+    );
+    assert_eq!(state["marks"]["workers"], 0, "marks drawn: {state}");
+}

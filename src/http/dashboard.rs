@@ -6,7 +6,8 @@
 //! | `/debug/rdebug/history?since=MS` | the [`history`](super::history) ticks after `MS` as JSON lines; with `since`, waits up to 2 s for the next tick (at most [`MAX_LONG_POLLS`] requests wait at once; more answer at once) |
 //! | `/debug/rdebug/dashboard.js`, `uPlot.iife.min.js`, `uPlot.min.css`, `LICENSE-uPlot` | the page's script and its vendored chart library, [uPlot](https://github.com/leeoniya/uPlot) 1.6.32 (MIT) |
 //!
-//! The charts: workers (busy on average over each second, busy at the sample, all), tasks, run
+//! The charts: workers (busy on average over each second, busy at the sample, all, and a
+//! dashed vertical mark at every second with a stall, `RDEBUG=stalltrace`), tasks, run
 //! queues (global, sum of the local ones), threads (the process's, the blocking pool's), heap
 //! (live, footprint, goal, and a mark at every allocator cycle), CPU (allocator and process, in %
 //! of one core) and RSS.

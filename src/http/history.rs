@@ -11,7 +11,7 @@
 //! ```text
 //! {"type":"tick","ms":12004,"workers":2,"busy_workers":1.37,"local_queue_depth":3,
 //!  "heap_alloc":5242880,"footprint":8388608,"next_gc":10485760,"rss":23068672,
-//!  "alloc_cpu":4.1,"process_cpu":152.0,"gc_cpu_fraction":0.011}
+//!  "alloc_cpu":4.1,"process_cpu":152.0,"gc_cpu_fraction":0.011,"stalls":0}
 //! ```
 //!
 //! - `busy_workers`: workers busy on average over the last second (the sum over every watched
@@ -26,7 +26,11 @@
 //!   tick does not start the sampler itself (it would put a `SIGPROF` timer on every thread of a
 //!   process nobody watches): the first page's request for history does, so `alloc_cpu` is 0
 //!   before that unless `gctrace` or a `memstats()` call started it;
-//! - `gc_cpu_fraction`: `memstats()`'s, the allocator's share since init.
+//! - `gc_cpu_fraction`: `memstats()`'s, the allocator's share since init;
+//! - `stalls`: stalls (`RDEBUG=stalltrace`, the STALL lines) recorded since the previous tick,
+//!   over every watched runtime (the `sched` records carry each runtime's running total); 0 on
+//!   the first tick, which starts the count, as gc records start with the cycles after it. The
+//!   dashboard marks every tick with a stall on its workers chart.
 //!
 //! The history reads `memstats()`, so with no `gctrace` reporter sampling the allocator, the
 //! dashboard's ticks close allocator cycles (the rule of [`MemStats::num_gc`](crate::MemStats)).
@@ -131,6 +135,8 @@ struct Prev {
     busy_ns: u64,
     alloc_cpu_ns: u64,
     process_cpu_ns: Option<u64>,
+    /// [`runtimes::stalls_ever`](crate::stats::runtimes::stalls_ever).
+    stalls: u64,
 }
 
 impl Taker {
@@ -157,6 +163,7 @@ impl Taker {
                 .fold(0u64, |a, w| a.saturating_add(w.busy_ns)),
             alloc_cpu_ns: crate::alloc::cpu_sampler::alloc_cpu_ns(),
             process_cpu_ns: process_files().cpu_ns(),
+            stalls: crate::stats::runtimes::stalls_ever(),
         };
         tick_json(&mut out, ms, &m, &sched, self.prev.as_ref(), &now);
         self.prev = Some(now);
@@ -254,6 +261,8 @@ fn tick_json(
         .zip(wall)
         .and_then(|(p, w)| percent(now.process_cpu_ns?.saturating_sub(p.process_cpu_ns?), w));
     opt_f64(&mut s, "process_cpu", process);
-    let _ = writeln!(s, ",\"gc_cpu_fraction\":{:.4}}}", m.gc_cpu_fraction);
+    let _ = write!(s, ",\"gc_cpu_fraction\":{:.4}", m.gc_cpu_fraction);
+    let stalls = prev.map_or(0, |p| now.stalls.saturating_sub(p.stalls));
+    let _ = writeln!(s, ",\"stalls\":{stalls}}}");
     out.extend_from_slice(s.as_bytes());
 }

@@ -2,7 +2,7 @@
 //! shutdown is noticed (a task of rdebug's in it is dropped).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -53,15 +53,28 @@ pub(crate) struct Stall {
     pub stack: Vec<String>,
 }
 
+/// Stalls recorded over every runtime ever watched, gone ones included: what the dashboard's
+/// ticks count the stalls of each second from (a sum over the runtimes watched now would drop
+/// when one shuts down).
+static STALLS_EVER: AtomicU64 = AtomicU64::new(0);
+
 /// Records a stall of the watched runtime `id`: counted, and kept among the last few.
 pub(crate) fn record_stall(id: tokio::runtime::Id, stall: Stall) {
     if let Some(w) = watched().iter_mut().find(|w| w.id == id) {
+        // Only ever added to; wraps after 2^64 stalls, which cannot happen.
+        STALLS_EVER.fetch_add(1, Relaxed);
         w.stalls = w.stalls.saturating_add(1);
         if w.recent_stalls.len() >= RECENT_STALLS {
             w.recent_stalls.pop_front();
         }
         w.recent_stalls.push_back(stall);
     }
+}
+
+/// Stalls recorded so far over every runtime ever watched.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the dashboard's history
+pub(crate) fn stalls_ever() -> u64 {
+    STALLS_EVER.load(Relaxed)
 }
 
 /// Stalls counted for `handle`'s runtime (0 if it is not watched).

@@ -9,12 +9,16 @@
 
   // Each series: the record type it is read from, its value, and how records of one instant
   // combine (several runtimes: "sum"; the process's figure repeated per runtime: "max").
-  // Series with `points` are marks at allocator cycles.
+  // Series with `points` are marks at allocator cycles. A series with `marks` is also drawn as a
+  // vertical dashed line across the chart at each of its points (the stalls: a tick whose
+  // `stalls`, the STALL lines of that second, is not 0; the point's height is their number).
   const CHARTS = [
     { id: "workers", title: "Workers", unit: "count", series: [
       { label: "busy, mean over 1 s", type: "tick", value: (r) => r.busy_workers },
       { label: "busy at the sample", type: "sched", value: (r) => r.workers - r.idle_workers, agg: "sum" },
       { label: "workers", type: "sched", value: (r) => r.workers, agg: "sum" },
+      { label: "stalls in the second", type: "tick", value: (r) => (r.stalls > 0 ? r.stalls : null),
+        points: true, marks: true, color: "#e6007e" },
     ] },
     { id: "tasks", title: "Tasks alive", unit: "count", series: [
       { label: "tasks", type: "sched", value: (r) => r.tasks, agg: "sum" },
@@ -52,8 +56,9 @@
   const statusLine = $("status");
   const main = $("charts");
   const plots = new Map();
-  /** What the page shows, for people reading the DOM (and rdebug's browser test). */
-  const state = { mode: "live", updates: 0, newest_ms: [], records: 0, charts: {} };
+  /** What the page shows, for people reading the DOM (and rdebug's browser test); `marks`: per
+   * chart, the vertical marks its last drawing put on the canvas (absent until it drew). */
+  const state = { mode: "live", updates: 0, newest_ms: [], records: 0, charts: {}, marks: {} };
 
   function say(text, error) {
     statusLine.textContent = text;
@@ -113,6 +118,33 @@
     return Number.isInteger(v) ? String(v) : v.toFixed(2);
   }
 
+  /** uPlot's draw hook: the vertical marks of the chart's `marks` series, counted in `state`. */
+  function drawMarks(chart, u) {
+    let drawn = 0;
+    const { left, top, width, height } = u.bbox;
+    const ctx = u.ctx;
+    chart.series.forEach((s, i) => {
+      if (!s.marks) return;
+      ctx.save();
+      ctx.strokeStyle = s.color || COLORS[i % COLORS.length];
+      ctx.lineWidth = 2 * (window.devicePixelRatio || 1);
+      ctx.setLineDash([6, 4]);
+      ctx.beginPath();
+      u.data[0].forEach((x, k) => {
+        if (u.data[i + 1][k] == null) return;
+        const px = Math.round(u.valToPos(x, "x", true));
+        if (px < left || px > left + width) return;
+        ctx.moveTo(px, top);
+        ctx.lineTo(px, top + height);
+        drawn += 1;
+      });
+      ctx.stroke();
+      ctx.restore();
+    });
+    state.marks[chart.id] = drawn;
+    document.body.dataset.state = JSON.stringify(state);
+  }
+
   function options(chart, width) {
     return {
       title: chart.title,
@@ -126,13 +158,14 @@
       series: [
         { label: "s" },
         ...chart.series.map((s, i) => {
-          const color = COLORS[i % COLORS.length];
+          const color = s.color || COLORS[i % COLORS.length];
           const base = { label: s.label, stroke: color, value: (u, v) => formatValue(chart.unit, v) };
           return s.points
             ? { ...base, paths: () => null, points: { show: true, size: 7, fill: color } }
             : { ...base, width: 1.5, spanGaps: true, points: { show: false } };
         }),
       ],
+      hooks: chart.series.some((s) => s.marks) ? { draw: [(u) => drawMarks(chart, u)] } : {},
     };
   }
 
@@ -173,6 +206,7 @@
       let plot = plots.get(chart.id);
       if (!has) {
         if (plot) { plot.destroy(); plots.delete(chart.id); }
+        delete state.marks[chart.id];
         section.innerHTML = "";
         const p = document.createElement("p");
         p.className = "none";
