@@ -183,7 +183,7 @@ pub(crate) static GC_DETAIL: &[Field<GcCycle>] = &[
 pub(crate) static MEMSTATS: &[Field<MemStats>] = &[
     field!(alloc, "", Plain, Gauge, "Bytes in live heap objects, by requested size (rdebug's counters: total_alloc - freed); same as heap_alloc."),
     field!(total_alloc, "", Plain, Counter, "Bytes allocated over the process's life, by requested size (rdebug's counters)."),
-    field!(sys, "", Plain, Gauge, "Memory obtained from the OS: jemalloc mapped + retained + metadata."),
+    field!(sys, "", Plain, Gauge, "Memory obtained from the OS: jemalloc mapped + dirty + muzzy + retained + metadata."),
     field!(mallocs, "", Plain, Counter, "Allocation calls over the process's life (rdebug's counters)."),
     field!(frees, "", Plain, Counter, "Deallocation calls over the process's life (rdebug's counters)."),
     field!(heap_alloc, "", Plain, Gauge, "Bytes in live heap objects, by requested size (rdebug's counters)."),
