@@ -317,6 +317,18 @@ fn one_profile_with_full_symbolization_adds_little_memory() {
     );
 }
 
+/// The hand-written Future's `poll` is named, with its qualifier, in CPU profile `cpu`.
+fn assert_spinner_named(cpu: &Path) {
+    let t = top(cpu, &[]);
+    assert!(
+        t.rows
+            .iter()
+            .any(|r| r.name == "<profile_truth::Spinner as core::future::future::Future>::poll"),
+        "{}",
+        t.text
+    );
+}
+
 #[test]
 fn a_binary_without_dwarf_deleted_while_it_runs_still_gets_names_and_says_why() {
     let run = run();
@@ -346,14 +358,7 @@ fn a_binary_without_dwarf_deleted_while_it_runs_still_gets_names_and_says_why() 
     assert!(out.status.success(), "{stderr}");
     let cpu = dir.join("cpu.pb.gz");
     // Names from the symbol table still (the running image, read through /proc/self/exe).
-    let t = top(&cpu, &[]);
-    assert!(
-        t.rows
-            .iter()
-            .any(|r| r.name == "<profile_truth::Spinner as core::future::future::Future>::poll"),
-        "{}",
-        t.text
-    );
+    assert_spinner_named(&cpu);
     // No file:line, and both reasons said: in the profile's comments, and once on stderr.
     let comments = pprof(&cpu, &["-comments"]);
     assert!(
@@ -427,14 +432,7 @@ fn damaged_dwarf_costs_frames_not_the_program() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let t = top(&dir.join("cpu.pb.gz"), &[]);
-    assert!(
-        t.rows
-            .iter()
-            .any(|r| r.name == "<profile_truth::Spinner as core::future::future::Future>::poll"),
-        "{}",
-        t.text
-    );
+    assert_spinner_named(&dir.join("cpu.pb.gz"));
     // Some DWARF was still read (the damage reached the parser, not just the section's head).
     let lines = pprof(&dir.join("cpu.pb.gz"), &["-top", "-lines"]);
     assert!(lines.contains("(inline)"), "{lines}");
