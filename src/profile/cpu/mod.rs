@@ -309,8 +309,8 @@ pub struct CpuProfile {
 /// Profiles the process's CPU for `duration`, sampling `hz` times per CPU-second (Go's
 /// default is 100), and returns the profile. Blocks the calling thread for `duration`.
 ///
-/// Samples are taken when the process has used `1/hz` s of CPU, on the thread that used it
-/// (Linux ≥ 6.4; older kernels pick any thread); each stands for that much CPU time. One
+/// Samples are taken each time a thread has used `1/hz` s of CPU, on that thread (a timer on
+/// each thread's CPU clock, as Go's profiler since 1.18); each stands for that much CPU time. One
 /// profile runs at a time: a second gets [`ProfileError::Busy`]. Other errors:
 /// [`ProfileError::Invalid`] for `hz` outside 1 to [`MAX_HZ`] or `duration` over
 /// [`MAX_DURATION`], [`ProfileError::Unavailable`] when `SIGPROF` has another handler or on a
