@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# CPU an idle service spends on rdebug's reporter: examples/webapp (release) started with no load
+# under each RDEBUG setting in turn, its CPU time (utime + stime from /proc/PID/stat) over SECONDS
+# of idleness after a 2 s settle, as % of one core. Rounds alternate the settings' order.
+#
+# usage: scripts/idle-cost.sh [ROUNDS] [SECONDS]   (default 3 rounds of 20 s per setting)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-20}
+case "$rounds$secs" in *[!0-9]*|'') echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2 ;; esac
+cargo build --release --quiet --example webapp
+bin=target/release/examples/webapp
+tck=$(getconf CLK_TCK)
+settings=("" "gctrace=1" "stalltrace=50" "gctrace=1,stalltrace=50")
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() {
+  local env=$1 pid t0 t1
+  if [ -n "$env" ]; then
+    RDEBUG=$env "$bin" --addr 127.0.0.1:4011 >/dev/null 2>&1 &
+  else
+    env -u RDEBUG "$bin" --addr 127.0.0.1:4011 >/dev/null 2>&1 &
+  fi
+  pid=$!
+  sleep 2
+  t0=$(cpu_ticks "$pid")
+  sleep "$secs"
+  t1=$(cpu_ticks "$pid")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  # % of a core: ticks / CLK_TCK / seconds * 100
+  awk -v d=$((t1 - t0)) -v hz="$tck" -v s="$secs" 'BEGIN { printf "%.3f", d / hz / s * 100 }'
+}
+for r in $(seq 1 "$rounds"); do
+  order=("${settings[@]}")
+  if [ $((r % 2)) -eq 0 ]; then
+    order=(); for ((i=${#settings[@]}-1; i>=0; i--)); do order+=("${settings[$i]}"); done
+  fi
+  for s in "${order[@]}"; do
+    echo "round $r RDEBUG='${s}': $(measure "$s")% of a core"
+  done
+done
