@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU an idle service spends on rdebug's reporter: examples/webapp (release) started with no load
-# under each RDEBUG setting in turn, its CPU time (utime + stime from /proc/PID/stat) over SECONDS
-# of idleness after a 2 s settle, as % of one core. Rounds alternate the settings' order.
+# under each RDEBUG setting in turn, its CPU time (the sum of its threads' on-CPU ns from
+# /proc/PID/task/*/schedstat, ns resolution) over SECONDS of idleness after a 2 s settle, as % of
+# one core. Rounds alternate the settings' order.
 #
 # usage: scripts/idle-cost.sh [ROUNDS] [SECONDS]   (default 3 rounds of 20 s per setting)
 set -euo pipefail
@@ -11,9 +12,8 @@ secs=${2:-20}
 case "$rounds$secs" in *[!0-9]*|'') echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2 ;; esac
 cargo build --release --quiet --example webapp
 bin=target/release/examples/webapp
-tck=$(getconf CLK_TCK)
 settings=("" "gctrace=1" "stalltrace=50" "gctrace=1,stalltrace=50")
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
 measure() {
   local env=$1 pid t0 t1
   if [ -n "$env" ]; then
@@ -23,12 +23,12 @@ measure() {
   fi
   pid=$!
   sleep 2
-  t0=$(cpu_ticks "$pid")
+  t0=$(cpu_ns "$pid")
   sleep "$secs"
-  t1=$(cpu_ticks "$pid")
+  t1=$(cpu_ns "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  # % of a core: ticks / CLK_TCK / seconds * 100
-  awk -v d=$((t1 - t0)) -v hz="$tck" -v s="$secs" 'BEGIN { printf "%.3f", d / hz / s * 100 }'
+  # % of a core: ns / (seconds * 1e9) * 100 (threads that exited in the window are not counted)
+  awk -v d=$((t1 - t0)) -v s="$secs" 'BEGIN { printf "%.3f", d / (s * 1e9) * 100 }'
 }
 for r in $(seq 1 "$rounds"); do
   order=("${settings[@]}")
