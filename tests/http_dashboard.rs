@@ -264,7 +264,7 @@ fn the_live_dashboard_charts_the_webapp_under_hey() {
         &shot,
         (1400, 1500),
         Duration::from_millis(800),
-        Duration::from_secs(60),
+        Duration::from_secs(30),
     );
     let status = load.wait(Duration::from_secs(30));
     let out = c.finish();

@@ -27,8 +27,14 @@ pub fn chromium() -> PathBuf {
 }
 
 /// Runs Chromium headless on `url` with `extra` arguments and a fresh profile directory; kills
-/// its whole process group after `timeout`.
+/// its whole process group after `timeout`, and fails.
 fn run(url: &str, extra: &[String], timeout: Duration) -> Output {
+    try_run(url, extra, timeout)
+        .unwrap_or_else(|| panic!("chromium did not finish within {timeout:?}"))
+}
+
+/// [`run`], `None` when Chromium did not finish within `timeout` (its process group killed).
+fn try_run(url: &str, extra: &[String], timeout: Duration) -> Option<Output> {
     let profile = super::temp_path(&format!("chromium-{}", extra.len()));
     let mut cmd = Command::new(chromium());
     cmd.args([
@@ -64,13 +70,13 @@ fn run(url: &str, extra: &[String], timeout: Duration) -> Output {
             // SAFETY: kill(2) on the process group we created.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let _ = std::fs::remove_dir_all(&profile);
-            panic!("chromium did not finish within {timeout:?}");
+            return None;
         }
     };
     // SAFETY: as above; helpers it left behind go too.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = std::fs::remove_dir_all(&profile);
-    out
+    Some(out)
 }
 
 /// The DOM of `url` after the page's scripts ran for `budget` of virtual time.
@@ -92,10 +98,12 @@ pub fn dump_dom(url: &str, budget: Duration, timeout: Duration) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A PNG of `url` at `size` after `budget` of virtual time, written to `path`.
+/// A PNG of `url` at `size` after `budget` of virtual time, written to `path`, for people to
+/// look at (no test reads it): when Chromium does not finish within `timeout` (a live page's
+/// long-polls can keep its virtual time from running out), it says so and returns.
 pub fn screenshot(url: &str, path: &Path, size: (u32, u32), budget: Duration, timeout: Duration) {
     let _ = std::fs::remove_file(path);
-    let out = run(
+    let Some(out) = try_run(
         url,
         &[
             format!("--window-size={},{}", size.0, size.1),
@@ -103,7 +111,10 @@ pub fn screenshot(url: &str, path: &Path, size: (u32, u32), budget: Duration, ti
             format!("--screenshot={}", path.display()),
         ],
         timeout,
-    );
+    ) else {
+        println!("no screenshot: chromium did not finish within {timeout:?}");
+        return;
+    };
     assert!(
         out.status.success() && path.is_file(),
         "chromium --screenshot: {}\n{}",
