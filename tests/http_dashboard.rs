@@ -393,14 +393,11 @@ fn the_dashboard_charts_a_captured_json_log() {
     out.assert_success();
     let log = &out.stderr;
     let server = rdebug::http::serve("127.0.0.1:0".parse().expect("addr")).expect("serve");
-    let encoded: String = log
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let page = format!("http://{}/debug/rdebug#log={encoded}", server.local_addr());
+    let page = format!(
+        "http://{}/debug/rdebug#log={}",
+        server.local_addr(),
+        url_encoded(log)
+    );
     let dom = browser::dump_dom(&page, Duration::from_millis(500), Duration::from_secs(60));
     server.stop();
     let state = page_state(&dom);
@@ -431,6 +428,86 @@ fn the_dashboard_charts_a_captured_json_log() {
     );
     // Live-only figures are absent from a log, and the page says so rather than drawing zeros.
     assert_eq!(series(&state, "heap", "live")["n"], 0, "{state}");
+}
+
+/// The stall-log child: both workers busy with short polls (the reporter learns the worker
+/// threads), then two polls that each hold a worker 300 ms, 1.2 s apart, with `format=json`
+/// traces on stderr.
+fn stall_log_child() {
+    let rt = support::two_worker_runtime();
+    rt.block_on(async { rdebug::init() });
+    let short_polls: Vec<_> = (0..400)
+        .map(|_| {
+            rt.spawn(async {
+                let poll = Instant::now();
+                while poll.elapsed() < Duration::from_millis(1) {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            })
+        })
+        .collect();
+    for t in short_polls {
+        let _ = rt.block_on(t);
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..2 {
+        let done = rt.spawn(async { std::thread::sleep(Duration::from_millis(300)) });
+        let _ = rt.block_on(done);
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+}
+
+/// An opened `format=json` log marks its stalls too: two 300 ms polls with `stalltrace=100` give
+/// two `stall` records, and the workers chart Chromium drew from the log carries two marks.
+#[test]
+fn a_captured_json_log_marks_each_stall() {
+    let name = support::test_name!();
+    if is_child(name) {
+        stall_log_child();
+        return;
+    }
+    let _alone = alone();
+    browser::chromium();
+    let out = support::run_child(
+        name,
+        &[("RDEBUG", "schedtrace=500,stalltrace=100,format=json")],
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    let log = &out.stderr;
+    let stall_records = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "stall")
+        .count();
+    assert_eq!(
+        stall_records, 2,
+        "two 300 ms polls, two stall records: {log}"
+    );
+    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("addr")).expect("serve");
+    let page = format!(
+        "http://{}/debug/rdebug#log={}",
+        server.local_addr(),
+        url_encoded(log)
+    );
+    let dom = browser::dump_dom(&page, Duration::from_millis(500), Duration::from_secs(60));
+    server.stop();
+    let state = page_state(&dom);
+    println!("stall log state: {state}");
+    assert_eq!(state["mode"], "log", "{state}");
+    assert_eq!(series(&state, "workers", "STALL lines")["n"], 2, "{state}");
+    assert_eq!(state["marks"]["workers"], 2, "marks drawn: {state}");
+}
+
+/// `text` with every byte but `[A-Za-z0-9._-]` percent-encoded, for an address's fragment.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The stall child: a 2-worker runtime watched by `rdebug::init()`; `block` runs one task whose

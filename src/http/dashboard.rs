@@ -15,8 +15,9 @@
 //! The page also charts a log captured with `RDEBUG=...,format=json` (its "Open a log" button):
 //! it reads the file in the browser (nothing is sent anywhere) and draws what the log has — SCHED
 //! figures from `sched` records, the heap, goal and allocator CPU share from `gc` records, RSS
-//! from `gcdetail` records (`gctrace=2`); lines that are not rdebug's JSON are skipped. That is
-//! what gcvis did for Go's gctrace.
+//! from `gcdetail` records (`gctrace=2`), and a stall mark on the workers chart for each `stall`
+//! record (`stalltrace`); lines that are not rdebug's JSON are skipped. That is what gcvis did
+//! for Go's gctrace.
 //!
 //! Everything is served from the binary (about 60 KB): the page works with no network. The page
 //! sends `Content-Security-Policy: default-src 'self'`, so it runs no script but its own. With

@@ -19,6 +19,10 @@
       { label: "workers", type: "sched", value: (r) => r.workers, agg: "sum" },
       { label: "stalls in the second", type: "tick", value: (r) => (r.stalls > 0 ? r.stalls : null),
         points: true, marks: true, color: "#e6007e" },
+      // A captured log has no ticks but a record per STALL line, at the moment it was printed
+      // (the live history has ticks only, so no stall is marked twice).
+      { label: "STALL lines", type: "stall", value: () => 1, agg: "sum",
+        points: true, marks: true, color: "#e6007e" },
     ] },
     { id: "tasks", title: "Tasks alive", unit: "count", series: [
       { label: "tasks", type: "sched", value: (r) => r.tasks, agg: "sum" },
