@@ -102,8 +102,47 @@ pub(crate) fn task_id_in_handler() -> u64 {
     tokio::task::try_id().map_or(0, task_number)
 }
 
-/// The number tokio's task `Id` shows (it has no other public way to read it). No allocation.
+/// The number tokio's task `Id` shows (it has no other public way to read it). No allocation,
+/// no lock (it runs in the CPU profiler's signal handler too).
+///
+/// tokio's `Id` derives `Hash` over its `NonZeroU64`, which hashes as one `write_u64` of the
+/// number: that is read first, in a few instructions (formatting the `Id` and reading its digits
+/// back cost about 200 per call, once per labelled future: measured in `BENCHMARKS.md`). Should a
+/// tokio version hash it any other way, the number comes from its `Display`, as tokio shows it.
 pub(crate) fn task_number(id: tokio::task::Id) -> u64 {
+    use std::hash::{Hash, Hasher};
+    /// Keeps the one `u64` written, and notes anything else.
+    struct OneU64 {
+        n: Option<u64>,
+        other: bool,
+    }
+    impl Hasher for OneU64 {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {
+            self.other = true;
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.other |= self.n.replace(n).is_some();
+        }
+    }
+    let mut h = OneU64 {
+        n: None,
+        other: false,
+    };
+    id.hash(&mut h);
+    match h {
+        OneU64 {
+            n: Some(n),
+            other: false,
+        } => n,
+        _ => shown_number(id),
+    }
+}
+
+/// The digits of tokio's `Display` of `id`, as a number. No allocation.
+fn shown_number(id: tokio::task::Id) -> u64 {
     struct Digits(u64);
     impl std::fmt::Write for Digits {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -178,20 +217,24 @@ mod imp {
     /// The label bytes of `pairs`: bounded, empty keys left out, the last value of a repeated
     /// key kept.
     pub(super) fn encode(pairs: &[(&str, &str)]) -> Box<[u8]> {
-        let mut kept: Vec<(&str, &str)> = Vec::with_capacity(pairs.len().min(MAX_PAIRS));
+        // On the stack: one allocation per label set, the result's.
+        let mut slots = [("", ""); MAX_PAIRS];
+        let mut n = 0;
         for &(k, v) in pairs {
             let (k, v) = (cut(k, MAX_KEY), cut(v, MAX_VALUE));
             if k.is_empty() {
                 continue;
             }
-            if let Some(p) = kept.iter_mut().find(|p| p.0 == k) {
+            if let Some(p) = slots[..n].iter_mut().find(|p| p.0 == k) {
                 p.1 = v;
-            } else if kept.len() < MAX_PAIRS {
-                kept.push((k, v));
+            } else if n < MAX_PAIRS {
+                slots[n] = (k, v);
+                n += 1;
             }
         }
+        let kept = &slots[..n];
         let mut out = Vec::with_capacity(kept.iter().map(|(k, v)| 2 + k.len() + v.len()).sum());
-        for (k, v) in kept {
+        for &(k, v) in kept {
             // Both fit in a byte: MAX_KEY and MAX_VALUE are below 256.
             out.push(k.len() as u8);
             out.extend_from_slice(k.as_bytes());
@@ -377,6 +420,22 @@ mod imp {
                 if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
                     return v;
                 }
+            }
+        }
+
+        /// The task number read from `Id`'s hash is the number tokio shows, on every task.
+        #[test]
+        fn task_numbers_are_the_ids_tokio_shows() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            for _ in 0..50 {
+                let id = rt
+                    .block_on(rt.spawn(async { tokio::task::id() }))
+                    .expect("task");
+                let shown: u64 = id.to_string().parse().expect("tokio shows a number");
+                assert_eq!(task_number(id), shown);
+                assert_eq!(super::super::shown_number(id), shown);
             }
         }
 

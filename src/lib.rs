@@ -225,8 +225,10 @@ pub use trace::{Builder, Reporter, ReporterStats};
 ///
 /// Every unusable item is reported on stderr as `rdebug: warning: <item>: <what is accepted>,
 /// ignoring it`, and the rest applies. When called inside a tokio runtime, that runtime is
-/// watched. Does nothing when `RDEBUG` is unset. Calling it again starts nothing new (inside
-/// another runtime, it watches that one too). Never panics.
+/// watched. Starts nothing when `RDEBUG` is unset (in a build with `pprof`, where heap sampling
+/// runs anyway, it does hand the sampled stacks to rdebug's own unwinder: see
+/// [`profile`](crate::profile#how-sampled-stacks-are-taken)). Calling it again starts nothing new
+/// (inside another runtime, it watches that one too). Never panics.
 ///
 /// ```
 /// rdebug::init();
