@@ -72,6 +72,34 @@ fn polls(c: &mut Criterion) {
             });
         });
     }
+    // What a request pays once: a labelled future made (its label set encoded) and polled for
+    // the first time (the task number read), against the same future plain; 100 per iteration.
+    for labelled in [false, true] {
+        let name = if labelled {
+            "in task, new future polled once, labelled (x100)"
+        } else {
+            "in task, new future polled once, plain (x100)"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(rt.spawn(async move {
+                    for i in 0..100 {
+                        if labelled {
+                            let mut f = std::pin::pin!(rdebug::labels(
+                                &[("route", black_box("/users/{id}"))],
+                                Never(i)
+                            ));
+                            poll_many(f.as_mut(), 1);
+                        } else {
+                            let mut f = std::pin::pin!(Never(i));
+                            poll_many(f.as_mut(), 1);
+                        }
+                    }
+                }))
+                .unwrap()
+            });
+        });
+    }
     g.finish();
 }
 
