@@ -74,6 +74,7 @@ pub(crate) const SAMPLE_BYTES: usize = 240;
 ///     .layer(axum::middleware::from_fn(label_route));
 /// # let _ = app;
 /// ```
+#[inline(always)]
 pub fn labels<F: Future>(
     pairs: &[(&str, &str)],
     fut: F,
@@ -390,6 +391,7 @@ mod imp {
         }
     }
 
+    #[inline(always)]
     pub(super) fn wrap<F: Future>(
         pairs: &[(&str, &str)],
         fut: F,
