@@ -392,15 +392,7 @@ fn the_dashboard_charts_a_captured_json_log() {
     );
     out.assert_success();
     let log = &out.stderr;
-    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("addr")).expect("serve");
-    let page = format!(
-        "http://{}/debug/rdebug#log={}",
-        server.local_addr(),
-        url_encoded(log)
-    );
-    let dom = browser::dump_dom(&page, Duration::from_millis(500), Duration::from_secs(60));
-    server.stop();
-    let state = page_state(&dom);
+    let state = log_page_state(log);
     println!("log state: {state}");
     assert_eq!(state["mode"], "log", "{state}");
     let sched_lines = log
@@ -436,20 +428,7 @@ fn the_dashboard_charts_a_captured_json_log() {
 fn stall_log_child() {
     let rt = support::two_worker_runtime();
     rt.block_on(async { rdebug::init() });
-    let short_polls: Vec<_> = (0..400)
-        .map(|_| {
-            rt.spawn(async {
-                let poll = Instant::now();
-                while poll.elapsed() < Duration::from_millis(1) {
-                    std::hint::spin_loop();
-                }
-                tokio::task::yield_now().await;
-            })
-        })
-        .collect();
-    for t in short_polls {
-        let _ = rt.block_on(t);
-    }
+    short_polls(&rt);
     std::thread::sleep(Duration::from_millis(1200));
     for _ in 0..2 {
         let done = rt.spawn(async { std::thread::sleep(Duration::from_millis(300)) });
@@ -485,29 +464,46 @@ fn a_captured_json_log_marks_each_stall() {
         stall_records, 2,
         "two 300 ms polls, two stall records: {log}"
     );
-    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("addr")).expect("serve");
-    let page = format!(
-        "http://{}/debug/rdebug#log={}",
-        server.local_addr(),
-        url_encoded(log)
-    );
-    let dom = browser::dump_dom(&page, Duration::from_millis(500), Duration::from_secs(60));
-    server.stop();
-    let state = page_state(&dom);
+    let state = log_page_state(log);
     println!("stall log state: {state}");
     assert_eq!(state["mode"], "log", "{state}");
     assert_eq!(series(&state, "workers", "STALL lines")["n"], 2, "{state}");
     assert_eq!(state["marks"]["workers"], 2, "marks drawn: {state}");
 }
 
-/// `text` with every byte but `[A-Za-z0-9._-]` percent-encoded, for an address's fragment.
-fn url_encoded(text: &str) -> String {
-    text.bytes()
+/// The dashboard's state as headless Chromium drew it with `log` opened (carried in the page's
+/// address), served by an rdebug debug server of this process.
+fn log_page_state(log: &str) -> serde_json::Value {
+    let encoded: String = log
+        .bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
-        .collect()
+        .collect();
+    let server = rdebug::http::serve("127.0.0.1:0".parse().expect("addr")).expect("serve");
+    let page = format!("http://{}/debug/rdebug#log={encoded}", server.local_addr());
+    let dom = browser::dump_dom(&page, Duration::from_millis(500), Duration::from_secs(60));
+    server.stop();
+    page_state(&dom)
+}
+
+/// 400 tasks of 1 ms polls on `rt`, awaited: both workers busy, no poll long enough to stall.
+fn short_polls(rt: &tokio::runtime::Runtime) {
+    let tasks: Vec<_> = (0..400)
+        .map(|_| {
+            rt.spawn(async {
+                let poll = Instant::now();
+                while poll.elapsed() < Duration::from_millis(1) {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = rt.block_on(t);
+    }
 }
 
 /// The stall child: a 2-worker runtime watched by `rdebug::init()`; `block` runs one task whose
@@ -523,20 +519,7 @@ fn stall_child() {
             println!("BLOCKED");
         }
         "work" => {
-            let tasks: Vec<_> = (0..400)
-                .map(|_| {
-                    rt.spawn(async {
-                        let poll = Instant::now();
-                        while poll.elapsed() < Duration::from_millis(1) {
-                            std::hint::spin_loop();
-                        }
-                        tokio::task::yield_now().await;
-                    })
-                })
-                .collect();
-            for t in tasks {
-                let _ = rt.block_on(t);
-            }
+            short_polls(&rt);
             println!("WORKED");
         }
         "count" => println!("STALLS {}", rdebug::sched_stats(rt.handle()).stalls),
