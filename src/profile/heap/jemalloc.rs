@@ -123,9 +123,21 @@ static HOOK_UNWINDER: AtomicPtr<Unwinder> = AtomicPtr::new(ptr::null_mut());
 /// searches the FDE tables for every frame (`_Unwind_Find_FDE`). Called by jemalloc on the
 /// allocating thread, outside any signal handler; allocates nothing. On a thread with less
 /// than 64 KiB of stack left the sample gets no stack (the walk would overflow it).
+///
+/// When a labelled future is being polled on the thread ([`crate::labels`]), the stack is taken
+/// by [`labelled_stack`] instead; unlabelled, that check is one thread-local load.
 unsafe extern "C" fn stack_hook(vec: *mut *mut c_void, len: *mut c_uint, max_len: c_uint) {
     let u = HOOK_UNWINDER.load(Ordering::Acquire);
     if u.is_null() || vec.is_null() || len.is_null() {
+        return;
+    }
+    // SAFETY: jemalloc hands a vector of `max_len` pointers; a code address fits in each.
+    let out = unsafe { std::slice::from_raw_parts_mut(vec.cast::<u64>(), max_len as usize) };
+    // SAFETY: set once from a `&'static Unwinder`.
+    let u = unsafe { &*u };
+    if out.len() >= 2 && crate::labels::labelled_here() {
+        // SAFETY: jemalloc's length out-parameter.
+        unsafe { *len = labelled_stack(u, out) as c_uint };
         return;
     }
     // A thread deep in its stack has no room for the walk (about 42 KiB): its sampled object is
@@ -135,12 +147,31 @@ unsafe extern "C" fn stack_hook(vec: *mut *mut c_void, len: *mut c_uint, max_len
         unsafe { *len = 0 };
         return;
     }
-    // SAFETY: jemalloc hands a vector of `max_len` pointers; a code address fits in each.
-    let out = unsafe { std::slice::from_raw_parts_mut(vec.cast::<u64>(), max_len as usize) };
-    // SAFETY: set once from a `&'static Unwinder`.
-    let n = unsafe { &*u }.walk_here(out, 1);
+    let n = u.walk_here(out, 1);
     // SAFETY: jemalloc's length out-parameter.
     unsafe { *len = n as c_uint };
+}
+
+/// [`stack_hook`]'s stack for an allocation made under [`labels`](crate::labels): the walk
+/// (one frame shorter at most, leaving out this function and the hook) followed by one
+/// pseudo-frame naming the label set ([`super::labels`]), which the dump's reader takes off
+/// again. jemalloc keys its samples by the whole stack, so each label set gets its own counts.
+/// With less than 64 KiB of stack left, the pseudo-frame alone. Returns the stack's length.
+#[inline(never)]
+fn labelled_stack(u: &Unwinder, out: &mut [u64]) -> usize {
+    let label = super::labels::pseudo_frame();
+    let room = out.len().saturating_sub(usize::from(label.is_some()));
+    let mut n = match out.get_mut(..room) {
+        Some(frames) if crate::profile::cpu::room_to_walk_here() => {
+            u.walk_here(frames, 2).min(room)
+        }
+        _ => 0,
+    };
+    if let Some((frame, slot)) = label.zip(out.get_mut(n)) {
+        *slot = frame;
+        n += 1;
+    }
+    n
 }
 
 /// Has jemalloc take sampled stacks with rdebug's unwinder (`experimental.hooks.prof_backtrace`)

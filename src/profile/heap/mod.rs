@@ -1,6 +1,7 @@
 //! Heap profiles from jemalloc's sampling profiler: [`heap`], [`HeapProfile`].
 
 pub(crate) mod jemalloc;
+mod labels;
 mod parse;
 
 use std::collections::{HashMap, HashSet};
@@ -36,6 +37,9 @@ pub enum HeapKind {
 struct Record {
     /// Code addresses, innermost first, allocator frames removed (return address − 1).
     stack: Vec<u64>,
+    /// The [`labels`](crate::labels) in force when the allocations were sampled (label bytes;
+    /// empty for none).
+    labels: &'static [u8],
     counts: Counts,
 }
 
@@ -46,6 +50,14 @@ struct Record {
 /// [`Alloc`](crate::Alloc) is the global allocator: one sample per 512 KiB allocated on
 /// average (Go's `MemProfileRate`); `RDEBUG=memprofilerate=N` or [`set_memprofilerate`](crate::profile::set_memprofilerate)
 /// changes it. Unlike Go's, the profile is current (not as of the last collection).
+///
+/// Unlike Go's, its samples carry the [`labels`](crate::labels) in force when each sampled
+/// allocation was made, as pprof sample labels (`go tool pprof -tagfocus=route=/cache`, `-tags`),
+/// without the task id: an allocation made under other labels is another record, even from the
+/// same stack. Up to 1024 distinct label sets are kept for the life of the process; samples with
+/// a set that found no room carry no labels, and the pprof form's comment counts them. The
+/// `debug=1` text has no labels (Go's format has none): a stack allocated under several label
+/// sets shows as several records.
 ///
 /// ```
 /// #[global_allocator]
@@ -69,6 +81,9 @@ pub struct HeapProfile {
     /// Zero for a profile of now; the window for a delta.
     duration: std::time::Duration,
     dropped: usize,
+    /// Sampled allocations that carry no labels because the table of label sets was full
+    /// (since the process started).
+    labels_overflowed: u64,
 }
 
 /// Frames at the top of jemalloc's stacks that are the allocator, not the program: jemalloc's
@@ -162,18 +177,25 @@ pub fn heap() -> Result<HeapProfile, ProfileError> {
     let file = jemalloc::dump().map_err(ProfileError::Unavailable)?;
     let memstats = crate::stats::mem::read();
     let time = SystemTime::now();
-    let dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
+    let mut dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
+    // The labels' pseudo-frames come off first: they are not code, never symbolized.
+    let sets: Vec<&'static [u8]> = dump
+        .records
+        .iter_mut()
+        .map(|r| labels::split(&mut r.stack))
+        .collect();
     let mut symbolized = symbolize(
         dump.records
             .iter()
             .flat_map(|r| r.stack.iter().map(|ret| ret.saturating_sub(1))),
     );
     let mut records = Vec::with_capacity(dump.records.len());
-    for r in dump.records {
+    for (r, labels) in dump.records.into_iter().zip(sets) {
         let stack: Vec<u64> = r.stack.iter().map(|ret| ret.saturating_sub(1)).collect();
         let stack = trim_allocator_frames(&mut symbolized, stack);
         records.push(Record {
             stack,
+            labels,
             counts: r.counts,
         });
     }
@@ -190,6 +212,7 @@ pub fn heap() -> Result<HeapProfile, ProfileError> {
         time,
         duration: std::time::Duration::ZERO,
         dropped: dump.dropped,
+        labels_overflowed: labels::overflowed(),
     })
 }
 
@@ -251,15 +274,15 @@ impl HeapProfile {
     /// assert!(delta.alloc_bytes() < before.alloc_bytes() + (128 << 20));
     /// ```
     pub fn delta_since(&self, base: &HeapProfile) -> HeapProfile {
-        let mut old: HashMap<&[u64], Counts> = HashMap::new();
+        let mut old: HashMap<(&[u8], &[u64]), Counts> = HashMap::new();
         for r in &base.records {
-            let c = old.entry(&r.stack).or_default();
+            let c = old.entry((r.labels, &r.stack)).or_default();
             c.acc_objs = c.acc_objs.saturating_add(r.counts.acc_objs);
             c.acc_bytes = c.acc_bytes.saturating_add(r.counts.acc_bytes);
         }
         let mut records = self.records.clone();
         for r in &mut records {
-            if let Some(c) = old.get_mut(r.stack.as_slice()) {
+            if let Some(c) = old.get_mut(&(r.labels, r.stack.as_slice())) {
                 // Several records may share a trimmed stack: subtract the base once in all.
                 let objs = c.acc_objs.min(r.counts.acc_objs);
                 let bytes = c.acc_bytes.min(r.counts.acc_bytes);
@@ -292,7 +315,8 @@ impl HeapProfile {
 
     /// The profile in pprof format, gzipped: sample types `alloc_objects`, `alloc_space`,
     /// `inuse_objects`, `inuse_space` (unscaled estimates), period type `space/bytes`, period the
-    /// sampling rate; [`HeapKind::Allocs`] sets `alloc_space` as the default type. Function names
+    /// sampling rate; [`HeapKind::Allocs`] sets `alloc_space` as the default type; samples made
+    /// under [`labels`](crate::labels) carry them as string labels. Function names
     /// are in the profile, under one mapping marked `has_functions`, so `go tool pprof` needs
     /// neither the binary nor `/debug/pprof/symbol`.
     ///
@@ -325,6 +349,14 @@ impl HeapProfile {
                 self.dropped
             ));
         }
+        if self.labels_overflowed > 0 {
+            b.comment(&format!(
+                "rdebug: {} sampled allocations carry no labels: the table of label sets \
+                 ({} sets) was full",
+                self.labels_overflowed,
+                labels::SETS
+            ));
+        }
         let mut locs = Vec::new();
         for r in &self.records {
             locs.clear();
@@ -337,7 +369,13 @@ impl HeapProfile {
             let (ao, ab) = unscale(c.acc_objs, c.acc_bytes, self.rate);
             let (io, ib) = unscale(c.cur_objs, c.cur_bytes, self.rate);
             let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-            b.sample(&locs, &[v(ao), v(ab), v(io), v(ib)]);
+            let values = [v(ao), v(ab), v(io), v(ib)];
+            if r.labels.is_empty() {
+                b.sample(&locs, &values);
+            } else {
+                let strs: Vec<(&str, &str)> = crate::labels::pairs(r.labels).collect();
+                b.sample_labeled(&locs, &values, &strs, &[]);
+            }
         }
         b.encode_gz()
     }
