@@ -20,7 +20,16 @@ fn main() {
     {
         rdebug::profile::set_memprofilerate(rate).expect("jemalloc profiling");
     }
-    if alloc_loop::fixed_steps() {
+    // `ALLOC_LABEL=key=value`: the fixed-steps run (one thread) polled inside
+    // `rdebug::labels`, so that sampled stacks carry a label set.
+    let label = std::env::var("ALLOC_LABEL").ok();
+    let done = match label.as_deref().and_then(|l| l.split_once('=')) {
+        Some((k, v)) => poll_once(rdebug::labels(&[(k, v)], async {
+            alloc_loop::fixed_steps()
+        })),
+        None => alloc_loop::fixed_steps(),
+    };
+    if done {
         return;
     }
     let mut c = Criterion::default().configure_from_args();
@@ -29,4 +38,14 @@ fn main() {
     rdebug::profile::set_memprofilerate(0).expect("jemalloc profiling");
     alloc_loop::bench_alloc(&mut c, "alloc_pprof_sampling_off");
     c.final_summary();
+}
+
+/// Polls `fut` once; it must be ready then.
+fn poll_once<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the fixed-steps run does not wait"),
+    }
 }

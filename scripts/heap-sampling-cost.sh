@@ -8,7 +8,9 @@
 #   on, framehop  sampling on, stacks taken by rdebug's unwinder (what rdebug does)
 # Then the cost of one sampled stack: every allocation sampled (rate 1, 20,000 steps), the
 # instructions inside jemalloc's prof_backtrace per step, and the CPU time per step (user+sys,
-# best of 3 runs of 500,000 steps), with either unwinder.
+# best of 3 runs of 500,000 steps), with either unwinder, and with rdebug's polled inside
+# `rdebug::labels` (`labelled`: the stack hook also interns the label set and appends its
+# pseudo-frame).
 #
 # usage: scripts/heap-sampling-cost.sh   (in a checkout; needs valgrind and jq)
 set -euo pipefail
@@ -48,8 +50,9 @@ ENVS=(ALLOC_PROF_RATE=524288 RDEBUG_HEAP_UNWIND=libgcc); row "pprof, on, libgcc 
 ENVS=(ALLOC_PROF_RATE=524288); row "pprof, on, framehop stacks" "$pp"
 echo
 echo "every allocation sampled (rate 1):"
-for u in libgcc framehop; do
+for u in libgcc framehop labelled; do
   e=(ALLOC_PROF_RATE=1); [ "$u" = libgcc ] && e+=(RDEBUG_HEAP_UNWIND=libgcc)
+  [ "$u" = labelled ] && e+=(ALLOC_LABEL=route=/bench)
   env "${e[@]}" ALLOC_STEPS=20000 valgrind --tool=callgrind --callgrind-out-file="$out/cg.$u" \
     --toggle-collect='*Ring*run*' "$pp" >/dev/null 2>&1
   bt=$(callgrind_annotate --inclusive=yes --threshold=100 "$out/cg.$u" 2>/dev/null \
