@@ -86,6 +86,11 @@ pub struct HeapProfile {
     labels_overflowed: u64,
 }
 
+/// The pseudo-address and name of the one frame of a sample taken with no stack (the
+/// allocating thread had too little stack left for the walk; see the stack hook).
+const NO_STACK: u64 = 0x10;
+const NO_STACK_NAME: &str = "(no stack, too little stack left to walk)";
+
 /// Frames at the top of jemalloc's stacks that are the allocator, not the program: jemalloc's
 /// own functions and libgcc's unwinder, the global-allocator shims (`__rust_alloc`,
 /// `__rustc::*`, `__rg_*`/`__rdl_*`), rdebug's [`Alloc`](crate::Alloc) and tikv-jemallocator,
@@ -316,7 +321,9 @@ impl HeapProfile {
     /// The profile in pprof format, gzipped: sample types `alloc_objects`, `alloc_space`,
     /// `inuse_objects`, `inuse_space` (unscaled estimates), period type `space/bytes`, period the
     /// sampling rate; [`HeapKind::Allocs`] sets `alloc_space` as the default type; samples made
-    /// under [`labels`](crate::labels) carry them as string labels. Function names
+    /// under [`labels`](crate::labels) carry them as string labels; a sample taken with no stack
+    /// (its thread had too little stack left for the walk) has the one frame `(no stack, too
+    /// little stack left to walk)`, since pprof leaves out samples with none. Function names
     /// are in the profile, under one mapping marked `has_functions`, so `go tool pprof` needs
     /// neither the binary nor `/debug/pprof/symbol`.
     ///
@@ -365,6 +372,11 @@ impl HeapProfile {
                     .iter()
                     .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
             );
+            if locs.is_empty() {
+                // pprof leaves out a sample with no location: its bytes (and labels) would
+                // vanish from every view.
+                locs.push(b.location(NO_STACK, NO_STACK_NAME));
+            }
             let c = r.counts;
             let (ao, ab) = unscale(c.acc_objs, c.acc_bytes, self.rate);
             let (io, ib) = unscale(c.cur_objs, c.cur_bytes, self.rate);
