@@ -1,4 +1,5 @@
-//! Running the real `go tool pprof` on a profile file and reading its `-top` table.
+//! Running the real `go tool pprof` on a profile file and reading its `-top`, `-tags` and
+//! `-raw` output.
 
 use std::path::Path;
 use std::process::Command;
@@ -119,4 +120,115 @@ pub fn total(t: &Top) -> f64 {
             quantity(rest.strip_suffix(" total")?.trim())
         })
         .unwrap_or_else(|| panic!("no total in pprof's output:\n{}", t.text))
+}
+
+/// `go tool pprof -tags <args> <file>`'s output.
+pub fn tags(file: &Path, args: &[&str]) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-tags"])
+        .args(args)
+        .arg(file)
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("go tool pprof");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The percentage `-tags` gives the label value `value` (`  1.6s (78.09%): /a`).
+pub fn share_of(tags: &str, value: &str) -> f64 {
+    tags.lines()
+        .find_map(|l| {
+            let (head, v) = l.rsplit_once("): ")?;
+            (v.trim_end() == value).then_some(())?;
+            head.rsplit_once('(')?
+                .1
+                .strip_suffix('%')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {value} in:\n{tags}"))
+}
+
+/// One sample of `go tool pprof -raw`: its values, its functions (leaf first) and labels.
+#[derive(Debug)]
+pub struct RawSample {
+    pub values: Vec<i64>,
+    pub functions: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+/// `go tool pprof -raw <source>`: the sample types and the samples.
+pub fn raw(source: &str) -> (Vec<String>, Vec<RawSample>) {
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-raw", source])
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("go tool pprof");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut types = Vec::new();
+    let mut samples: Vec<(Vec<i64>, Vec<u64>, Vec<String>)> = Vec::new();
+    let mut functions: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    let mut section = "";
+    let mut location: Option<u64> = None;
+    for line in text.lines() {
+        match line.trim_end() {
+            "Samples:" => section = "types",
+            "Locations" => section = "locations",
+            "Mappings" => section = "",
+            l if section == "types" => {
+                types = l.split_whitespace().map(str::to_owned).collect();
+                section = "samples";
+            }
+            l if section == "samples" => {
+                if let Some((values, locs)) = l
+                    .split_once(':')
+                    .filter(|(v, _)| v.split_whitespace().all(|x| x.parse::<i64>().is_ok()))
+                {
+                    samples.push((
+                        values
+                            .split_whitespace()
+                            .map(|x| x.parse().unwrap())
+                            .collect(),
+                        locs.split_whitespace()
+                            .filter_map(|x| x.parse().ok())
+                            .collect(),
+                        Vec::new(),
+                    ));
+                } else if let Some(s) = samples.last_mut() {
+                    s.2.push(l.trim().to_owned());
+                }
+            }
+            l if section == "locations" => {
+                // "     1: 0x55d1c0 M=1 block src/x.rs:10 s=0" or an inlined frame's
+                // "             alloc::vec::from_elem ..." after it.
+                let t = l.trim_start();
+                let name = match t.split_once(": ") {
+                    Some((id, rest)) if id.parse::<u64>().is_ok() => {
+                        location = id.parse().ok();
+                        rest.split_whitespace().nth(2)
+                    }
+                    _ => t.split_whitespace().next(),
+                };
+                if let (Some(id), Some(name)) = (location, name) {
+                    functions.entry(id).or_default().push(name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let samples = samples
+        .into_iter()
+        .map(|(values, locs, labels)| RawSample {
+            values,
+            functions: locs
+                .iter()
+                .flat_map(|l| functions.get(l).cloned().unwrap_or_default())
+                .collect(),
+            labels,
+        })
+        .collect();
+    (types, samples)
 }
