@@ -489,6 +489,81 @@ fn go_name(key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn profile(records: Vec<Record>, labels_overflowed: u64) -> HeapProfile {
+        HeapProfile {
+            rate: 524288,
+            records,
+            symbolized: Symbolized::default(),
+            memstats: MemStats::default(),
+            time: SystemTime::now(),
+            duration: std::time::Duration::ZERO,
+            dropped: 0,
+            labels_overflowed,
+        }
+    }
+
+    fn record(labels: &'static [u8], acc_objs: u64) -> Record {
+        Record {
+            stack: vec![0x1234],
+            labels,
+            counts: Counts {
+                cur_objs: 1,
+                cur_bytes: 1 << 20,
+                acc_objs,
+                acc_bytes: acc_objs << 20,
+            },
+        }
+    }
+
+    const ROUTE_A: &[u8] = b"\x05route\x02/a";
+
+    #[test]
+    fn labelled_samples_carry_their_labels_and_the_table_says_when_it_was_full() {
+        use std::io::Read;
+        let p = profile(
+            vec![
+                record(ROUTE_A, 1),
+                record(&[], 1),
+                Record {
+                    stack: Vec::new(),
+                    ..record(&[], 1)
+                },
+            ],
+            3,
+        );
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&p.pprof_gz(HeapKind::Heap)[..])
+            .read_to_end(&mut raw)
+            .expect("gzip");
+        let has = |s: &[u8]| raw.windows(s.len()).any(|w| w == s);
+        assert!(has(b"route") && has(b"/a"));
+        assert!(has(b"rdebug: 3 sampled allocations carry no labels"));
+        assert!(
+            has(NO_STACK_NAME.as_bytes()),
+            "a stackless sample keeps a frame"
+        );
+        // No label for the plain samples: one Sample.label message in the whole profile (a
+        // sample's field 3, a message holding key and value string indices: 0x1a 0x04 0x08).
+        let labels = raw.windows(3).filter(|w| w == &[0x1a, 0x04, 0x08]).count();
+        assert_eq!(labels, 1);
+    }
+
+    #[test]
+    fn a_delta_subtracts_each_label_set_from_its_own() {
+        let base = profile(vec![record(ROUTE_A, 2), record(&[], 1)], 0);
+        let now = profile(vec![record(ROUTE_A, 5), record(&[], 4)], 0);
+        let d = now.delta_since(&base);
+        let acc = |l: &[u8]| {
+            d.records
+                .iter()
+                .filter(|r| r.labels == l)
+                .map(|r| r.counts.acc_objs)
+                .sum::<u64>()
+        };
+        assert_eq!(acc(ROUTE_A), 3);
+        assert_eq!(acc(&[]), 3);
+    }
+
     #[test]
     fn memstats_fields_get_go_names() {
         assert_eq!(go_name("total_alloc"), "TotalAlloc");
