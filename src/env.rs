@@ -32,10 +32,6 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
             Ok(())
         };
     }
-    // Heap sampling runs in a `pprof` build whether or not RDEBUG is set: its stacks are taken
-    // with rdebug's unwinder from here on, not libgcc's (see `profile`'s docs).
-    #[cfg(feature = "pprof")]
-    crate::profile::install_stack_hook();
     let Some(raw) = std::env::var_os("RDEBUG") else {
         *started = true;
         return Ok(());

@@ -236,6 +236,16 @@ pub use trace::{Builder, Reporter, ReporterStats};
 /// ```
 pub fn init() {
     let _ = env::start_from_env(false);
+    take_sampled_stacks();
+}
+
+/// Heap sampling runs in a `pprof` build whether or not `RDEBUG` is set: its stacks are taken
+/// with rdebug's unwinder from [`init`] or [`try_init`] on, not libgcc's (see
+/// [`profile`](crate::profile#how-sampled-stacks-are-taken)). After the reporter and the server
+/// have started, so that their first ticks do not wait for the unwinder's tables.
+fn take_sampled_stacks() {
+    #[cfg(feature = "pprof")]
+    profile::install_stack_hook();
 }
 
 /// Reads `RDEBUG` and starts the reporter if any trace is on: strict.
@@ -251,7 +261,9 @@ pub fn init() {
 /// # }
 /// ```
 pub fn try_init() -> Result<(), Error> {
-    env::start_from_env(true)
+    let started = env::start_from_env(true);
+    take_sampled_stacks();
+    started
 }
 
 /// Returns all free memory to the OS now, as Go's `debug.FreeOSMemory`: purges every jemalloc
