@@ -19,8 +19,8 @@
 //! How often it looks ([`Config::stall_period`], [`Config::stall_idle_period`], the thread's
 //! loop): every N/2 ms (1 to 100 ms), each look a period after the one before rather than on a
 //! fixed grid, so that two looks are at least N/2 apart and a poll seen still at one look is
-//! confirmed at the second look after it (timer jitter used to make that gap a little short
-//! about half the time, and the stall then waited one look more). While every watched worker
+//! confirmed at the second look after it (timer jitter, or the time the first sample took,
+//! used to make those gaps a hair short, and the stall then waited a look or two more). While every watched worker
 //! was parked at the last look no poll can be running, so the next look waits N ms instead
 //! (1 to 100 ms, never less than N/2), or comes with an allocator or SCHED tick already due
 //! within that time, sharing its wake-up: an idle service with `stalltrace=50` and the default
@@ -34,8 +34,8 @@
 //!   the decision comes N ms after that: at most t0 + 3N/2;
 //! - every worker parked at the last look (the first request after a quiet spell): seen within
 //!   min(N, 100 ms), decided N ms later: at most t0 + 2N up to N = 100, t0 + N + 100 ms above
-//!   (t0 + 100 ms at `stalltrace=50`, the same bound as before this idle period, when the
-//!   jitter above could cost a look of N/2);
+//!   (t0 + 100 ms at `stalltrace=50`; before this idle period, with looks on a fixed grid, the
+//!   jitter above could delay both the first sample and the decision by a look: up to 5N/2);
 //! - plus each look's wake-up latency (under 1 ms on a quiet machine), and with `pprof` the
 //!   burst of 4 samples 1 ms apart (~5 ms) and the naming of the frames before the line is
 //!   written (the first time for a stack: 80–110 ms in a debug build of the tests, which is
