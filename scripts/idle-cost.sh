@@ -5,14 +5,23 @@
 # one core. Rounds alternate the settings' order.
 #
 # usage: scripts/idle-cost.sh [ROUNDS] [SECONDS]   (default 3 rounds of 20 s per setting)
+#   IDLE_COST_BIN=path: measure that webapp binary instead of building one (e.g. a copy built
+#   from an older commit, to compare in the same conditions); IDLE_COST_SETTINGS="a;b": only
+#   those RDEBUG settings (';'-separated, an empty item for unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 secs=${2:-20}
 case "$rounds$secs" in *[!0-9]*|'') echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2 ;; esac
-cargo build --release --quiet --example webapp
-bin=target/release/examples/webapp
+bin=${IDLE_COST_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet --example webapp
+  bin=target/release/examples/webapp
+fi
 settings=("" "gctrace=1" "stalltrace=50" "gctrace=1,stalltrace=50")
+if [ -n "${IDLE_COST_SETTINGS+x}" ]; then
+  IFS=';' read -r -a settings <<< "$IDLE_COST_SETTINGS"
+fi
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
 measure() {
   local env=$1 pid t0 t1

@@ -251,8 +251,19 @@ impl Config {
     /// How often the reporter looks for stalls, or `None` when stalltrace is off: half the
     /// threshold, 1 ms to 100 ms.
     pub(crate) fn stall_period(&self) -> Option<Duration> {
-        (self.stalltrace_ms > 0)
-            .then(|| Duration::from_millis((self.stalltrace_ms / 2).clamp(1, 100)))
+        (self.stalltrace_ms > 0).then(|| {
+            (Duration::from_millis(self.stalltrace_ms) / 2)
+                .clamp(Duration::from_millis(1), Duration::from_millis(100))
+        })
+    }
+
+    /// How often the reporter looks for stalls while every watched worker was parked at its
+    /// last look: N ms, 1 ms to 100 ms (never shorter than [`stall_period`](Self::stall_period)).
+    /// A parked worker runs no poll, so only a poll that starts after that look can be missed,
+    /// and it is seen at most this long after it starts.
+    pub(crate) fn stall_idle_period(&self) -> Option<Duration> {
+        let busy = self.stall_period()?;
+        Some(Duration::from_millis(self.stalltrace_ms.clamp(1, 100)).max(busy))
     }
 
     /// `stalltrace=N`: a STALL line as soon as one poll has held a tokio worker N ms or more;
@@ -676,8 +687,24 @@ mod tests {
         let (cfg, problems) = Config::parse("stalltrace=50");
         assert!(problems.is_empty() && cfg.any_trace());
         assert_eq!(cfg.stall_period(), Some(Duration::from_millis(25)));
+        assert_eq!(cfg.stall_idle_period(), Some(Duration::from_millis(50)));
+        for (n, busy, idle) in [
+            (1, 1000, 1),
+            (3, 1500, 3),
+            (51, 25_500, 51),
+            (1000, 100_000, 100),
+        ] {
+            let cfg = Config::parse_strict(&format!("stalltrace={n}")).unwrap();
+            assert_eq!(cfg.stall_period(), Some(Duration::from_micros(busy)), "{n}");
+            assert_eq!(
+                cfg.stall_idle_period(),
+                Some(Duration::from_millis(idle)),
+                "{n}"
+            );
+        }
         let (cfg, problems) = Config::parse("stalltrace=0");
         assert!(problems.is_empty() && !cfg.any_trace() && cfg.stall_period().is_none());
+        assert!(cfg.stall_idle_period().is_none());
         for bad in [
             "stalltrace=x",
             "stalltrace=-1",

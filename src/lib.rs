@@ -92,9 +92,12 @@
 //! counted in [`SchedStats::stalls`] (also `rdebug_sched_stalls_total` on `/metrics`, and the
 //! last 8 per runtime under `recent_stalls` on `/debug/vars`).
 //!
-//! How it sees a long poll on stable tokio, and how exact that is: every N/2 ms (1 to 100 ms; at `stalltrace=50` an idle
-//! webapp measured 0.47% of a core against 0.24% with `gctrace=1` alone: the 40 wake-ups a
-//! second, not what each does; `scripts/idle-cost.sh`)
+//! How it sees a long poll on stable tokio, and how exact that is: every N/2 ms (1 to 100 ms),
+//! or every N ms (at most 100) while every watched worker was parked at the last look, sharing
+//! the allocator sample's wake-up where it can (an idle webapp with `stalltrace=50`: 0.145% of a
+//! core, median of 5 runs, against 0.09% with `gctrace=1` alone, whose sampling `stalltrace`
+//! also starts; 0.22% when it looked every N/2 ms regardless: a wake-up costs the kernel's
+//! tens of µs whatever the look does; `scripts/idle-cost.sh`, BENCHMARKS.md),
 //! the reporter reads each watched worker's `worker_park_unpark_count` (exact: even means
 //! unparked) and `worker_total_busy_duration` (flushed only when the worker parks and every 61
 //! polls). A worker unparked while neither moved has been inside at most 61 polls since. With
@@ -106,6 +109,10 @@
 //! therefore not reported; what remains possible is one task polled again and again alone on its
 //! worker (yielding each time, 61 polls of N/61 ms or more), which looks the same from outside.
 //! `polled` is a lower bound: it counts from the first look that saw the figures still.
+//! When the line comes, from the poll's start: within 3N/2 on a busy runtime; within 2N (N +
+//! 100 ms above N = 100) when the runtime was idle, the first request after a quiet spell
+//! (100 ms at `stalltrace=50`); then, with `pprof`, a 4-sample burst (~5 ms) and naming the
+//! stack's frames, which the first time can take tens of ms (80–110 ms in a debug build).
 //! `tokio_unstable` adds nothing exact here (tokio batches its poll counts the same way).
 //! The workers' threads are found without the app's `Builder`: rdebug spawns one short task per
 //! worker that notes `tokio::runtime::worker_index()` and its thread id (and holds its worker at

@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::time::Duration;
-#[cfg(feature = "pprof")]
-use std::time::Instant;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use support::{is_child, run_child};
 
@@ -183,6 +183,149 @@ fn a_stall_in_a_named_runtime_is_json_with_its_name() {
         );
     }
     assert_eq!(support::result_value::<u64>(&out.stdout, "stalls"), 1);
+}
+
+/// Where the lines of a [`rdebug::Builder`]'s reporter go: each STALL line with when it was
+/// written.
+#[derive(Clone, Default)]
+struct StampedStalls(Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl Write for StampedStalls {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.starts_with(b"STALL ") {
+            let line = String::from_utf8_lossy(buf).into_owned();
+            self.0.lock().unwrap().push((Instant::now(), line));
+        }
+        std::io::stderr().write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The first request after a quiet spell is the common stall: after 2 s with every worker
+/// parked (the reporter looking only every N ms then), a 200 ms blocking poll with
+/// `stalltrace=50` still gets its one STALL line, decided while it blocks (the line's `ms`;
+/// naming the stack's frames can take longer in a debug build, so the write itself is only
+/// printed).
+#[test]
+fn a_stall_after_idleness_is_printed_while_the_poll_blocks() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        let stamps = StampedStalls::default();
+        rt.block_on(async {
+            // At most the reporter's start, from which a STALL line's `ms` counts.
+            let origin = Instant::now();
+            let reporter = rdebug::Builder::new()
+                .parse("stalltrace=50")
+                .unwrap()
+                .writer(stamps.clone())
+                .start()
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (t0, t1) = tokio::spawn(async {
+                let t0 = Instant::now();
+                blocks_in_sleep(Duration::from_millis(200));
+                (t0, Instant::now())
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            reporter.stop();
+            let at = stamps.0.lock().unwrap().clone();
+            println!("RESULT stall_lines {}", at.len());
+            if let Some((written, line)) = at.first() {
+                // When the reporter decided on the line (its `ms`, at most that late: the
+                // reporter started after `origin`) and wrote it, after the poll started, and
+                // whether the poll was still blocking then.
+                let ms: u64 = line
+                    .strip_prefix("STALL ")
+                    .and_then(|l| l.split_once("ms:"))
+                    .and_then(|(ms, _)| ms.parse().ok())
+                    .expect("STALL <ms>ms:");
+                let decided = origin + Duration::from_millis(ms);
+                let after = |t: Instant| t.saturating_duration_since(t0).as_millis();
+                println!("RESULT decided_ms {}", after(decided));
+                println!("RESULT written_ms {}", after(*written));
+                println!("RESULT while_blocking {}", u8::from(decided < t1));
+                println!("RESULT line {}", line.trim_end());
+            }
+        });
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    let r = |k| support::result_value::<u64>(&out.stdout, k);
+    assert_eq!(r("stall_lines"), 1, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        r("while_blocking"),
+        1,
+        "the STALL line was decided {} ms after the poll started, after it ended",
+        r("decided_ms")
+    );
+    // The poll starts a few ms after a look, the timer that ends the idle spell being due on
+    // the reporter's allocator ticks: the worst case, seen N ms later and decided N ms after
+    // that (2N = 100 ms); a quarter of a look more for a loaded machine.
+    assert!(
+        r("decided_ms") <= 125,
+        "the STALL line was decided {} ms after the poll started, not within 2N",
+        r("decided_ms")
+    );
+    eprintln!(
+        "STALL line decided {} ms and written {} ms after the poll started",
+        r("decided_ms"),
+        r("written_ms")
+    );
+}
+
+/// While every worker is parked no poll can stall, so the reporter looks every N ms rather than
+/// every N/2, sharing the allocator sample's wake-up where it can: with `stalltrace=50` and the
+/// default `gcpoll=100`, an idle process's reporter thread sleeps 20 times a second, not 40
+/// (its voluntary context switches, from `/proc/self/task/<tid>/status`).
+#[test]
+fn an_idle_runtime_halves_the_reporters_wake_ups() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        rt.block_on(async {
+            rdebug::init();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        });
+        // The runtime is idle from here: its workers parked, nothing for them to do.
+        std::thread::sleep(Duration::from_millis(300));
+        let reporter = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "rdebug")
+            })
+            .expect("the reporter thread")
+            .path();
+        let switches = || -> u64 {
+            std::fs::read_to_string(reporter.join("status"))
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("voluntary_ctxt_switches")
+        };
+        let before = switches();
+        std::thread::sleep(Duration::from_secs(2));
+        println!("RESULT sleeps {}", switches().saturating_sub(before));
+        drop(rt);
+        return;
+    }
+    let out = run_child(name, &[("RDEBUG", "stalltrace=50")], TIMEOUT);
+    out.assert_success();
+    let sleeps = support::result_value::<u64>(&out.stdout, "sleeps");
+    // 40 expected in 2 s (80 when every look came N/2 apart).
+    assert!(
+        (30..60).contains(&sleeps),
+        "the reporter slept {sleeps} times in 2 s idle"
+    );
 }
 
 /// (With `pprof`: without it, a stall is printed on tokio's figures alone, which this load can

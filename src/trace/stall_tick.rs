@@ -15,6 +15,34 @@
 //! ([`probe_workers`](crate::stats::runtimes::probe_workers)), again at most once a second while
 //! some worker is still unknown; renamed threads do not matter. Without `pprof` the line is
 //! printed on the figures alone, with no stack.
+//!
+//! How often it looks ([`Config::stall_period`], [`Config::stall_idle_period`], the thread's
+//! loop): every N/2 ms (1 to 100 ms), each look a period after the one before rather than on a
+//! fixed grid, so that two looks are at least N/2 apart and a poll seen still at one look is
+//! confirmed at the second look after it (timer jitter, or the time the first sample took,
+//! used to make those gaps a hair short, and the stall then waited a look or two more). While every watched worker
+//! was parked at the last look no poll can be running, so the next look waits N ms instead
+//! (1 to 100 ms, never less than N/2), or comes with an allocator or SCHED tick already due
+//! within that time, sharing its wake-up: an idle service with `stalltrace=50` and the default
+//! `gcpoll=100` wakes the reporter 20 times a second instead of 40. Each wake-up costs tens of
+//! µs of the reporter's CPU in the kernel whatever the look does (`perf` on a KVM guest: a
+//! third of it in `finish_task_switch`), so fewer wake-ups is the only saving.
+//!
+//! The price is how late a stall is seen when it starts on an idle runtime. From the start of
+//! the poll at t0 to the look that decides on its STALL line (the `ms` it carries):
+//! - some worker unparked at the last look: the stalled worker is seen still within N/2 ms, and
+//!   the decision comes N ms after that: at most t0 + 3N/2;
+//! - every worker parked at the last look (the first request after a quiet spell): seen within
+//!   min(N, 100 ms), decided N ms later: at most t0 + 2N up to N = 100, t0 + N + 100 ms above
+//!   (t0 + 100 ms at `stalltrace=50`; before this idle period, with looks on a fixed grid, the
+//!   jitter above could delay both the first sample and the decision by a look: up to 5N/2);
+//! - plus each look's wake-up latency (under 1 ms on a quiet machine), and with `pprof` the
+//!   burst of 4 samples 1 ms apart (~5 ms) and the naming of the frames before the line is
+//!   written (the first time for a stack: 80–110 ms in a debug build of the tests, which is
+//!   where most of the delay in writing a first STALL line there goes).
+//!
+//! The figures may have been still since before the poll began (the worker unparked and ran a
+//! few short polls first), which makes the decision earlier, never later.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -96,17 +124,20 @@ pub(super) struct StallTicker {
 }
 
 impl StallTicker {
+    /// One look at every watched worker; returns whether all of them were parked (then no poll
+    /// is running, and the next look can wait [`Config::stall_idle_period`]).
     pub(super) fn tick(
         &mut self,
         out: &mut Lines,
         config: &Config,
         now: Instant,
         started: Instant,
-    ) {
+    ) -> bool {
         let threshold = Duration::from_millis(config.stalltrace_ms());
         if threshold.is_zero() {
-            return;
+            return false;
         }
+        let mut all_parked = true;
         #[cfg(feature = "pprof")]
         if !self.prepared {
             self.prepared = true;
@@ -140,6 +171,7 @@ impl StallTicker {
                 for (k, t) in tracks.iter_mut().enumerate() {
                     let puc = m.worker_park_unpark_count(k);
                     let busy = m.worker_total_busy_duration(k);
+                    all_parked &= puc % 2 == 1;
                     if puc % 2 == 1 || puc != t.puc || busy != t.busy || t.since.is_none() {
                         *t = Track {
                             puc,
@@ -173,13 +205,14 @@ impl StallTicker {
         }
         let candidates = std::mem::take(&mut self.candidates);
         for c in &candidates {
-            if let Some(stack) = self.confirm(c, threshold) {
+            if let Some(stack) = self.confirm(c, threshold, now) {
                 let id = self.runtimes[c.runtime].0;
                 self.runtimes[c.runtime].1[c.worker].reported = true;
                 report(out, config.format(), now, started, c, stack, id);
             }
         }
         self.candidates = candidates;
+        all_parked
     }
 
     /// Whether candidate `c` is one poll holding its worker (then its stack's names, innermost
@@ -187,7 +220,7 @@ impl StallTicker {
     /// same task, the last ones a quick burst, so a worker going round a few tasks cannot pass
     /// by chance; any other task restarts the count from now.
     #[cfg(feature = "pprof")]
-    fn confirm(&mut self, c: &Candidate, threshold: Duration) -> Option<Vec<String>> {
+    fn confirm(&mut self, c: &Candidate, threshold: Duration, now: Instant) -> Option<Vec<String>> {
         if c.tid == 0 {
             return None;
         }
@@ -201,12 +234,15 @@ impl StallTicker {
             t.first = Some(First {
                 task: sample.task,
                 frames: sample.frames,
-                at: Instant::now(),
+                at: now,
                 run_wait_ns: wait,
             });
             return None;
         };
-        let span = first.at.elapsed();
+        // Between the looks that took the two samples (each sample follows its look at once):
+        // looks come at least a period apart, so the second look after the first sample spans
+        // N/2 whatever the time the samples took.
+        let span = now.saturating_duration_since(first.at);
         // Runnable but waiting for a CPU most of the time since the first sample: the machine
         // is busy, the poll is not stuck (blocked or spinning threads wait on no run queue).
         let preempted = match (first.run_wait_ns, wait) {
@@ -243,7 +279,12 @@ impl StallTicker {
 
     /// Without `pprof`: the figures alone (no signal, no stack).
     #[cfg(not(feature = "pprof"))]
-    fn confirm(&mut self, c: &Candidate, threshold: Duration) -> Option<Vec<String>> {
+    fn confirm(
+        &mut self,
+        c: &Candidate,
+        threshold: Duration,
+        _now: Instant,
+    ) -> Option<Vec<String>> {
         let t = &self.runtimes[c.runtime].1[c.worker];
         (c.held >= threshold && unchanged(&c.handle, c.worker, t)).then(Vec::new)
     }

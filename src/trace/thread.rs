@@ -77,13 +77,18 @@ impl ReporterThread {
         loop {
             let now = Instant::now();
             let mut worked = false;
+            // Whether the stall look of this round found every worker parked.
+            let mut all_parked = false;
             if let Some(period) = self.config.stall_period()
                 && now >= next_stall
             {
-                self.stall.tick(&mut self.out, &self.config, now, started);
+                all_parked = self.stall.tick(&mut self.out, &self.config, now, started);
                 // Written at once: a stall is news while it lasts.
                 self.flush();
-                next_stall = advance(next_stall, period, now);
+                // A period from this look, not on a fixed grid: looks are then at least a period
+                // apart, so a poll seen still at one look has held its worker N ms by the second
+                // look after, not one look later when timer jitter made that gap a little short.
+                next_stall = advance(now, period, now);
             }
             if let Some(period) = self.config.sched_period()
                 && now >= next_sched
@@ -105,6 +110,20 @@ impl ReporterThread {
             if worked {
                 self.flush();
                 self.publish_stats();
+            }
+            if all_parked && let Some(idle) = self.config.stall_idle_period() {
+                // No poll runs on a parked worker: look again after the longer idle period, or
+                // with a tick already due within it (one wake-up for both).
+                next_stall = idle_deadline(
+                    now,
+                    idle,
+                    [
+                        self.config.sched_period().map(|_| next_sched),
+                        self.config.gc_period().map(|_| next_gc),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                );
             }
             let deadline = [
                 self.config.sched_period().map(|_| next_sched),
@@ -230,6 +249,16 @@ fn advance(prev: Instant, period: Duration, now: Instant) -> Instant {
     }
 }
 
+/// The next stall look while every worker is parked: the latest of `others` (the reporter's
+/// other deadlines) within `idle` of `now`, so that it shares their wake-up, else `idle` on.
+fn idle_deadline(now: Instant, idle: Duration, others: impl Iterator<Item = Instant>) -> Instant {
+    let last = advance(now, idle, now);
+    others
+        .filter(|&d| d > now && d <= last)
+        .max()
+        .unwrap_or(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +280,37 @@ mod tests {
         );
         // A clock that did not advance: the next deadline is still ahead.
         assert!(advance(now, Duration::ZERO, now) >= now);
+    }
+
+    #[test]
+    fn idle_stall_looks_share_the_other_ticks_wake_ups() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // Nothing else due within the idle period: the idle period on.
+        assert_eq!(
+            idle_deadline(now, ms(50), [now + ms(80)].into_iter()),
+            now + ms(50)
+        );
+        assert_eq!(idle_deadline(now, ms(50), std::iter::empty()), now + ms(50));
+        // The latest other deadline within it; past ones do not count.
+        assert_eq!(
+            idle_deadline(now, ms(50), [now + ms(20), now + ms(50), now].into_iter()),
+            now + ms(50)
+        );
+        assert_eq!(
+            idle_deadline(now, ms(50), [now + ms(30), now + ms(90)].into_iter()),
+            now + ms(30)
+        );
+        // gcpoll=100 and stalltrace=50 on an idle runtime: one stall look between two allocator
+        // samples, the other on the sample's wake-up (20 wake-ups a second, not 40).
+        let mut t = now;
+        let mut wakes = 0;
+        let gc = |t: Instant| now + ms(100 * (t.duration_since(now).as_millis() as u64 / 100 + 1));
+        while t < now + ms(1000) {
+            t = idle_deadline(t, ms(50), [gc(t)].into_iter()).min(gc(t));
+            wakes += 1;
+        }
+        assert_eq!(wakes, 20);
     }
 
     #[test]
