@@ -89,9 +89,9 @@
 //! profile on, whichever comes first, rdebug hands that to its own unwinder (framehop, the CPU
 //! profiler's, its tables built once) through `experimental.hooks.prof_backtrace`: 2,100
 //! instructions per stack instead of 25,000, a fifth of the CPU of a sampled allocation; in
-//! `examples/webapp` the server's instructions per request are 1.06× a build without `pprof`
-//! with it and 1.11× with libgcc's (measured in `BENCHMARKS.md`). Building the unwinder takes
-//! about 0.3 ms and 1 MiB, once. The stack ends at the first return into the C library (below
+//! `examples/webapp` the server's instructions per request are 1.046× a build without `pprof`
+//! with it and 1.097× with libgcc's (measured in `BENCHMARKS.md`). Building the unwinder takes
+//! about 0.3 ms and 1 MiB in a release build, once. The stack ends at the first return into the C library (below
 //! `main` or a thread's start routine). Samples taken before that use libgcc.
 //! `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's throughout.
 //!
