@@ -182,6 +182,63 @@ fn the_reporter_allocates_nothing_per_tick_once_warmed_up() {
     assert_eq!(f("bytes"), 0, "{line}");
 }
 
+/// The on-CPU time of the thread named `rdebug` (the reporter), ns, from its `schedstat`.
+fn reporter_schedstat_ns() -> Option<u64> {
+    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = entry.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() == "rdebug" {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            return stat.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// `ReporterStats::thread_cpu_ns` is the reporter thread's own CPU time, to the nanosecond: at
+/// five moments of a busy second it is within 3 ms below what the kernel's `schedstat` says
+/// that thread ran (the stats are as of the last tick, at most 10 ms before; clock-tick figures,
+/// 10 ms apart, miss that).
+#[test]
+fn the_reporters_own_cpu_time_is_its_threads() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let watcher = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            let r = rdebug::reporter().expect("reporter");
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(200));
+                let told = r.stats().thread_cpu_ns;
+                let ran = reporter_schedstat_ns().expect("the reporter's schedstat");
+                println!("RESULT told={told} ran={ran}");
+            }
+        });
+        workload(Duration::from_millis(1300));
+        watcher.join().expect("watcher");
+        return;
+    }
+    let out = run_child(
+        name,
+        &[("RDEBUG", "schedtrace=10,scheddetail=1,gctrace=2,gcpoll=5")],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .collect();
+    assert_eq!(lines.len(), 5, "{}", out.stdout);
+    for line in lines {
+        let f = |k| support::field(line, k).unwrap();
+        let (told, ran) = (f("told"), f("ran"));
+        assert!(told > 0, "{line}");
+        assert!(
+            told <= ran && ran - told <= 3_000_000,
+            "the reporter says it ran {told} ns, the kernel says {ran} ns: {line}"
+        );
+    }
+}
+
 /// With stderr a `SOCK_SEQPACKET` socket, every `send` arrives as one message: the reader sees
 /// exactly how the reporter split its writes.
 #[test]

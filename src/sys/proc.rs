@@ -280,11 +280,6 @@ impl ThreadCpu {
         }
     }
 
-    /// The calling thread.
-    pub(crate) fn current() -> Self {
-        Self::open(current_tid())
-    }
-
     /// utime + stime, in nanoseconds (clock-tick resolution, usually 10 ms).
     pub(crate) fn cpu_ns(&self) -> Option<u64> {
         let mut buf = [0u8; 1024];
@@ -298,16 +293,27 @@ impl ThreadCpu {
     }
 }
 
-/// The kernel's id of the calling thread.
-pub(crate) fn current_tid() -> i64 {
+/// The calling thread's CPU time (user + system), ns, from its CPU-time clock
+/// (`CLOCK_THREAD_CPUTIME_ID`): exact to the nanosecond, and one system call where `/proc` is a
+/// file the kernel formats (and counts in clock ticks, 10 ms).
+pub(crate) fn current_thread_cpu_ns() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions.
-        i64::from(unsafe { libc::gettid() })
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+            return None;
+        }
+        let secs = u64::try_from(ts.tv_sec).ok()?;
+        let nanos = u64::try_from(ts.tv_nsec).ok()?;
+        Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
     }
     #[cfg(not(target_os = "linux"))]
     {
-        0
+        None
     }
 }
 
@@ -408,7 +414,8 @@ mod tests {
 
         // Burn 300 ms of CPU on this thread, by its own clock (the machine may be busy): the
         // process's CPU time grows by at least that, less a clock tick of rounding per read.
-        let me = ThreadCpu::current();
+        // SAFETY: gettid has no preconditions.
+        let me = ThreadCpu::open(i64::from(unsafe { libc::gettid() }));
         let cpu0 = files.cpu_ns().unwrap();
         let mine0 = me.cpu_ns().unwrap();
         let t = std::time::Instant::now();

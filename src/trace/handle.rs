@@ -59,7 +59,8 @@ pub struct ReporterStats {
     pub thread_allocs: u64,
     /// Bytes the reporter thread itself allocated.
     pub thread_alloc_bytes: u64,
-    /// The reporter thread's own CPU time (user + system), ns, from `/proc/thread-self`.
+    /// The reporter thread's own CPU time (user + system), ns, from its CPU-time clock
+    /// (`CLOCK_THREAD_CPUTIME_ID`), as of its last tick.
     pub thread_cpu_ns: u64,
 }
 

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::stats::{self, gc};
-use crate::sys::proc::ThreadCpu;
 use crate::sys::stderr::{Sink, block_sigpipe_on_this_thread};
 
 use super::gc_tick::GcTicker;
@@ -28,7 +27,6 @@ pub(super) struct ReporterThread {
     pub(super) gc: GcTicker,
     stall: StallTicker,
     notes: Notes,
-    cpu: Option<ThreadCpu>,
 }
 
 /// Startup notes already said.
@@ -50,7 +48,6 @@ impl ReporterThread {
             gc: GcTicker::default(),
             stall: StallTicker::default(),
             notes: Notes::default(),
-            cpu: None,
         }
     }
 
@@ -61,7 +58,6 @@ impl ReporterThread {
 
     pub(super) fn run(&mut self) {
         block_sigpipe_on_this_thread();
-        self.cpu = Some(ThreadCpu::current());
         let started = Instant::now();
         self.sched.started = started;
         let _ = self.shared.started.set(started);
@@ -222,7 +218,7 @@ impl ReporterThread {
         let (allocs, bytes) = crate::alloc::this_thread_counters();
         s.thread_allocs.store(allocs, Relaxed);
         s.thread_alloc_bytes.store(bytes, Relaxed);
-        if let Some(ns) = self.cpu.as_ref().and_then(ThreadCpu::cpu_ns) {
+        if let Some(ns) = crate::sys::proc::current_thread_cpu_ns() {
             s.thread_cpu_ns.store(ns, Relaxed);
         }
     }
