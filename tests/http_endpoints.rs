@@ -259,6 +259,9 @@ fn trace_streams_sched_and_gc_records_as_json_lines() {
     }
     let mut c = ServerChild::start(name, &[("RDEBUG", "schedtrace=250,http=127.0.0.1:0")]);
     let addr = c.addr;
+    // The server is up during `init()`; the child parks its tasks after it returns. Every record
+    // of the window must see them, so the window opens once the child answers.
+    c.command("tasks", "TASKS");
     let trace = std::thread::spawn(move || get(addr, "/debug/pprof/trace?seconds=2"));
     std::thread::sleep(Duration::from_millis(700));
     c.command("hold", "HELD ");
