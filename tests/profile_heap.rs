@@ -310,22 +310,14 @@ fn a_sampled_allocation_on_a_thread_with_little_stack_left_does_not_overflow_it(
     if is_child(name) {
         // Every allocation of 4 KiB or more is sampled, through rdebug's stack hook.
         rdebug::profile::set_memprofilerate(4096).expect("heap sampling");
-        let held = std::thread::Builder::new()
-            .stack_size(256 << 10)
-            .spawn(|| {
-                // Set up before going deep: rdebug's counters, and jemalloc's per-thread
-                // profiling data (made at the thread's first sample, on a deep stack of its own).
-                std::hint::black_box(vec![0u8; 64 << 10]);
-                support::deep::at_depth(LEFT, |left| {
-                    let blocks: Vec<Box<[u8]>> = (0..64)
-                        .map(|_| vec![1u8; 64 << 10].into_boxed_slice())
-                        .collect();
-                    (left, std::hint::black_box(blocks))
-                })
-            })
-            .expect("spawn")
-            .join()
-            .expect("deep thread");
+        // Set up before going deep: rdebug's counters, and jemalloc's per-thread profiling data
+        // (made at the thread's first sample, on a deep stack of its own).
+        let held = support::deep::on_a_small_thread(256 << 10, LEFT, || {
+            let blocks: Vec<Box<[u8]>> = (0..64)
+                .map(|_| vec![1u8; 64 << 10].into_boxed_slice())
+                .collect();
+            std::hint::black_box(blocks)
+        });
         let p = rdebug::profile::heap().expect("heap profile");
         let pb = p.pprof_gz(rdebug::profile::HeapKind::Heap);
         println!("RESULT left {}", held.0);

@@ -148,21 +148,13 @@ fn labelled_allocations_with_little_stack_left_keep_their_labels() {
     let pb = support::temp_path("heap-deep-labels.pb.gz");
     if is_child(name) {
         rdebug::profile::set_memprofilerate(4096).expect("heap sampling");
-        let held = std::thread::Builder::new()
-            .stack_size(256 << 10)
-            .spawn(|| {
-                std::hint::black_box(vec![0u8; 64 << 10]);
-                support::deep::at_depth(80 << 10, |_| {
-                    poll_once(rdebug::labels(&[("route", "/deep")], async {
-                        (0..64)
-                            .map(|_| vec![1u8; 64 << 10].into_boxed_slice())
-                            .collect::<Vec<Box<[u8]>>>()
-                    }))
-                })
-            })
-            .expect("spawn")
-            .join()
-            .expect("deep thread");
+        let (_, held) = support::deep::on_a_small_thread(256 << 10, 80 << 10, || {
+            poll_once(rdebug::labels(&[("route", "/deep")], async {
+                (0..64)
+                    .map(|_| vec![1u8; 64 << 10].into_boxed_slice())
+                    .collect::<Vec<Box<[u8]>>>()
+            }))
+        });
         let p = rdebug::profile::heap().expect("heap profile");
         std::fs::write(
             std::env::var("PB").unwrap(),

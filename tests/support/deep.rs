@@ -46,3 +46,23 @@ fn down(lo: usize, left: usize, f: &mut dyn FnMut(usize)) -> u8 {
     f(now);
     frame[1]
 }
+
+/// Runs `f` on a new thread of `stack` bytes, at most `left` bytes of it left (see
+/// [`at_depth`]), and returns what it returned with the bytes left. Before going deep the thread
+/// allocates and frees 64 KiB, so that rdebug's counters and jemalloc's per-thread profiling
+/// data (made at a thread's first sample) are set up on a shallow stack.
+pub fn on_a_small_thread<R: Send + 'static>(
+    stack: usize,
+    left: usize,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> (usize, R) {
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(move || {
+            std::hint::black_box(vec![0u8; 64 << 10]);
+            at_depth(left, |now| (now, f()))
+        })
+        .expect("spawn")
+        .join()
+        .expect("deep thread")
+}
