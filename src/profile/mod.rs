@@ -137,10 +137,11 @@ pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
 pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
 pub(crate) use cpu::{
-    ThreadStack, frame_names, prepare_thread_stacks, thread_stack, warm_frame_names,
+    ThreadStack, address_lines, prepare_thread_stacks, thread_stack, warm_frame_names,
 };
 pub(crate) use heap::jemalloc::install_stack_hook;
 pub use heap::{HeapKind, HeapProfile, heap};
+pub(crate) use modules::generation as modules_generation;
 
 /// Why there is no profile.
 ///

@@ -38,6 +38,26 @@ pub(crate) fn loaded() -> Vec<Module> {
     out
 }
 
+/// How many times objects were loaded and unloaded since the process started (glibc's
+/// `dlpi_adds + dlpi_subs`): unchanged, every code address still belongs to the same object.
+/// Cheap: `dl_iterate_phdr` stops at the first object.
+pub(crate) fn generation() -> u64 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info and our own `data`.
+        let (info, out) = unsafe { (&*info, &mut *data.cast::<u64>()) };
+        *out = info.dlpi_adds.wrapping_add(info.dlpi_subs);
+        1
+    }
+    let mut g = 0u64;
+    // SAFETY: the callback only reads what dl_iterate_phdr hands it, for the duration of the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&mut g as *mut u64).cast()) };
+    g
+}
+
 unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
     // SAFETY: dl_iterate_phdr passes a valid info and our own `data`.
     let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<Module>>()) };

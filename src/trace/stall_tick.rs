@@ -20,26 +20,31 @@
 //! loop): every N/2 ms (1 to 100 ms), each look a period after the one before rather than on a
 //! fixed grid, so that two looks are at least N/2 apart and a poll seen still at one look is
 //! confirmed at the second look after it (timer jitter, or the time the first sample took,
-//! used to make those gaps a hair short, and the stall then waited a look or two more). While every watched worker
-//! was parked at the last look no poll can be running, so the next look waits N ms instead
-//! (1 to 100 ms, never less than N/2), or comes with an allocator or SCHED tick already due
-//! within that time, sharing its wake-up: an idle service with `stalltrace=50` and the default
-//! `gcpoll=100` wakes the reporter 20 times a second instead of 40. Each wake-up costs tens of
-//! µs of the reporter's CPU in the kernel whatever the look does (`perf` on a KVM guest: a
-//! third of it in `finish_task_switch`), so fewer wake-ups is the only saving.
+//! used to make those gaps a hair short, and the stall then waited a look or two more). While
+//! every watched worker was parked at the last look no poll can be running, so the next look
+//! waits 4N/5 ms instead (1 to 100 ms, never less than N/2), or comes with a SCHED line due
+//! within that time; and an allocator sample (`gcpoll`) due before the next look is taken at
+//! this one, at most that early, instead of on a wake-up of its own. An idle service with
+//! `stalltrace=50` and the default `gcpoll=100` wakes the reporter 25 times a second (40 when
+//! every look came N/2 apart). Each wake-up costs tens of µs of the reporter's CPU in the
+//! kernel of a KVM guest whatever the look does (a bare thread waking every 40 ms costs as
+//! much as this reporter: `scripts/idle-cost.sh` with `floor:40`), so fewer wake-ups is the
+//! only saving, and the fewest that keep the bound below.
 //!
-//! The price is how late a stall is seen when it starts on an idle runtime. From the start of
-//! the poll at t0 to the look that decides on its STALL line (the `ms` it carries):
+//! From the start of the poll at t0 to its STALL line:
 //! - some worker unparked at the last look: the stalled worker is seen still within N/2 ms, and
 //!   the decision comes N ms after that: at most t0 + 3N/2;
 //! - every worker parked at the last look (the first request after a quiet spell): seen within
-//!   min(N, 100 ms), decided N ms later: at most t0 + 2N up to N = 100, t0 + N + 100 ms above
-//!   (t0 + 100 ms at `stalltrace=50`; before this idle period, with looks on a fixed grid, the
-//!   jitter above could delay both the first sample and the decision by a look: up to 5N/2);
-//! - plus each look's wake-up latency (under 1 ms on a quiet machine), and with `pprof` the
-//!   burst of 4 samples 1 ms apart (~5 ms) and the naming of the frames before the line is
-//!   written (the first time for a stack: 80–110 ms in a debug build of the tests, which is
-//!   where most of the delay in writing a first STALL line there goes).
+//!   4N/5 ms (100 ms above N = 125), decided N ms later: at most t0 + 9N/5 up to N = 125,
+//!   t0 + N + 100 ms above (t0 + 90 ms at `stalltrace=50`; measured 89–91 ms, the worst case
+//!   made on purpose by `tests/fixtures/stall_after_a_look.rs`);
+//! - plus each look's wake-up latency (under 1 ms on a quiet machine) and, with `pprof`, the
+//!   confirming burst (4 samples 250 µs apart, about 1 ms) before the line is written. The
+//!   frames' names are not read then: the first sample's new addresses are named on a thread
+//!   of their own while the second look is awaited, and kept ([`NameCache`]), so the line goes
+//!   out 2 ms after the decision in a release build (t0 + 91–93 ms in the worst case above,
+//!   within 2N with N/5 to spare for a late wake-up). A build whose DWARF takes longer to read
+//!   than N/2 (a debug build of the tests: 20–30 ms more) writes it when the names are read.
 //!
 //! The figures may have been still since before the poll began (the worker unparked and ran a
 //! few short polls first), which makes the decision earlier, never later.
@@ -65,9 +70,12 @@ const PROBE_MAX: Duration = Duration::from_secs(5);
 /// Frames printed under a STALL line.
 #[cfg(feature = "pprof")]
 const STACK_LINES: usize = 8;
-/// Samples of a quick burst that must agree before a stall is printed.
+/// Samples of a quick burst that must agree before a stall is printed, and the wait before
+/// each (with the answers, tens of µs each, the burst spans about 1 ms).
 #[cfg(feature = "pprof")]
 const BURST: usize = 4;
+#[cfg(feature = "pprof")]
+const BURST_GAP: Duration = Duration::from_micros(250);
 /// How long a worker's thread has to answer a stack request.
 #[cfg(feature = "pprof")]
 const ANSWER_WITHIN: Duration = Duration::from_millis(20);
@@ -121,6 +129,117 @@ pub(super) struct StallTicker {
     /// symbol tables: built before the first stall rather than while it is confirmed).
     #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
     prepared: bool,
+    #[cfg(feature = "pprof")]
+    names: NameCache,
+}
+
+/// The lines of the code addresses STALL stacks have shown, so that a stack seen again (by the
+/// deciding sample of the same poll, or at a later stall or suspicion in the same code) is named
+/// without reading DWARF: one `HashMap` lookup per frame. The first sample of a suspected stall
+/// has its new addresses named on a thread of its own ([`NameCache::prefetch`]), so that neither
+/// the look that took it nor the next one waits for DWARF (tens of ms for a large binary with
+/// full debug info) and the STALL line is written when it is decided. At most
+/// [`NameCache::MAX`] addresses (then emptied); emptied too when a shared object was loaded or
+/// unloaded since.
+#[cfg(feature = "pprof")]
+#[derive(Default)]
+struct NameCache {
+    lines: std::collections::HashMap<u64, Vec<String>>,
+    generation: u64,
+    /// The naming under way: the generation and addresses it names, and its thread.
+    naming: Option<Naming>,
+}
+
+#[cfg(feature = "pprof")]
+type Naming = (u64, Vec<u64>, std::thread::JoinHandle<Vec<Vec<String>>>);
+
+#[cfg(feature = "pprof")]
+impl NameCache {
+    const MAX: usize = 4096;
+
+    /// Starts naming the addresses of `frames` a STALL line would show and not named yet, on a
+    /// thread of its own, unless one is under way (then they are named when needed).
+    fn prefetch(&mut self, frames: &[u64]) {
+        self.collect(false);
+        if self.naming.is_some() {
+            return;
+        }
+        let missing = self.missing(frames);
+        if missing.is_empty() {
+            return;
+        }
+        let addrs = missing.clone();
+        if let Ok(h) = std::thread::Builder::new()
+            .name("rdebug-symbols".into())
+            .spawn(move || crate::profile::address_lines(&addrs))
+        {
+            self.naming = Some((self.generation, missing, h));
+        }
+    }
+
+    /// Keeps the answer of the naming under way if it is done (`wait`: once it is).
+    fn collect(&mut self, wait: bool) {
+        let done = self
+            .naming
+            .as_ref()
+            .is_some_and(|(_, _, h)| wait || h.is_finished());
+        if !done {
+            return;
+        }
+        if let Some((generation, addrs, h)) = self.naming.take()
+            && let Ok(named) = h.join()
+            && generation == self.generation
+        {
+            self.insert(addrs, named);
+        }
+    }
+
+    /// The addresses of `frames` a STALL line shows that have no lines yet (for the objects
+    /// loaded now).
+    fn missing(&mut self, frames: &[u64]) -> Vec<u64> {
+        let generation = crate::profile::modules_generation();
+        if generation != self.generation {
+            self.lines.clear();
+            self.generation = generation;
+        }
+        let mut missing: Vec<u64> = shown(frames)
+            .iter()
+            .copied()
+            .filter(|a| !self.lines.contains_key(a))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    fn insert(&mut self, addrs: Vec<u64>, named: Vec<Vec<String>>) {
+        if self.lines.len().saturating_add(addrs.len()) > Self::MAX {
+            self.lines.clear();
+        }
+        self.lines.extend(addrs.into_iter().zip(named));
+    }
+
+    /// The STALL lines for `frames` (innermost first): [`STACK_LINES`] at most. Waits for a
+    /// naming under way (it may hold these frames), and names the rest here.
+    fn stack(&mut self, frames: &[u64]) -> Vec<String> {
+        self.collect(true);
+        let missing = self.missing(frames);
+        if !missing.is_empty() {
+            let named = crate::profile::address_lines(&missing);
+            self.insert(missing, named);
+        }
+        let mut out = Vec::with_capacity(STACK_LINES);
+        for a in shown(frames) {
+            if out.len() >= STACK_LINES {
+                break;
+            }
+            if let Some(lines) = self.lines.get(a) {
+                out.extend(lines.iter().cloned());
+            }
+        }
+        out.truncate(STACK_LINES);
+        out
+    }
 }
 
 impl StallTicker {
@@ -231,6 +350,7 @@ impl StallTicker {
             return None;
         }
         let Some(first) = &t.first else {
+            self.names.prefetch(&sample.frames);
             t.first = Some(First {
                 task: sample.task,
                 frames: sample.frames,
@@ -261,7 +381,7 @@ impl StallTicker {
         }
         let first = first.clone();
         for _ in 0..BURST {
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(BURST_GAP);
             let s = crate::profile::thread_stack(c.tid, ANSWER_WITHIN)?;
             if !same_poll(&first, &s) {
                 let t = &mut self.runtimes[c.runtime].1[c.worker];
@@ -274,7 +394,7 @@ impl StallTicker {
         if !unchanged(&c.handle, c.worker, t) {
             return None;
         }
-        Some(crate::profile::frame_names(&sample.frames, STACK_LINES))
+        Some(self.names.stack(&sample.frames))
     }
 
     /// Without `pprof`: the figures alone (no signal, no stack).
@@ -366,6 +486,12 @@ fn report(
 fn run_wait_ns(tid: i64) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     s.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The frames of `frames` a STALL line can show.
+#[cfg(feature = "pprof")]
+fn shown(frames: &[u64]) -> &[u64] {
+    &frames[..frames.len().min(STACK_LINES)]
 }
 
 /// Whether `s` shows the same poll as `first`: the same task (or, where no task id could be

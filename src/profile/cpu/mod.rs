@@ -27,7 +27,7 @@ pub(crate) use unwind::{Unwinder, room_to_walk_here};
 /// (250 ms at [`DRAIN_EVERY`]).
 const COVER_EVERY: u32 = 5;
 pub(crate) use request::{
-    ThreadStack, frame_names, prepare_thread_stacks, thread_stack, warm_frame_names,
+    ThreadStack, address_lines, prepare_thread_stacks, thread_stack, warm_frame_names,
 };
 
 /// How often the profiling thread empties the ring.

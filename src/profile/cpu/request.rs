@@ -110,6 +110,9 @@ pub(crate) fn prepare_thread_stacks() -> bool {
     true
 }
 
+/// How long [`thread_stack`] yields while it waits, before it sleeps between looks.
+const YIELD_FOR: Duration = Duration::from_micros(500);
+
 /// The stack of thread `tid` now, within `timeout`; `None` if the thread did not answer (or
 /// the sampler cannot run). Blocks the caller up to `timeout`.
 pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
@@ -124,7 +127,8 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
         REQUEST.state.store(IDLE, Release);
         return None;
     }
-    let end = Instant::now() + timeout;
+    let start = Instant::now();
+    let end = start + timeout;
     loop {
         match REQUEST.state.load(Acquire) {
             DONE => break,
@@ -139,7 +143,13 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
             }
             _ => {}
         }
-        std::thread::sleep(Duration::from_micros(200));
+        // An answer takes tens of µs: yield the CPU while it comes (the signalled thread may
+        // need it on a small machine), and sleep between looks only after that.
+        if start.elapsed() < YIELD_FOR {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
     // SAFETY: DONE: the handler finished writing and no other handler takes it (state != PENDING).
     let reply = unsafe { &*REQUEST.reply.get() };
@@ -161,28 +171,34 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
 pub(crate) fn frame_names(frames: &[u64], max: usize) -> Vec<String> {
     // Each address gives one line at least: the first `max` are all that can show.
     let frames = &frames[..frames.len().min(max)];
-    let sym = super::super::symbolize::symbolize_cached(frames.iter().copied());
-    let mut out = Vec::with_capacity(max);
-    for &a in frames {
-        if a == super::NO_ROOM {
-            out.push(super::NO_ROOM_NAME.to_owned());
-            continue;
-        }
-        let fs = sym.frames(a);
-        if fs.is_empty() {
-            out.push(format!("{a:#x}"));
-        }
-        for f in fs {
-            out.push(if f.file.is_empty() {
-                f.name.clone()
-            } else {
-                format!("{} ({}:{})", f.name, f.file, f.line)
-            });
-        }
-        if out.len() >= max {
-            out.truncate(max);
-            break;
-        }
-    }
+    let mut out: Vec<String> = address_lines(frames).into_iter().flatten().collect();
+    out.truncate(max);
     out
+}
+
+/// The lines of [`frame_names`] for each of `addrs`, in their order: one per frame of the
+/// address (inlined ones first), or its hex value where nothing names it.
+pub(crate) fn address_lines(addrs: &[u64]) -> Vec<Vec<String>> {
+    let sym = super::super::symbolize::symbolize_cached(addrs.iter().copied());
+    addrs
+        .iter()
+        .map(|&a| {
+            if a == super::NO_ROOM {
+                return vec![super::NO_ROOM_NAME.to_owned()];
+            }
+            let fs = sym.frames(a);
+            if fs.is_empty() {
+                return vec![format!("{a:#x}")];
+            }
+            fs.iter()
+                .map(|f| {
+                    if f.file.is_empty() {
+                        f.name.clone()
+                    } else {
+                        format!("{} ({}:{})", f.name, f.file, f.line)
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
