@@ -258,12 +258,15 @@ impl Config {
     }
 
     /// How often the reporter looks for stalls while every watched worker was parked at its
-    /// last look: N ms, 1 ms to 100 ms (never shorter than [`stall_period`](Self::stall_period)).
-    /// A parked worker runs no poll, so only a poll that starts after that look can be missed,
-    /// and it is seen at most this long after it starts.
+    /// last look: 4/5 of N ms, 1 ms to 100 ms (never shorter than
+    /// [`stall_period`](Self::stall_period)). A parked worker runs no poll, so only a poll that
+    /// starts after that look can be missed, and it is seen at most this long after it starts;
+    /// decided N ms later and written at once, its STALL line is out within 2N ms of the poll's
+    /// start, the last fifth of N left for the confirming burst and a late wake-up.
     pub(crate) fn stall_idle_period(&self) -> Option<Duration> {
         let busy = self.stall_period()?;
-        Some(Duration::from_millis(self.stalltrace_ms.clamp(1, 100)).max(busy))
+        let n = self.stalltrace_ms;
+        Some(Duration::from_millis(n.saturating_sub(n / 5).clamp(1, 100)).max(busy))
     }
 
     /// `stalltrace=N`: a STALL line as soon as one poll has held a tokio worker N ms or more;
@@ -687,11 +690,11 @@ mod tests {
         let (cfg, problems) = Config::parse("stalltrace=50");
         assert!(problems.is_empty() && cfg.any_trace());
         assert_eq!(cfg.stall_period(), Some(Duration::from_millis(25)));
-        assert_eq!(cfg.stall_idle_period(), Some(Duration::from_millis(50)));
+        assert_eq!(cfg.stall_idle_period(), Some(Duration::from_millis(40)));
         for (n, busy, idle) in [
             (1, 1000, 1),
             (3, 1500, 3),
-            (51, 25_500, 51),
+            (51, 25_500, 41),
             (1000, 100_000, 100),
         ] {
             let cfg = Config::parse_strict(&format!("stalltrace={n}")).unwrap();

@@ -93,26 +93,29 @@
 //! last 8 per runtime under `recent_stalls` on `/debug/vars`).
 //!
 //! How it sees a long poll on stable tokio, and how exact that is: every N/2 ms (1 to 100 ms),
-//! or every N ms (at most 100) while every watched worker was parked at the last look, sharing
-//! the allocator sample's wake-up where it can (an idle webapp with `stalltrace=50`: 0.145% of a
-//! core, median of 5 runs, against 0.09% with `gctrace=1` alone, whose sampling `stalltrace`
-//! also starts; 0.22% when it looked every N/2 ms regardless: a wake-up costs the kernel's
-//! tens of µs whatever the look does; `scripts/idle-cost.sh`, BENCHMARKS.md),
+//! or every 4N/5 ms (at most 100) while every watched worker was parked at the last look,
+//! taking the allocator samples on those looks (an idle webapp with `stalltrace=50`: 25 wake-ups
+//! a second, about 0.13% of a core in the KVM guest rdebug is developed on, where a bare thread
+//! waking as often costs the same, the kernel's tens of µs per wake-up; `scripts/idle-cost.sh`,
+//! BENCHMARKS.md),
 //! the reporter reads each watched worker's `worker_park_unpark_count` (exact: even means
 //! unparked) and `worker_total_busy_duration` (flushed only when the worker parks and every 61
 //! polls). A worker unparked while neither moved has been inside at most 61 polls since. With
 //! `pprof`, from N/2 on, each look also sends that worker's thread a `SIGPROF` whose handler
 //! reads the tokio task it is polling and walks its stack; the STALL line is printed only when
-//! every look since N/2, and a burst of 4 more 1 ms apart, saw the same task, and the thread did
+//! every look since N/2, and a burst of 4 more 250 µs apart, saw the same task, and the thread did
 //! not spend most of that time waiting for a CPU (`/proc/self/task/<tid>/schedstat`: a busy
 //! machine is not a stalled poll). A worker going round many short polls of different tasks is
 //! therefore not reported; what remains possible is one task polled again and again alone on its
 //! worker (yielding each time, 61 polls of N/61 ms or more), which looks the same from outside.
 //! `polled` is a lower bound: it counts from the first look that saw the figures still.
-//! When the line comes, from the poll's start: within 3N/2 on a busy runtime; within 2N (N +
-//! 100 ms above N = 100) when the runtime was idle, the first request after a quiet spell
-//! (100 ms at `stalltrace=50`); then, with `pprof`, a 4-sample burst (~5 ms) and naming the
-//! stack's frames, which the first time can take tens of ms (80–110 ms in a debug build).
+//! When the line comes, from the poll's start: within 3N/2 on a busy runtime; within 9N/5 (N +
+//! 100 ms above N = 125) when the runtime was idle, the first request after a quiet spell
+//! (90 ms at `stalltrace=50`); then, with `pprof`, the burst (about 1 ms). The stack's frames
+//! are named on a thread of their own while the poll is being confirmed, and kept, so in a
+//! release build the line is out about 2 ms after it is decided (worst case measured at
+//! `stalltrace=50`: 91–93 ms after the poll's start); where reading the DWARF takes longer than
+//! N/2 (a debug build), the line waits for the names.
 //! `tokio_unstable` adds nothing exact here (tokio batches its poll counts the same way).
 //! The workers' threads are found without the app's `Builder`: rdebug spawns one short task per
 //! worker that notes `tokio::runtime::worker_index()` and its thread id (and holds its worker at
@@ -123,7 +126,9 @@
 //! With `pprof`, turning stalltrace on installs rdebug's `SIGPROF` handler (no timer: nothing is
 //! sampled until a worker is suspected), builds the unwinder, and reads the program's symbol
 //! tables on a short-lived thread (`rdebug-symbols`), so that the first stall's line waits for
-//! none of them (in a debug build of the tests that took 150–300 ms, longer than the stall).
+//! none of them (in a debug build of the tests that took 150–300 ms, longer than the stall);
+//! the new frames of a suspected stall are named on such a thread too, one at a time, and the
+//! names kept (4,096 addresses at most).
 //!
 //! # Allocator cycles: `gc` lines
 //!

@@ -96,8 +96,14 @@ impl ReporterThread {
                 next_sched = advance(next_sched, period, now);
                 worked = true;
             }
+            // While every worker is parked the stall looks are the reporter's wake-ups: an
+            // allocator sample due before the next look is taken at this one (at most that
+            // early), not on a wake-up of its own.
+            let idle = all_parked
+                .then(|| self.config.stall_idle_period())
+                .flatten();
             if let Some(period) = self.config.gc_period()
-                && now >= next_gc
+                && due_or_riding(now, next_gc, idle)
             {
                 self.gc.tick(&mut self.out, &self.config);
                 next_gc = advance(next_gc, period, now);
@@ -107,18 +113,13 @@ impl ReporterThread {
                 self.flush();
                 self.publish_stats();
             }
-            if all_parked && let Some(idle) = self.config.stall_idle_period() {
+            if let Some(idle) = idle {
                 // No poll runs on a parked worker: look again after the longer idle period, or
-                // with a tick already due within it (one wake-up for both).
+                // with a SCHED line already due within it (one wake-up for both).
                 next_stall = idle_deadline(
                     now,
                     idle,
-                    [
-                        self.config.sched_period().map(|_| next_sched),
-                        self.config.gc_period().map(|_| next_gc),
-                    ]
-                    .into_iter()
-                    .flatten(),
+                    self.config.sched_period().map(|_| next_sched).into_iter(),
                 );
             }
             let deadline = [
@@ -245,6 +246,12 @@ fn advance(prev: Instant, period: Duration, now: Instant) -> Instant {
     }
 }
 
+/// Whether a tick due at `next` is taken now: it is due, or every worker is parked (`idle`: the
+/// stall looks' period then) and it falls before the next look would come.
+fn due_or_riding(now: Instant, next: Instant, idle: Option<Duration>) -> bool {
+    now >= next || idle.is_some_and(|l| now.checked_add(l).is_some_and(|look| next < look))
+}
+
 /// The next stall look while every worker is parked: the latest of `others` (the reporter's
 /// other deadlines) within `idle` of `now`, so that it shares their wake-up, else `idle` on.
 fn idle_deadline(now: Instant, idle: Duration, others: impl Iterator<Item = Instant>) -> Instant {
@@ -297,16 +304,35 @@ mod tests {
             idle_deadline(now, ms(50), [now + ms(30), now + ms(90)].into_iter()),
             now + ms(30)
         );
-        // gcpoll=100 and stalltrace=50 on an idle runtime: one stall look between two allocator
-        // samples, the other on the sample's wake-up (20 wake-ups a second, not 40).
-        let mut t = now;
-        let mut wakes = 0;
-        let gc = |t: Instant| now + ms(100 * (t.duration_since(now).as_millis() as u64 / 100 + 1));
+    }
+
+    #[test]
+    fn idle_stall_looks_carry_the_allocator_samples() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // Due: taken, idle or not; not yet due: taken only at an idle look, before the next.
+        assert!(due_or_riding(now + ms(5), now, None));
+        assert!(!due_or_riding(now, now + ms(5), None));
+        assert!(due_or_riding(now, now + ms(39), Some(ms(40))));
+        assert!(!due_or_riding(now, now + ms(40), Some(ms(40))));
+        // gcpoll=100 and stalltrace=50 on an idle runtime, as the thread's loop runs them: a
+        // look every 40 ms, each sample on a look (at most 40 ms early), none on a wake-up of
+        // its own: 25 wake-ups in a second (40 when looks came every N/2, 30 with looks every
+        // 40 ms and samples on wake-ups of their own), and the 10 samples due in that second on
+        // the 100 ms grid.
+        let (idle, gcpoll) = (ms(40), ms(100));
+        let (mut t, mut next_gc) = (now, now);
+        let (mut wakes, mut samples) = (0, 0);
         while t < now + ms(1000) {
-            t = idle_deadline(t, ms(50), [gc(t)].into_iter()).min(gc(t));
             wakes += 1;
+            if due_or_riding(t, next_gc, Some(idle)) {
+                assert!(next_gc.saturating_duration_since(t) < idle);
+                next_gc = advance(next_gc, gcpoll, t);
+                samples += 1;
+            }
+            t = idle_deadline(t, idle, std::iter::empty()).min(next_gc);
         }
-        assert_eq!(wakes, 20);
+        assert_eq!((wakes, samples), (25, 10));
     }
 
     #[test]
