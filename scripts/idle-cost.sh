@@ -7,7 +7,9 @@
 # usage: scripts/idle-cost.sh [ROUNDS] [SECONDS]   (default 3 rounds of 20 s per setting)
 #   IDLE_COST_BIN=path: measure that webapp binary instead of building one (e.g. a copy built
 #   from an older commit, to compare in the same conditions); IDLE_COST_SETTINGS="a;b": only
-#   those RDEBUG settings (';'-separated, an empty item for unset).
+#   those RDEBUG settings (';'-separated, an empty item for unset). A setting `floor:MS` runs
+#   instead a bare thread waking every MS ms (scripts/wakeup_floor.rs): what any periodic
+#   thread costs on this machine, to set the reporter's figures against.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -25,7 +27,11 @@ fi
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
 measure() {
   local env=$1 pid t0 t1
-  if [ -n "$env" ]; then
+  if [[ $env == floor:* ]]; then
+    mkdir -p target
+    [ target/wakeup-floor -nt scripts/wakeup_floor.rs ] || rustc -O -o target/wakeup-floor scripts/wakeup_floor.rs
+    target/wakeup-floor "${env#floor:}" &
+  elif [ -n "$env" ]; then
     RDEBUG=$env "$bin" --addr 127.0.0.1:4011 >/dev/null 2>&1 &
   else
     env -u RDEBUG "$bin" --addr 127.0.0.1:4011 >/dev/null 2>&1 &
@@ -45,6 +51,10 @@ for r in $(seq 1 "$rounds"); do
     order=(); for ((i=${#settings[@]}-1; i>=0; i--)); do order+=("${settings[$i]}"); done
   fi
   for s in "${order[@]}"; do
-    echo "round $r RDEBUG='${s}': $(measure "$s")% of a core"
+    if [[ $s == floor:* ]]; then
+      echo "round $r bare thread waking every ${s#floor:} ms: $(measure "$s")% of a core"
+    else
+      echo "round $r RDEBUG='${s}': $(measure "$s")% of a core"
+    fi
   done
 done
