@@ -245,7 +245,7 @@ fn a_stall_after_idleness_is_decided_while_the_poll_blocks() {
 /// default `gcpoll=100`, an idle process's reporter thread sleeps 25 times a second, not 40
 /// (its voluntary context switches, from `/proc/self/task/<tid>/status`).
 #[test]
-fn an_idle_runtime_halves_the_reporters_wake_ups() {
+fn an_idle_runtime_wakes_the_reporter_less_often() {
     let name = support::test_name!();
     if is_child(name) {
         let rt = support::two_worker_runtime();
