@@ -15,6 +15,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use support::pprof::top;
+use support::release_fixture::{build, result_in};
 
 /// What the fixture wrote: its directory and its `RESULT` lines.
 struct Run {
@@ -25,12 +26,7 @@ struct Run {
 
 impl Run {
     fn result(&self, key: &str) -> f64 {
-        let prefix = format!("RESULT {key}=");
-        self.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in:\n{}", self.stdout))
+        result_in(&self.stdout, key)
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -58,58 +54,6 @@ fn run() -> &'static Run {
         );
         Run { bin, dir, stdout }
     })
-}
-
-/// Builds the fixture in release with line tables (once); its path.
-fn build() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let pkg = repo.join("target").join("profile-fixture");
-        std::fs::create_dir_all(&pkg).expect("fixture dir");
-        let manifest = format!(
-            r#"[package]
-name = "profile_truth"
-version = "0.0.0"
-edition = "2024"
-publish = false
-
-[[bin]]
-name = "profile_truth"
-path = "{src}"
-
-[dependencies]
-rdebug = {{ path = "{repo}", features = ["pprof"] }}
-tokio = {{ version = "1.47", features = ["rt-multi-thread", "time"] }}
-libc = "0.2"
-
-[profile.release]
-debug = "line-tables-only"
-
-[workspace]
-"#,
-            src = repo.join("tests/fixtures/profile_truth.rs").display(),
-            repo = repo.display()
-        );
-        std::fs::write(pkg.join("Cargo.toml"), manifest).expect("fixture manifest");
-        if !pkg.join("Cargo.lock").exists() {
-            // The crate's own lock: the same versions, nothing fetched anew.
-            std::fs::copy(repo.join("Cargo.lock"), pkg.join("Cargo.lock")).expect("lock");
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--manifest-path"])
-            .arg(pkg.join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", pkg.join("target"))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_BUILD_RUSTFLAGS")
-            .status()
-            .expect("cargo build of the fixture");
-        assert!(status.success(), "the fixture did not build");
-        pkg.join("target/release/profile_truth")
-    })
-    .clone()
 }
 
 /// `go tool pprof <args> <file>`'s output.
@@ -451,44 +395,4 @@ fn damaged_dwarf_costs_frames_not_the_program() {
         .filter(|l| l.contains("could not be read for"))
         .count();
     assert_eq!(warnings, 1, "{stderr}");
-}
-
-/// With `stalltrace=50`, the first request after a quiet spell, its poll blocking 200 ms from
-/// right after one of the reporter's looks (the worst case: seen 40 ms on, decided 50 ms after
-/// that), gets one STALL line naming the blocking function, written within 100 ms of the poll's
-/// start: the frames of the first sample were named on a thread of their own while the stall
-/// was being confirmed, and the confirming burst takes about 2 ms.
-#[test]
-fn a_stall_after_idleness_is_written_within_100_ms() {
-    // After the profiling run, which keeps both cores busy for seconds.
-    let _ = run();
-    let out = Command::new(build())
-        .arg("stall-after-a-look")
-        .env_remove("RDEBUG")
-        .output()
-        .expect("run the fixture");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "fixture failed: {stdout}");
-    let r = |key: &str| -> u64 {
-        let prefix = format!("RESULT {key}=");
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
-    };
-    assert_eq!(r("stall_lines"), 1, "{stdout}");
-    assert_eq!(r("names_it"), 1, "{stdout}");
-    assert_eq!(r("while_blocking"), 1, "{stdout}");
-    assert!(
-        r("written_ms") <= 100,
-        "the STALL line was written {} ms after the poll started (decided at {} ms):\n{stdout}",
-        r("written_ms"),
-        r("decided_ms")
-    );
-    eprintln!(
-        "STALL line decided {} ms and written {} ms after the poll started",
-        r("decided_ms"),
-        r("written_ms")
-    );
 }

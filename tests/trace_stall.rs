@@ -193,7 +193,7 @@ fn a_stall_in_a_named_runtime_is_json_with_its_name() {
 /// 200 ms blocking poll with `stalltrace=50` is seen 40 ms later and decided 50 ms after that,
 /// while it still blocks. The line's `ms` tells when it was decided; the write waits for the
 /// frames' names, which a test build reads slowly (its DWARF is large): the write is checked in
-/// a release build (`profile_release::a_stall_after_idleness_is_written_within_100_ms`).
+/// a release build (`trace_stall_release::a_stall_after_idleness_is_written_within_100_ms`).
 #[test]
 fn a_stall_after_idleness_is_decided_while_the_poll_blocks() {
     let name = support::test_name!();

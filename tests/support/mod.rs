@@ -8,6 +8,7 @@
 //!   `rdebug::Alloc`, and its checks;
 //! * [`deep`]: running code deep in a thread's stack, with little stack left;
 //! * [`load`] and [`server`]: a hyper load client and the small in-test axum server it drives;
+//! * [`release_fixture`]: the release build of `tests/fixtures/profile_truth.rs`;
 //! * here: a two-worker runtime, a stderr-filling helper, the RSS of a process.
 
 // Each test binary uses its own part of this module.
@@ -23,6 +24,7 @@ pub mod http_client;
 pub mod lines;
 pub mod load;
 pub mod pprof;
+pub mod release_fixture;
 pub mod server;
 
 pub use child::*;
