@@ -328,6 +328,78 @@ fn short_polls_under_load_print_no_stall() {
     assert_eq!(support::result_value::<u64>(&out.stdout, "stalls"), 0);
 }
 
+/// A web server under `hey` (axum, `POST /sendjson` from 4 connections for 3 s: thousands of
+/// short polls on both workers) prints no STALL line with `stalltrace=50`; one request held
+/// 200 ms by a blocking call afterwards prints exactly one, so the looks were running all along.
+#[test]
+fn a_server_under_hey_prints_no_stall_until_a_poll_blocks() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        rt.block_on(async { rdebug::init() });
+        let handle = rt.handle().clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            rt.block_on(support::server::serve(|a| {
+                let _ = tx.send(a);
+            }));
+            rt
+        });
+        let app = rx.recv().expect("the app's address");
+        let busy = |h: &tokio::runtime::Handle| {
+            let m = h.metrics();
+            (0..m.num_workers())
+                .map(|w| m.worker_total_busy_duration(w))
+                .sum::<Duration>()
+        };
+        let before = busy(&handle);
+        let hey = support::hey::Hey::start(&[
+            "-z",
+            "3s",
+            "-c",
+            "4",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-d",
+            r#"{"a":1,"b":2}"#,
+            &format!("http://{app}/sendjson"),
+        ]);
+        let hey_ok = hey.wait(Duration::from_secs(30)).success();
+        println!("RESULT hey_ok {}", u8::from(hey_ok));
+        println!(
+            "RESULT busy_ms {}",
+            busy(&handle).saturating_sub(before).as_millis()
+        );
+        // Everything the load left is written before the blocking request.
+        std::thread::sleep(Duration::from_millis(300));
+        eprintln!("LOAD DONE");
+        let blocked = handle.spawn(async { blocks_in_sleep(Duration::from_millis(200)) });
+        let _ = handle.block_on(blocked);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = support::http_client::get(app, "/quit");
+        let _ = server.join();
+        return;
+    }
+    let out = run_child(name, &[("RDEBUG", "stalltrace=50")], TIMEOUT);
+    out.assert_success();
+    let r = |k| support::result_value::<u64>(&out.stdout, k);
+    assert_eq!(r("hey_ok"), 1, "hey failed: {}", out.stderr);
+    // The load kept the workers busy (their flushed busy time; a few hundred ms at least).
+    assert!(r("busy_ms") >= 300, "busy {} ms under hey", r("busy_ms"));
+    let (during, after) = out
+        .stderr
+        .split_once("LOAD DONE")
+        .expect("the child's marker");
+    let stalls = |s: &str| s.lines().filter(|l| l.starts_with("STALL ")).count();
+    assert_eq!(stalls(during), 0, "STALL lines under hey:\n{during}");
+    assert_eq!(stalls(after), 1, "{after}");
+    if cfg!(feature = "pprof") {
+        assert!(after.contains("blocks_in_sleep"), "{after}");
+    }
+}
+
 /// `stalltrace=` with junk or a huge value warns once and traces nothing; `0` is off, silently.
 #[test]
 fn bad_stalltrace_values_warn_and_trace_nothing() {

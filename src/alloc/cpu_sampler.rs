@@ -98,6 +98,11 @@ pub(crate) fn ensure_handler() -> Result<(), &'static str> {
     imp::install_handler()
 }
 
+/// Whether the sampler runs for the allocator-CPU figure ([`ensure_started`] succeeded).
+pub(crate) fn started_for_alloc() -> bool {
+    FOR_ALLOC.load(Acquire)
+}
+
 /// Starts the sampler for the allocator-CPU figure if it is not running; `Err` says why it
 /// cannot run (then the figure stays 0). Cheap once running: one atomic load.
 pub(crate) fn ensure_started() -> Result<(), &'static str> {

@@ -137,10 +137,37 @@ pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
 /// exit. Nothing else starts it: `/metrics`, `/debug/vars`, the dashboard's history while no
 /// page asks for it and a heap profile read the figure without starting it. If it cannot start,
 /// one note says why (once). Cheap once started: one atomic load.
+///
+/// Starting it first reads the executable's symbol table to know the allocator's code: 0.6–5 ms
+/// for a small release program (measured), 50 ms or more for a debug test binary. Called from a thread in a
+/// tokio runtime's context (a handler calling [`memstats`](crate::memstats) on a worker), that
+/// is left to a thread of its own, once, and the call returns at once: the first request to
+/// read memstats must not hold its worker (a STALL line named rdebug's table there). The figure
+/// then counts from when that thread is done, a few ms later.
 pub(crate) fn want_cpu_figure() {
+    static BACKGROUND: AtomicBool = AtomicBool::new(false);
+    if !is_installed() || cpu_sampler::started_for_alloc() {
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_ok() {
+        if BACKGROUND.swap(true, Relaxed) {
+            return;
+        }
+        if std::thread::Builder::new()
+            .name("rdebug-alloc-text".into())
+            .spawn(start_cpu_figure)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    start_cpu_figure();
+}
+
+/// [`want_cpu_figure`]'s start, and its note if the sampler cannot run.
+fn start_cpu_figure() {
     static NOTED: AtomicBool = AtomicBool::new(false);
-    if is_installed()
-        && let Err(reason) = cpu_sampler::ensure_started()
+    if let Err(reason) = cpu_sampler::ensure_started()
         && !NOTED.swap(true, Relaxed)
     {
         let message = format!("the allocator CPU share is not measured: {reason}");

@@ -109,6 +109,11 @@ pub struct MemStats {
 /// a sum of the per-thread counters, and one `/proc` read. When no reporter samples the allocator
 /// (`RDEBUG` turned no trace on), the read also checks for a closed cycle, so `num_gc` still moves.
 ///
+/// The first call starts the sampler behind `gc_cpu_fraction`, which reads the executable's
+/// symbol table once (a few ms in a release build). Called on a thread of a tokio runtime (a
+/// request handler), it leaves that to a thread of its own and returns at once, so the first
+/// request to read memstats does not hold its worker; the figure counts from a few ms later.
+///
 /// When the global allocator is not [`Alloc`](crate::Alloc), the figures it alone can give are
 /// zero, and the first read in the process (unless the `gctrace` reporter said it already) writes
 /// one `rdebug: note:` line on stderr saying which ones are missing and why.
