@@ -139,11 +139,13 @@ pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
 /// one note says why (once). Cheap once started: one atomic load.
 ///
 /// Starting it first reads the executable's symbol table to know the allocator's code: 0.6–5 ms
-/// for a small release program (measured), 50 ms or more for a debug test binary. Called from a thread in a
-/// tokio runtime's context (a handler calling [`memstats`](crate::memstats) on a worker), that
-/// is left to a thread of its own, once, and the call returns at once: the first request to
-/// read memstats must not hold its worker (a STALL line named rdebug's table there). The figure
-/// then counts from when that thread is done, a few ms later.
+/// for a small release program (measured), 50 ms or more for a debug test binary. Called from
+/// a thread in a tokio runtime's context (a handler calling [`memstats`](crate::memstats) on a
+/// worker), that is left to a thread of its own, once, and the call returns at once: the first
+/// request to read memstats must not hold its worker (a STALL line named rdebug's table
+/// there). The figure then counts from when that thread is done, a few ms later. The reporter
+/// thread, in no runtime, starts it in place before its first tick, so that the table's own
+/// buffers (freed at once) fall before the first allocator sample and close no cycle.
 pub(crate) fn want_cpu_figure() {
     static BACKGROUND: AtomicBool = AtomicBool::new(false);
     if !is_installed() || cpu_sampler::started_for_alloc() {
