@@ -41,7 +41,7 @@
 //! - plus each look's wake-up latency (under 1 ms on a quiet machine) and, with `pprof`, the
 //!   confirming burst (4 samples 250 µs apart, about 1 ms) before the line is written. The
 //!   frames' names are not read then: the first sample's new addresses are named on a thread
-//!   of their own while the second look is awaited, and kept ([`NameCache`]), so the line goes
+//!   of their own while the second look is awaited, and kept (`NameCache`), so the line goes
 //!   out 2 ms after the decision in a release build (t0 + 91–93 ms in the worst case above,
 //!   within 2N with N/5 to spare for a late wake-up). A build whose DWARF takes longer to read
 //!   than N/2 (a debug build of the tests: 20–30 ms more) writes it when the names are read.
