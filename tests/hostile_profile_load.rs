@@ -74,19 +74,7 @@ fn a_minute_long_profile_under_churn_and_hey() {
     let pb = support::temp_path("minute.pb.gz");
     let mut c = ServerChild::start(name, &[("RDEBUG", "http=127.0.0.1:0")]);
     let app: std::net::SocketAddr = c.wait_stdout("APP ").parse().expect("app address");
-    let load = support::hey::Hey::start(&[
-        "-z",
-        "62s",
-        "-c",
-        "4",
-        "-m",
-        "POST",
-        "-T",
-        "application/json",
-        "-d",
-        r#"{"a":1,"b":2}"#,
-        &format!("http://{app}/sendjson"),
-    ]);
+    let load = support::hey::Hey::sendjson(app, "62s", 4);
     let profile = get_within(
         c.addr,
         "/debug/pprof/profile?seconds=60&hz=1000",

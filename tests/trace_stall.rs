@@ -353,19 +353,7 @@ fn a_server_under_hey_prints_no_stall_until_a_poll_blocks() {
                 .sum::<Duration>()
         };
         let before = busy(&handle);
-        let hey = support::hey::Hey::start(&[
-            "-z",
-            "3s",
-            "-c",
-            "4",
-            "-m",
-            "POST",
-            "-T",
-            "application/json",
-            "-d",
-            r#"{"a":1,"b":2}"#,
-            &format!("http://{app}/sendjson"),
-        ]);
+        let hey = support::hey::Hey::sendjson(app, "3s", 4);
         let hey_ok = hey.wait(Duration::from_secs(30)).success();
         println!("RESULT hey_ok {}", u8::from(hey_ok));
         println!(

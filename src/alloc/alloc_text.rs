@@ -234,6 +234,7 @@ mod imp {
     use std::os::unix::fs::FileExt;
 
     use super::{JEMALLOC_SOURCES, Table, is_allocator_function, merge};
+    use crate::sys::mapped::Region;
 
     const SHT_SYMTAB: u32 = 2;
     const STT_FUNC: u8 = 2;
@@ -251,73 +252,15 @@ mod imp {
         Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
     }
 
+    /// `len` bytes of `f` from `offset` (the headers: a few KiB at most).
     fn read_at(f: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
-        // A symbol table of more than 1 GiB is not one this reads.
-        if len > 1 << 30 {
+        // Section headers are 64 bytes each and at most 65,535 of them: 4 MiB.
+        if len > 4 << 20 {
             return None;
         }
         let mut buf = vec![0u8; usize::try_from(len).ok()?];
         f.read_exact_at(&mut buf, offset).ok()?;
         Some(buf)
-    }
-
-    /// A read-only private mapping of `len` bytes of a file from `offset`, unmapped when
-    /// dropped. The symbol and string tables (megabytes) are read through it rather than copied
-    /// onto the heap, where, allocated and freed beside the reporter's allocator samples, they
-    /// would close a gc cycle of rdebug's own making. (The executable cannot be written while it
-    /// runs, `ETXTBSY`, so the mapped pages cannot vanish under the reader.)
-    struct Mapped {
-        base: *mut libc::c_void,
-        map_len: usize,
-        skip: usize,
-        len: usize,
-    }
-
-    impl Mapped {
-        fn new(f: &File, offset: u64, len: u64) -> Option<Mapped> {
-            use std::os::fd::AsRawFd;
-            // A symbol table of more than 1 GiB is not one this reads.
-            if len == 0 || len > 1 << 30 {
-                return None;
-            }
-            // SAFETY: sysconf has no preconditions.
-            let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-                .ok()
-                .filter(|p| p.is_power_of_two())?;
-            let start = offset & !(page - 1);
-            let skip = usize::try_from(offset - start).ok()?;
-            let len = usize::try_from(len).ok()?;
-            let map_len = len.checked_add(skip)?;
-            // SAFETY: a new read-only private mapping of our open file; checked below.
-            let base = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    map_len,
-                    libc::PROT_READ,
-                    libc::MAP_PRIVATE,
-                    f.as_raw_fd(),
-                    libc::off_t::try_from(start).ok()?,
-                )
-            };
-            (base != libc::MAP_FAILED).then_some(Mapped {
-                base,
-                map_len,
-                skip,
-                len,
-            })
-        }
-
-        fn bytes(&self) -> &[u8] {
-            // SAFETY: `skip + len` bytes are mapped readable from `base` while `self` lives.
-            unsafe { std::slice::from_raw_parts(self.base.cast::<u8>().add(self.skip), self.len) }
-        }
-    }
-
-    impl Drop for Mapped {
-        fn drop(&mut self) {
-            // SAFETY: the mapping made in `new`, unmapped once.
-            unsafe { libc::munmap(self.base, self.map_len) };
-        }
     }
 
     fn name_at(strtab: &[u8], at: u32) -> &[u8] {
@@ -377,8 +320,12 @@ mod imp {
             .find(|s| s.0 == SHT_SYMTAB)
             .ok_or(NO_TABLE)?;
         let strtab = section(u64::from(symtab.4)).ok_or(bad)?;
-        let syms = Mapped::new(&f, symtab.2, symtab.3).ok_or(bad)?;
-        let strs = Mapped::new(&f, strtab.2, strtab.3).ok_or(bad)?;
+        // Mapped, not copied onto the heap: megabytes allocated and freed beside the reporter's
+        // allocator samples would close a gc cycle of rdebug's own making.
+        // A symbol table of more than 1 GiB is not one this reads.
+        let region = |offset, len| Region::new(&f, offset, len).filter(|_| len <= 1 << 30);
+        let syms = region(symtab.2, symtab.3).ok_or(bad)?;
+        let strs = region(strtab.2, strtab.3).ok_or(bad)?;
         let (syms, strs) = (syms.bytes(), strs.bytes());
         let mut ranges = Vec::new();
         let mut jemalloc_file = false;

@@ -123,29 +123,8 @@ pub(crate) fn map(path: &Path) -> Option<Mapped> {
         return Some(*m);
     }
     let file = std::fs::File::open(path).ok()?;
-    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
-    if len == 0 {
-        return None;
-    }
-    use std::os::fd::AsRawFd;
-    // SAFETY: a fresh read-only private mapping of a file we opened; never unmapped, so the
-    // slice stays valid for 'static. (A file truncated under us would fault on read: binaries
-    // of a running process are not truncated in place by package managers, which replace them.)
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
-    // SAFETY: `len` readable bytes at `p`, for the rest of the process.
-    let m = Mapped(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) });
+    let len = file.metadata().ok()?.len();
+    let m = Mapped(crate::sys::mapped::Region::new(&file, 0, len)?.leak());
     all.insert(path.to_owned(), m);
     Some(m)
 }

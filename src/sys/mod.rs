@@ -1,9 +1,10 @@
 //! What the operating system gives rdebug: `/proc` files read into stack buffers
-//! ([`proc`]), a stderr that never blocks or kills the program ([`stderr`]), and where each
+//! ([`proc`]), files mapped read-only ([`mapped`]), a stderr that never blocks or kills the program ([`stderr`]), and where each
 //! thread's stack lies (`stack`, for the CPU profiler: feature `pprof`).
 //!
 //! Nothing here uses anything else in the crate.
 
+pub(crate) mod mapped;
 pub(crate) mod proc;
 #[cfg(feature = "pprof")]
 pub(crate) mod stack;

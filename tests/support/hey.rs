@@ -32,6 +32,25 @@ impl Hey {
         Hey(child)
     }
 
+    /// Starts `hey` posting `{"a":1,"b":2}` to the test server's `/sendjson` at `app`
+    /// ([`super::server`]) from `connections` connections for `duration` (hey's `-z`, e.g.
+    /// `"3s"`).
+    pub fn sendjson(app: std::net::SocketAddr, duration: &str, connections: u32) -> Hey {
+        Hey::start(&[
+            "-z",
+            duration,
+            "-c",
+            &connections.to_string(),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-d",
+            r#"{"a":1,"b":2}"#,
+            &format!("http://{app}/sendjson"),
+        ])
+    }
+
     /// Waits for `hey` to finish, up to `timeout`.
     pub fn wait(mut self, timeout: Duration) -> ExitStatus {
         super::child::wait(&mut self.0, timeout)
