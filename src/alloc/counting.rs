@@ -205,12 +205,17 @@ impl Hot {
     }
 
     /// The counts (relaxed loads; any thread).
+    /// The frees first, then the allocations: the owner counts an object's allocation before
+    /// its free, so a reader preempted between the loads (while the owner runs thousands of
+    /// alloc/free pairs) still reads no more frees than allocations, and `heap_objects =
+    /// mallocs - frees` never goes below zero. (Field initialisers run in the order written;
+    /// `Acquire` keeps the later loads after the first on weakly ordered machines.)
     pub(crate) fn read(&self) -> HotValues {
         HotValues {
+            frees: self.frees.load(Acquire),
+            freed_bytes: self.freed_bytes.load(Acquire),
             allocs: self.allocs.load(Relaxed),
-            frees: self.frees.load(Relaxed),
             allocated_bytes: self.allocated_bytes.load(Relaxed),
-            freed_bytes: self.freed_bytes.load(Relaxed),
         }
     }
 

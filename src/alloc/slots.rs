@@ -170,11 +170,12 @@ impl Slot {
 
     /// The retained counts alone.
     fn retained(&self) -> HotValues {
+        // Frees first, as in `Hot::read` (the fallback slot is counted here directly).
         HotValues {
+            frees: self.frees.load(Acquire),
+            freed_bytes: self.freed_bytes.load(Acquire),
             allocs: self.allocs.load(Relaxed),
-            frees: self.frees.load(Relaxed),
             allocated_bytes: self.allocated_bytes.load(Relaxed),
-            freed_bytes: self.freed_bytes.load(Relaxed),
         }
     }
 
