@@ -9,7 +9,8 @@ use tokio::runtime::Handle;
 use crate::config::{Config, Format};
 use crate::error::ConfigError;
 use crate::error::Error;
-use crate::stats::{self, runtimes};
+use crate::runtime::watched;
+use crate::stats;
 use crate::sync::lock;
 use crate::sys::stderr::{self, Stderr};
 use crate::trace::{self, Builder, Reporter, panic_hook};
@@ -24,7 +25,7 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
             trace::global().is_some() || serving(),
             Handle::try_current(),
         ) {
-            runtimes::watch(&h, None);
+            watched::watch(&h, None);
         }
         return if strict {
             Err(Error::AlreadyStarted)
@@ -70,7 +71,7 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     if let Some((addr, format)) = http {
         start_http(addr, strict, format)?;
     }
-    if schedtrace && runtimes::watched().is_empty() {
+    if schedtrace && watched::watched().is_empty() {
         stderr::note(
             "warning",
             "schedtrace is on but no tokio runtime is watched: rdebug::init() was called outside \
@@ -99,7 +100,7 @@ fn serving() -> bool {
 fn start_http(addr: std::net::SocketAddr, strict: bool, format: Format) -> Result<(), Error> {
     crate::clock::origin();
     if let Ok(h) = Handle::try_current() {
-        runtimes::watch(&h, None);
+        watched::watch(&h, None);
     }
     match crate::http::start_from_env(addr) {
         Ok(()) => Ok(()),

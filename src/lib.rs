@@ -213,21 +213,26 @@ mod error;
 pub mod export;
 #[cfg(feature = "http")]
 pub mod http;
-mod labels;
 #[cfg(feature = "pprof")]
 pub mod profile;
+mod runtime;
+mod sampler;
 mod stats;
+#[cfg(feature = "pprof")]
+mod symbols;
 mod sync;
 mod sys;
 mod trace;
 
 use tokio::runtime::Handle;
 
-pub use alloc::{Alloc, AllocCounters, alloc_counters};
+pub use alloc::{Alloc, AllocCounters};
 pub use config::{Config, Format};
 pub use error::{ConfigError, Error};
-pub use labels::labels;
-pub use stats::{GcCycle, MemStats, SchedStats, WorkerStats, memstats, sched_stats};
+pub use sampler::task_labels::labels;
+pub use stats::{
+    GcCycle, MemStats, SchedStats, WorkerStats, alloc_counters, memstats, sched_stats,
+};
 #[cfg(feature = "_bench")]
 #[doc(hidden)]
 pub use trace::TickForBench;
@@ -327,7 +332,7 @@ pub fn reporter() -> Option<&'static Reporter> {
 /// assert_eq!(rdebug::sched_stats(rt.handle()).tasks, 0);
 /// ```
 pub fn watch(handle: &Handle) {
-    stats::runtimes::watch(handle, None);
+    runtime::watched::watch(handle, None);
 }
 
 /// Watches another runtime under `name`: its SCHED lines carry `runtime=<name>`.
@@ -337,7 +342,7 @@ pub fn watch(handle: &Handle) {
 /// rdebug::watch_named(rt.handle(), "io");
 /// ```
 pub fn watch_named(handle: &Handle, name: &str) {
-    stats::runtimes::watch(handle, Some(name));
+    runtime::watched::watch(handle, Some(name));
 }
 
 #[cfg(doctest)]

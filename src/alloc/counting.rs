@@ -5,8 +5,8 @@
 //! tail-calls jemalloc. The state and the counters sit in one thread-local block at a fixed
 //! offset from the thread pointer: no pointer is loaded and no register is saved. Nothing else is
 //! added: no in-allocator flag and no timing (the allocator's CPU time comes from on-CPU sampling
-//! that looks at the interrupted instruction, see [`cpu_sampler`](super::cpu_sampler) and
-//! [`alloc_text`](super::alloc_text)). What an alloc+free pair costs is in `BENCHMARKS.md`.
+//! that looks at the interrupted instruction, see [`sampler`](crate::sampler) and
+//! [`allocator_code`](crate::sampler::allocator_code)). What an alloc+free pair costs is in `BENCHMARKS.md`.
 //!
 //! A thread's first call, and every call while it has no counters of its own, go out of line:
 //! the first one gives the thread a [`Slot`] and publishes there the address of its counters,
@@ -23,11 +23,12 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
 
 use tikv_jemallocator::Jemalloc;
 
-use super::slots::{FALLBACK, Slot, acquire_slot, add_owned};
+use super::slots::{FALLBACK, Slot, acquire_slot};
+use super::thread_counters::{Hot, add_owned};
 
 /// jemalloc with the counters rdebug needs; install it as the global allocator.
 ///
@@ -175,75 +176,6 @@ impl Alloc {
     }
 }
 
-/// The thread's counters, in its own thread-local block. Written only by the owning thread (plain
-/// relaxed load + store: no `lock` prefix); read by other threads through the address published
-/// in the thread's [`Slot`].
-pub(crate) struct Hot {
-    allocs: AtomicU64,
-    frees: AtomicU64,
-    allocated_bytes: AtomicU64,
-    freed_bytes: AtomicU64,
-}
-
-/// One reading of a thread's counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct HotValues {
-    pub(crate) allocs: u64,
-    pub(crate) frees: u64,
-    pub(crate) allocated_bytes: u64,
-    pub(crate) freed_bytes: u64,
-}
-
-impl Hot {
-    const fn new() -> Self {
-        Hot {
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
-            allocated_bytes: AtomicU64::new(0),
-            freed_bytes: AtomicU64::new(0),
-        }
-    }
-
-    /// The counts (relaxed loads; any thread).
-    /// The frees first, then the allocations: the owner counts an object's allocation before
-    /// its free, so a reader preempted between the loads (while the owner runs thousands of
-    /// alloc/free pairs) still reads no more frees than allocations, and `heap_objects =
-    /// mallocs - frees` never goes below zero. (Field initialisers run in the order written;
-    /// `Acquire` keeps the later loads after the first on weakly ordered machines.)
-    pub(crate) fn read(&self) -> HotValues {
-        HotValues {
-            frees: self.frees.load(Acquire),
-            freed_bytes: self.freed_bytes.load(Acquire),
-            allocs: self.allocs.load(Relaxed),
-            allocated_bytes: self.allocated_bytes.load(Relaxed),
-        }
-    }
-
-    /// Back to zero. Owning thread only, once its counts are no longer published.
-    fn reset(&self) {
-        for c in [
-            &self.allocs,
-            &self.frees,
-            &self.allocated_bytes,
-            &self.freed_bytes,
-        ] {
-            c.store(0, Relaxed);
-        }
-    }
-
-    /// Counts one call of `size` bytes. Owning thread only.
-    #[inline(always)]
-    fn add(&self, is_alloc: bool, size: usize) {
-        if is_alloc {
-            add_owned(&self.allocs, 1);
-            add_owned(&self.allocated_bytes, size as u64);
-        } else {
-            add_owned(&self.frees, 1);
-            add_owned(&self.freed_bytes, size as u64);
-        }
-    }
-}
-
 /// Counts one call (the paths that count after jemalloc's call, and the out-of-line ones).
 #[inline(always)]
 fn count(is_alloc: bool, size: usize) {
@@ -325,6 +257,8 @@ struct Local {
     state: Cell<u8>,
     /// The thread's slot once set up; null before, and again once handed back at exit.
     slot: Cell<*const Slot>,
+    /// What the thread-start hook returned, for the thread-exit hook ([`super::hooks`]).
+    hook_token: Cell<usize>,
     hot: Hot,
 }
 
@@ -333,6 +267,7 @@ thread_local! {
         Local {
             state: Cell::new(STATE_NEW),
             slot: Cell::new(ptr::null()),
+            hook_token: Cell::new(0),
             hot: Hot::new(),
         }
     };
@@ -351,10 +286,7 @@ impl Drop for ReleaseOnExit {
             if !p.is_null() {
                 // SAFETY: slots are never freed.
                 let s = unsafe { &*p };
-                // `tid` first: a sampler arming this slot meanwhile sees it cleared and takes
-                // back a timer it made for this thread (see `cpu_sampler::arm`).
-                s.tid.store(0, SeqCst);
-                super::cpu_sampler::disarm(s);
+                super::hooks::thread_exiting(l.hook_token.replace(0));
                 s.fold_and_unpublish(l.hot.read());
                 s.in_use.store(false, Release);
             }
@@ -392,9 +324,8 @@ fn set_up(l: &Local) {
     // SAFETY: slots are never freed; this thread owns this one now.
     let slot = unsafe { &*s };
     slot.publish(&l.hot);
-    slot.tid.store(super::cpu_sampler::current_tid(), Relaxed);
-    // If the CPU-time sampler runs, this thread gets its own timer now.
-    super::cpu_sampler::arm(slot);
+    // Whoever installed thread hooks (the sampler's registry) learns of this thread now.
+    l.hook_token.set(super::hooks::thread_started());
     l.slot.set(s);
     l.state.set(STATE_READY);
 }

@@ -3,13 +3,13 @@
 //!
 //! Uses only [`sys`](crate::sys).
 
-pub(crate) mod alloc_text;
 pub(crate) mod counting;
-pub(crate) mod cpu_sampler;
-pub(crate) mod jemalloc;
+pub(crate) mod hooks;
+pub(crate) mod mallctl;
 pub(crate) mod slots;
+mod thread_counters;
 
 pub use counting::Alloc;
 pub(crate) use counting::this_thread_counters;
+pub use slots::AllocCounters;
 pub(crate) use slots::is_installed;
-pub use slots::{AllocCounters, alloc_counters};

@@ -13,14 +13,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
-use std::sync::atomic::{
-    AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*, fence,
-};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*, fence};
 
-use super::counting::{Hot, HotValues};
+use super::thread_counters::{Hot, HotValues, add_owned};
 
-/// No timer in [`Slot::timer`].
-pub(crate) const NO_TIMER: usize = usize::MAX;
 /// Totals of the counting allocator, summed over all threads that ever allocated.
 ///
 /// Read with [`alloc_counters`]. All counts are since the process started, in requested bytes
@@ -65,22 +61,9 @@ pub struct AllocCounters {
     pub slots: u64,
 }
 
-/// The counting allocator's totals, without touching jemalloc: the read for hot paths.
-///
-/// Sums the per-thread counters (a few relaxed loads per thread that ever allocated). All zero when
-/// [`Alloc`](crate::Alloc) is not the global allocator.
-///
-/// ```
-/// #[global_allocator]
-/// static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
-///
-/// let before = rdebug::alloc_counters();
-/// let b = Box::new([0u8; 4096]);
-/// let after = rdebug::alloc_counters();
-/// assert!(after.allocs > before.allocs);
-/// drop(b);
-/// ```
-pub fn alloc_counters() -> AllocCounters {
+/// The counting allocator's totals (all but [`AllocCounters::alloc_cpu_ns`], which the
+/// sampler measures): see [`crate::alloc_counters`].
+pub(crate) fn counted() -> AllocCounters {
     let mut c = AllocCounters::default();
     let mut add = |v: HotValues| {
         c.allocated_bytes = c.allocated_bytes.saturating_add(v.allocated_bytes);
@@ -102,7 +85,6 @@ pub fn alloc_counters() -> AllocCounters {
     }
     c.live_bytes = c.allocated_bytes.saturating_sub(c.freed_bytes);
     c.live_objects = c.allocs.saturating_sub(c.frees);
-    c.alloc_cpu_ns = super::cpu_sampler::alloc_cpu_ns();
     c
 }
 
@@ -133,11 +115,6 @@ pub(crate) struct Slot {
     /// Readers that may be reading through `hot` now; the exiting owner waits for 0.
     readers: AtomicU32,
     pub(crate) in_use: AtomicBool,
-    /// Kernel id of the thread that owns the slot now (0 before it is known).
-    pub(crate) tid: AtomicI64,
-    /// The CPU-time sampler's timer on that thread's CPU clock (a `timer_t` as usize), or
-    /// `NO_TIMER`.
-    pub(crate) timer: AtomicUsize,
     /// Next slot in the list; fixed once the slot is published.
     next: *const Slot,
 }
@@ -220,8 +197,6 @@ impl Slot {
             seq: AtomicU64::new(0),
             readers: AtomicU32::new(0),
             in_use: AtomicBool::new(false),
-            tid: AtomicI64::new(0),
-            timer: AtomicUsize::new(NO_TIMER),
             next: ptr::null(),
         }
     }
@@ -233,17 +208,6 @@ static SLOTS: AtomicPtr<Slot> = AtomicPtr::new(ptr::null_mut());
 pub(crate) static FALLBACK: Slot = Slot::new();
 /// Set when the first thread takes a slot: proof that `Alloc` is the global allocator.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-/// Calls `f` with every slot ever created (owned by a live thread or free).
-pub(crate) fn for_each_slot(mut f: impl FnMut(&Slot)) {
-    let mut p: *const Slot = SLOTS.load(Acquire);
-    while !p.is_null() {
-        // SAFETY: slots are never freed once published.
-        let s = unsafe { &*p };
-        f(s);
-        p = s.next;
-    }
-}
-
 /// Takes a free slot, or creates one with the system allocator. Null only if that fails.
 #[cold]
 pub(crate) fn acquire_slot() -> *const Slot {
@@ -278,11 +242,4 @@ pub(crate) fn acquire_slot() -> *const Slot {
             Err(now) => head = now,
         }
     }
-}
-
-/// Adds to a counter only its owning thread writes: a plain load and store, no `lock` prefix.
-/// Wrapping: a u64 of bytes takes decades to wrap even at 10 GB/s.
-#[inline(always)]
-pub(crate) fn add_owned(counter: &AtomicU64, by: u64) {
-    counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::process::{self, ProcessStats};
-use crate::stats::runtimes::watched;
+use crate::runtime::watched::watched;
 use crate::stats::{MemStats, SchedStats, fill, mem};
 use crate::sys::proc::process_files;
 

@@ -23,7 +23,6 @@ use super::reply::{self, Body, TEXT};
 use super::runtimes::{self, NONE_WATCHED};
 use crate::stats::encode::text_fields;
 use crate::stats::{SchedStats, fields};
-use crate::sys::proc::{ProcFile, clock_ticks_per_sec, stat_field};
 
 /// `/debug/pprof/cmdline`: the program's arguments joined by NUL bytes.
 pub(crate) fn cmdline() -> Response<Body> {
@@ -52,21 +51,12 @@ const MAX_THREADS: usize = 10_000;
 pub(crate) fn threadcreate() -> Response<Body> {
     let mut rows = Vec::new();
     let mut more = 0usize;
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for entry in dir.flatten() {
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if rows.len() == MAX_THREADS {
-                more += 1;
-                continue;
-            }
-            rows.push((tid, thread(tid)));
+    for tid in crate::sys::task::thread_ids() {
+        if rows.len() == MAX_THREADS {
+            more += 1;
+            continue;
         }
+        rows.push((tid, thread(tid)));
     }
     rows.sort_by_key(|(tid, _)| *tid);
     let mut out = String::with_capacity(64 * rows.len() + 64);
@@ -88,29 +78,19 @@ pub(crate) fn threadcreate() -> Response<Body> {
     reply::ok(TEXT, out)
 }
 
-/// One thread as `/proc/self/task/<tid>/stat` describes it.
+/// One thread as its `stat` describes it.
 struct Thread {
     name: String,
     state: char,
     cpu_ns: Option<u64>,
 }
 
-fn thread(tid: u64) -> Thread {
-    let mut buf = [0u8; 1024];
-    let file = ProcFile::open(&format!("/proc/self/task/{tid}/stat"));
-    let parsed = file.read_with(&mut buf, |b| {
-        let open = b.iter().position(|&c| c == b'(')?;
-        let close = b.iter().rposition(|&c| c == b')')?;
-        let name = String::from_utf8_lossy(b.get(open + 1..close)?).into_owned();
-        let state = b.get(close + 2).map_or('?', |&c| c as char);
-        let ticks = stat_field(b, 14)?.saturating_add(stat_field(b, 15)?);
-        Some((name, state, ticks))
-    });
-    match parsed {
-        Some((name, state, ticks)) => Thread {
-            name,
-            state,
-            cpu_ns: Some(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec()),
+fn thread(tid: i64) -> Thread {
+    match crate::sys::task::task_stat(tid) {
+        Some(t) => Thread {
+            name: t.name,
+            state: t.state as char,
+            cpu_ns: Some(t.cpu_ns),
         },
         None => Thread {
             name: String::new(),

@@ -135,7 +135,7 @@ struct Prev {
     busy_ns: u64,
     alloc_cpu_ns: u64,
     process_cpu_ns: Option<u64>,
-    /// [`runtimes::stalls_ever`](crate::stats::runtimes::stalls_ever).
+    /// [`runtimes::stalls_ever`](crate::runtime::watched::stalls_ever).
     stalls: u64,
 }
 
@@ -161,9 +161,9 @@ impl Taker {
                 .iter()
                 .flat_map(|(_, s)| &s.per_worker)
                 .fold(0u64, |a, w| a.saturating_add(w.busy_ns)),
-            alloc_cpu_ns: crate::alloc::cpu_sampler::alloc_cpu_ns(),
+            alloc_cpu_ns: crate::sampler::alloc_cpu_ns(),
             process_cpu_ns: process_files().cpu_ns(),
-            stalls: crate::stats::runtimes::stalls_ever(),
+            stalls: crate::runtime::watched::stalls_ever(),
         };
         tick_json(&mut out, ms, &m, &sched, self.prev.as_ref(), &now);
         self.prev = Some(now);

@@ -2,13 +2,14 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::stats::{SchedStats, runtimes, sched_stats};
+use crate::runtime::watched;
+use crate::stats::{SchedStats, sched_stats};
 
 /// Each live watched runtime's label (`main` for the unnamed one) and scheduler snapshot, in
 /// the order they were watched.
 pub(crate) fn snapshot() -> Vec<(String, SchedStats)> {
     // Handles are cloned out first: `sched_stats` takes the list's lock itself.
-    let handles: Vec<_> = runtimes::watched()
+    let handles: Vec<_> = watched::watched()
         .iter()
         .filter(|w| w.alive.load(Relaxed))
         .map(|w| (w.label.clone(), w.handle.clone()))
@@ -20,8 +21,8 @@ pub(crate) fn snapshot() -> Vec<(String, SchedStats)> {
 }
 
 /// [`snapshot`], with each runtime's last few stalls (`stalltrace`), oldest first.
-pub(crate) fn snapshot_with_stalls() -> Vec<(String, SchedStats, Vec<runtimes::Stall>)> {
-    let handles: Vec<_> = runtimes::watched()
+pub(crate) fn snapshot_with_stalls() -> Vec<(String, SchedStats, Vec<watched::Stall>)> {
+    let handles: Vec<_> = watched::watched()
         .iter()
         .filter(|w| w.alive.load(Relaxed))
         .map(|w| {

@@ -102,7 +102,8 @@ use tokio::sync::oneshot;
 
 use super::dumps::runtime_lines;
 use super::reply::{self, Body, TEXT};
-use crate::stats::{SchedStats, runtimes, sched_stats};
+use crate::stats::{SchedStats, sched_stats};
+use crate::runtime::watched;
 use crate::sync::lock;
 
 /// The longest rdebug waits for tokio's dump of the watched runtimes (all of them together)
@@ -176,7 +177,7 @@ pub(crate) async fn serve(debug: u8) -> Response<Body> {
         Ok(s) => s,
         Err(why) => return reply::error(StatusCode::CONFLICT, &why),
     };
-    let targets: Vec<Target> = runtimes::watched()
+    let targets: Vec<Target> = watched::watched()
         .iter()
         .filter(|w| w.alive.load(Relaxed))
         .map(|w| Target {

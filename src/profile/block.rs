@@ -25,8 +25,8 @@ use tokio::runtime::Handle;
 
 use super::ProfileError;
 use super::proto::Builder;
-use super::symbolize::{Symbolized, symbolize};
-use crate::stats::runtimes;
+use crate::runtime::watched;
+use crate::symbols::{Symbolized, symbolize};
 
 /// Longest block profile accepted.
 pub const MAX_BLOCK_DURATION: Duration = Duration::from_secs(3600);
@@ -42,7 +42,7 @@ const MAX_STACKS: usize = 100_000;
 /// Whether a block profile runs (one at a time).
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-/// A sample's stack (innermost first), labels ([`crate::labels`] bytes) and task id.
+/// A sample's stack (innermost first), labels ([`crate::sampler::task_labels`] bytes) and task id.
 type Key = (Vec<u64>, Vec<u8>, u64);
 
 /// A block profile: where busy tokio workers were blocked off CPU over a window, in Go's block
@@ -106,7 +106,7 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
             MAX_BLOCK_DURATION.as_secs()
         )));
     }
-    let mut workers: Vec<Worker> = runtimes::watched()
+    let mut workers: Vec<Worker> = watched::watched()
         .iter()
         .filter(|w| w.alive.load(Relaxed))
         .flat_map(|w| {
@@ -136,8 +136,7 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
         }
     }
     let _held = Held;
-    crate::alloc::cpu_sampler::ensure_started()
-        .map_err(|why| ProfileError::Unavailable(why.into()))?;
+    crate::sampler::ensure_started().map_err(|why| ProfileError::Unavailable(why.into()))?;
     probe_unknown(&workers);
     let time = SystemTime::now();
     let started = Instant::now();
@@ -165,7 +164,7 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
                 continue;
             }
             let tid = w.tids.get(w.index).map_or(0, |t| t.load(Relaxed));
-            let key = match super::thread_stack(tid, ANSWER_WITHIN) {
+            let key = match crate::sampler::thread_stack::thread_stack(tid, ANSWER_WITHIN) {
                 Some(s) => (s.frames, s.labels, s.task),
                 None => (vec![NOT_TAKEN], Vec::new(), 0),
             };
@@ -202,7 +201,7 @@ fn probe_unknown(workers: &[Worker]) {
     for w in workers {
         let id = w.handle.id();
         if !done.contains(&id) && w.tids.iter().any(|t| t.load(Relaxed) == 0) {
-            runtimes::probe_workers(&w.handle, &w.tids);
+            watched::probe_workers(&w.handle, &w.tids);
             done.push(id);
         }
     }
@@ -246,38 +245,15 @@ fn look(w: &mut Worker) -> Option<(u64, u64)> {
 }
 
 /// Thread `tid`'s time on a CPU (its CPU clock, exact to now) and waiting for one
-/// (`/proc/self/task/<tid>/schedstat`, brought up to date at each switch), ns.
+/// (its `schedstat`, brought up to date at each switch), ns.
 fn schedstat(tid: i64) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    let wait = s.split_whitespace().nth(1)?.parse().ok()?;
-    Some((thread_cpu_ns(tid)?, wait))
+    let (_, wait) = crate::sys::task::schedstat(tid)?;
+    Some((crate::sys::thread::thread_cpu_ns(tid)?, wait))
 }
 
-/// Thread `tid`'s CPU clock, ns (the kernel's per-thread clock id: MAKE_THREAD_CPUCLOCK(tid,
-/// CPUCLOCK_SCHED)).
-fn thread_cpu_ns(tid: i64) -> Option<u64> {
-    let clock = ((!(tid as u32)) << 3 | 6) as libc::clockid_t;
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec; a bad clock id is an error return, not undefined behaviour.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return None;
-    }
-    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
-}
-
-/// Whether thread `tid` is asleep now (state `S` or `D` in `/proc/self/task/<tid>/stat`), not
-/// running or runnable.
+/// Whether thread `tid` is asleep now (state `S` or `D` in its `stat`), not running or runnable.
 fn asleep(tid: i64) -> bool {
-    std::fs::read(format!("/proc/self/task/{tid}/stat"))
-        .ok()
-        .and_then(|b| {
-            let close = b.iter().rposition(|&c| c == b')')?;
-            b.get(close + 2).copied()
-        })
-        .is_some_and(|state| state == b'S' || state == b'D')
+    crate::sys::task::task_state(tid).is_some_and(|state| state == b'S' || state == b'D')
 }
 
 impl BlockProfile {
@@ -346,7 +322,7 @@ impl BlockProfile {
 
     /// The profile in Go's block profile format, gzipped: sample types `contentions/count` and
     /// `delay/nanoseconds`, period type `contentions/count`, period 1; names in the profile;
-    /// labels of [`labels`](crate::labels) and the task id as sample labels. A comment says how
+    /// labels of [`labels`](crate::sampler::task_labels) and the task id as sample labels. A comment says how
     /// much time the workers spent runnable but waiting for a CPU (not counted as blocked).
     ///
     /// ```
@@ -370,7 +346,7 @@ impl BlockProfile {
             1,
         );
         b.times(self.time, self.duration);
-        super::symbolize::add_to_profile(&mut b, &self.symbolized);
+        b.add_symbolized(&self.symbolized);
         b.comment(&format!(
             "rdebug: workers runnable but waiting for a CPU (not counted): {} ms",
             self.preempted_ns / 1_000_000
@@ -379,13 +355,13 @@ impl BlockProfile {
         for ((frames, labels, task), (count, ns)) in &self.stacks {
             let locs: Vec<u64> = frames
                 .iter()
-                .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a))
+                .map(|&a| b.symbolized_location(&self.symbolized, a))
                 .collect();
             let values = [v(*count), v(*ns)];
             if labels.is_empty() && *task == 0 {
                 b.sample(&locs, &values);
             } else {
-                let strs: Vec<(&str, &str)> = crate::labels::pairs(labels).collect();
+                let strs: Vec<(&str, &str)> = crate::sampler::task_labels::pairs(labels).collect();
                 let nums: &[(&str, i64)] = &[("task_id", v(*task))];
                 let nums = if *task == 0 { &[][..] } else { nums };
                 b.sample_labeled(&locs, &values, &strs, nums);
@@ -398,12 +374,13 @@ impl BlockProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::thread::thread_cpu_ns;
 
     #[test]
     fn a_sleeping_thread_reads_as_asleep_and_its_cpu_clock_moves_only_on_cpu() {
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
-            tx.send(crate::alloc::cpu_sampler::current_tid()).unwrap();
+            tx.send(crate::sampler::current_tid()).unwrap();
             std::thread::sleep(Duration::from_millis(300));
         });
         let tid = rx.recv().unwrap();
@@ -413,7 +390,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let (cpu1, _) = schedstat(tid).expect("schedstat");
         assert!(cpu1 - cpu0 < 1_000_000, "{cpu0} {cpu1}");
-        let me = crate::alloc::cpu_sampler::current_tid();
+        let me = crate::sampler::current_tid();
         assert!(!asleep(me));
         assert!(thread_cpu_ns(me).is_some());
         t.join().unwrap();

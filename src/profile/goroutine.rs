@@ -21,7 +21,7 @@ use crate::stats::SchedStats;
 pub(crate) fn summary_pprof_gz(runtimes: &[(String, SchedStats)]) -> Vec<u8> {
     let mut b = Builder::new(&[("goroutine", "count")], ("goroutine", "count"), 1);
     b.times(SystemTime::now(), std::time::Duration::ZERO);
-    if let Some(m) = super::symbolize::main_mapping() {
+    if let Some(m) = crate::symbols::main_mapping() {
         b.mapping(&m);
     }
     if runtimes.is_empty() {

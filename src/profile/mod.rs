@@ -17,7 +17,7 @@
 //! by matching stack frames would be a guess. Lock waits of tokio workers do show, with the rest
 //! of their blocking, in the block profile, under the waiting function.
 //!
-//! CPU samples carry the labels of [`labels`](crate::labels) (Go's `pprof.Do`) and the tokio task
+//! CPU samples carry the labels of [`labels`](crate::sampler::task_labels) (Go's `pprof.Do`) and the tokio task
 //! id (`task_id`) as pprof sample labels: `go tool pprof -tagfocus=route=/cache`, `-tags`.
 //!
 //! Both are symbolized in this process, so `go tool pprof -top profile.pb.gz` needs neither the
@@ -122,13 +122,10 @@
 
 mod block;
 mod cpu;
-mod dwarf;
+mod flame;
 pub(crate) mod goroutine;
 mod heap;
-mod modules;
-mod names;
-mod proto;
-mod symbolize;
+pub(crate) mod proto;
 pub(crate) mod whole_run;
 
 use std::fmt;
@@ -136,12 +133,8 @@ use std::fmt;
 pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
 pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};
-pub(crate) use cpu::{
-    ThreadStack, address_lines, prepare_thread_stacks, thread_stack, warm_frame_names,
-};
-pub(crate) use heap::jemalloc::install_stack_hook;
+pub(crate) use heap::stack_hook::install_stack_hook;
 pub use heap::{HeapKind, HeapProfile, heap};
-pub(crate) use modules::generation as modules_generation;
 
 /// Why there is no profile.
 ///
@@ -200,7 +193,11 @@ pub fn set_memprofilerate(bytes: u64) -> Result<u64, ProfileError> {
             crate::config::MAX_MEMPROFILERATE
         )));
     }
-    heap::jemalloc::set_rate(bytes).map_err(ProfileError::Unavailable)
+    if bytes > 0 && heap::prof_ctl::enabled() {
+        // Stacks sampled at the new rate are taken by rdebug's unwinder.
+        heap::stack_hook::install_stack_hook();
+    }
+    heap::prof_ctl::set_rate(bytes).map_err(ProfileError::Unavailable)
 }
 
 /// The heap sampling rate in effect, bytes (0: sampling off or jemalloc's profiler missing).
@@ -211,5 +208,5 @@ pub fn set_memprofilerate(bytes: u64) -> Result<u64, ProfileError> {
 /// assert_eq!(rdebug::profile::memprofilerate(), 524288); // Go's default
 /// ```
 pub fn memprofilerate() -> u64 {
-    heap::jemalloc::rate()
+    heap::prof_ctl::rate()
 }

@@ -172,7 +172,29 @@ impl Builder {
 
     /// Adds a mapping and returns its id: an executable file mapping of the process, with its
     /// file offset, GNU build ID and `(has_functions, has_filenames, has_line_numbers)`.
-    pub(crate) fn mapping(&mut self, m: &crate::profile::symbolize::Mapping) -> u64 {
+    /// Adds `sym`'s mappings (ids 1, 2, … in order) and comments.
+    pub(crate) fn add_symbolized(&mut self, sym: &crate::symbols::Symbolized) {
+        for m in &sym.mappings {
+            self.mapping(m);
+        }
+        for c in &sym.comments {
+            self.comment(c);
+        }
+    }
+
+    /// The location id of `addr`, named from `sym` (given to [`Builder::add_symbolized`] first).
+    pub(crate) fn symbolized_location(
+        &mut self,
+        sym: &crate::symbols::Symbolized,
+        addr: u64,
+    ) -> u64 {
+        match sym.addrs.get(&addr) {
+            Some(r) => self.location_frames(addr, r.mapping.map_or(0, |i| i as u64 + 1), &r.frames),
+            None => self.location_frames(addr, 0, &[]),
+        }
+    }
+
+    pub(crate) fn mapping(&mut self, m: &crate::symbols::Mapping) -> u64 {
         let file = self.string(&m.file);
         let build_id = self.string(&m.build_id);
         self.mappings.push(MappingRow {
@@ -208,7 +230,7 @@ impl Builder {
         &mut self,
         address: u64,
         mapping: u64,
-        frames: &[crate::profile::symbolize::Frame],
+        frames: &[crate::symbols::Frame],
     ) -> u64 {
         if let Some(&id) = self.location_ids.get(&address) {
             return id;

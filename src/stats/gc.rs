@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::alloc::jemalloc::{self, HeapSample};
-use crate::alloc::{AllocCounters, alloc_counters, cpu_sampler, is_installed};
-use crate::sys::proc::{ThreadCpu, threads_named};
+use crate::alloc::mallctl::{self, HeapSample};
+use crate::alloc::{AllocCounters, is_installed};
+use crate::sampler as cpu_sampler;
+use crate::stats::alloc_counters;
+use crate::sys::task::{ThreadCpu, threads_named};
 
 /// How many closed cycles are kept for the reporter to print.
 pub(crate) const RING: usize = 64;
@@ -237,7 +239,7 @@ impl Tracker {
     /// Takes a sample; closes a cycle if a purge sweep completed or the live heap reached the
     /// goal since the previous one. Returns the new sample.
     pub(crate) fn poll(&mut self, rss: u64) -> Option<HeapSample> {
-        let now = jemalloc::sample()?;
+        let now = mallctl::sample()?;
         self.observe(now, live_bytes(&now, &alloc_counters()), rss, false);
         Some(now)
     }

@@ -4,9 +4,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
+use super::alloc_counters;
 use super::gc;
-use crate::alloc::jemalloc;
-use crate::alloc::{alloc_counters, is_installed};
+use crate::alloc::is_installed;
+use crate::alloc::mallctl;
 use crate::sys::proc::process_files;
 use crate::sys::stderr;
 
@@ -149,9 +150,9 @@ pub(crate) fn read() -> MemStats {
     // HeapInuse holds at every read.
     let counters = alloc_counters();
     let heap = if heap_is_jemalloc() {
-        jemalloc::sample().unwrap_or_default()
+        mallctl::sample().unwrap_or_default()
     } else {
-        jemalloc::HeapSample::default()
+        mallctl::HeapSample::default()
     };
     let live = gc::live_bytes(&heap, &counters);
     let live = if heap_is_jemalloc() {
@@ -218,13 +219,13 @@ pub(crate) fn free_os_memory() {
     let mut guard = gc::tracker();
     let Some(t) = guard.as_mut() else { return };
     let started = Instant::now();
-    let purged = jemalloc::purge_all();
+    let purged = mallctl::purge_all();
     let pause = started.elapsed();
     if !purged {
         return;
     }
     t.add_pause(pause);
-    if let Some(now) = jemalloc::sample() {
+    if let Some(now) = mallctl::sample() {
         let rss = process_files().rss().unwrap_or(0);
         t.observe(now, gc::live_bytes(&now, &alloc_counters()), rss, true);
     }
@@ -272,15 +273,15 @@ pub(crate) fn missing_figures() -> Option<&'static str> {
 pub(crate) fn heap_is_jemalloc() -> bool {
     static ANSWER: OnceLock<bool> = OnceLock::new();
     *ANSWER
-        .get_or_init(|| jemalloc::available() && (is_installed() || allocation_shows_in_jemalloc()))
+        .get_or_init(|| mallctl::available() && (is_installed() || allocation_shows_in_jemalloc()))
 }
 
 fn allocation_shows_in_jemalloc() -> bool {
-    let Some(before) = jemalloc::sample() else {
+    let Some(before) = mallctl::sample() else {
         return false;
     };
     let block = std::hint::black_box(vec![1u8; 1 << 20]);
-    let during = jemalloc::sample().unwrap_or_default();
+    let during = mallctl::sample().unwrap_or_default();
     drop(block);
     during.allocated >= before.allocated.saturating_add(1 << 19)
 }

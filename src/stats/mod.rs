@@ -4,13 +4,14 @@
 //!
 //! Uses [`alloc`](crate::alloc) and [`sys`](crate::sys); nothing here calls up into a presenter.
 
+mod counters;
 pub(crate) mod encode;
 pub(crate) mod fields;
 pub(crate) mod gc;
 pub(crate) mod mem;
-pub(crate) mod runtimes;
 mod sched;
 
+pub use counters::alloc_counters;
 pub use gc::GcCycle;
 pub(crate) use mem::free_os_memory;
 pub use mem::{MemStats, memstats};

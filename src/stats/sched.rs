@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::runtime::{Handle, RuntimeMetrics};
 
-use super::runtimes::is_watched;
+use crate::runtime::watched::is_watched;
 use crate::sys::proc::process_files;
 
 /// A snapshot of one tokio runtime's scheduler, like Go's SCHED line as a struct.
@@ -107,7 +107,7 @@ pub fn sched_stats(handle: &Handle) -> SchedStats {
     let own_tasks = usize::from(is_watched(handle));
     fill(&handle.metrics(), own_tasks, &mut s);
     s.threads = process_files().threads();
-    s.stalls = super::runtimes::stall_count(handle);
+    s.stalls = crate::runtime::watched::stall_count(handle);
     s
 }
 

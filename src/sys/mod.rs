@@ -4,8 +4,12 @@
 //!
 //! Nothing here uses anything else in the crate.
 
+#[cfg(feature = "pprof")]
+pub(crate) mod loaded;
 pub(crate) mod mapped;
 pub(crate) mod proc;
 #[cfg(feature = "pprof")]
 pub(crate) mod stack;
 pub(crate) mod stderr;
+pub(crate) mod task;
+pub(crate) mod thread;

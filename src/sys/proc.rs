@@ -51,7 +51,7 @@ impl ProcFile {
 
 /// Splits a `/proc/.../stat` line into its fields after the command name (which may itself hold
 /// spaces and parentheses): the returned iterator's item 0 is field 3 (`state`).
-fn stat_fields_after_comm(bytes: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+pub(crate) fn stat_fields_after_comm(bytes: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
     let close = bytes.iter().rposition(|&b| b == b')')?;
     Some(
         bytes[close + 1..]
@@ -60,7 +60,7 @@ fn stat_fields_after_comm(bytes: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
     )
 }
 
-fn parse_u64(field: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(field: &[u8]) -> Option<u64> {
     if field.is_empty() {
         return None;
     }
@@ -267,82 +267,10 @@ pub(crate) fn max_fds() -> Option<u64> {
     }
 }
 
-/// CPU time (user + system) of one thread of this process, from `/proc/self/task/<tid>/stat`.
-#[derive(Debug)]
-pub(crate) struct ThreadCpu {
-    stat: ProcFile,
-}
-
-impl ThreadCpu {
-    pub(crate) fn open(tid: i64) -> Self {
-        ThreadCpu {
-            stat: ProcFile::open(&format!("/proc/self/task/{tid}/stat")),
-        }
-    }
-
-    /// utime + stime, in nanoseconds (clock-tick resolution, usually 10 ms).
-    pub(crate) fn cpu_ns(&self) -> Option<u64> {
-        let mut buf = [0u8; 1024];
-        let ticks = self.stat.read_with(&mut buf, |b| {
-            let mut f = stat_fields_after_comm(b)?.skip(14 - 3);
-            let utime = parse_u64(f.next()?)?;
-            let stime = parse_u64(f.next()?)?;
-            Some(utime.saturating_add(stime))
-        })?;
-        Some(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec())
-    }
-}
-
-/// The calling thread's CPU time (user + system), ns, from its CPU-time clock
-/// (`CLOCK_THREAD_CPUTIME_ID`): exact to the nanosecond, and one system call where `/proc` is a
-/// file the kernel formats (and counts in clock ticks, 10 ms).
-pub(crate) fn current_thread_cpu_ns() -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes the timespec it is given.
-        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-            return None;
-        }
-        let secs = u64::try_from(ts.tv_sec).ok()?;
-        let nanos = u64::try_from(ts.tv_nsec).ok()?;
-        Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
-}
-
-/// Thread ids of this process whose name (`comm`) is `name`. Allocates: call it rarely.
-pub(crate) fn threads_named(name: &str) -> Vec<i64> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm"))
-            && comm.trim_end() == name
-        {
-            out.push(tid);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::task::ThreadCpu;
 
     #[test]
     fn stat_fields_survive_odd_command_names() {

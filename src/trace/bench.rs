@@ -6,11 +6,11 @@ use std::time::Instant;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
-use crate::stats::runtimes;
+use crate::runtime::watched;
 use crate::sys::stderr::Sink;
 
 use super::handle::Shared;
-use super::thread::ReporterThread;
+use super::reporter_thread::ReporterThread;
 
 /// One reporter tick run on the caller's thread: for benchmarks, not part of the API.
 pub struct TickForBench(ReporterThread);
@@ -26,7 +26,7 @@ impl TickForBench {
     /// if any.
     pub fn new(config: Config, writer: impl Write + Send + 'static) -> Self {
         if let Ok(h) = Handle::try_current() {
-            runtimes::watch(&h, None);
+            watched::watch(&h, None);
         }
         let shared = Shared::new(config.clone());
         let mut t = ReporterThread::new(shared, Sink::Writer(Box::new(writer)), config);

@@ -8,11 +8,12 @@ use tokio::runtime::Handle;
 
 use crate::config::{Config, Format};
 use crate::error::Error;
-use crate::stats::{self, runtimes};
+use crate::runtime::watched;
+use crate::stats;
 use crate::sys::stderr::{Sink, Stderr};
 
 use super::handle::{Reporter, Shared};
-use super::thread::ReporterThread;
+use super::reporter_thread::ReporterThread;
 
 /// Starts a reporter from code: what `RDEBUG` says, set field by field.
 ///
@@ -213,10 +214,10 @@ impl Builder {
     pub fn start(self) -> Result<Reporter, Error> {
         crate::clock::origin();
         if let Ok(h) = Handle::try_current() {
-            runtimes::watch(&h, None);
+            watched::watch(&h, None);
         }
         for (h, name) in &self.watch {
-            runtimes::watch(h, name.as_deref());
+            watched::watch(h, name.as_deref());
         }
         stats::gc::set_gcpercent(self.config.gcpercent());
         let shared = Shared::new(self.config.clone());

@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::alloc::alloc_counters;
-use crate::alloc::jemalloc::HeapSample;
+use crate::alloc::mallctl::HeapSample;
+use crate::stats::alloc_counters;
 use crate::stats::gc::{POLLER_ACTIVE, Tracker};
 
 /// The last allocator sample and the activity around it.

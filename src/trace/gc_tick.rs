@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::alloc;
 use crate::config::Config;
-use crate::stats::{self, gc, runtimes};
+use crate::runtime::watched;
+use crate::stats::{self, gc};
 use crate::sys::proc::process_files;
 
-use super::encode;
 use super::epoch_skip::EpochSkip;
+use super::line_format;
 use super::lines::Lines;
 
 /// The allocator side of the reporter thread.
@@ -50,7 +51,7 @@ impl GcTicker {
         let fmt = config.format();
         let print = config.gctrace() > 0;
         let detail = config.gctrace() >= 2;
-        let procs = runtimes::primary_workers()
+        let procs = watched::primary_workers()
             .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
             .unwrap_or(1) as u64;
         let rss = process_files().rss().unwrap_or(0);
@@ -62,10 +63,10 @@ impl GcTicker {
             if !print {
                 return;
             }
-            encode::gc(out.buf(), fmt, c);
+            line_format::gc(out.buf(), fmt, c);
             out.end();
             if detail {
-                encode::gc_detail(out.buf(), fmt, c);
+                line_format::gc_detail(out.buf(), fmt, c);
                 out.end();
             }
         });

@@ -7,11 +7,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::stats::{self, SchedStats, runtimes};
+use crate::runtime::watched;
+use crate::stats::{self, SchedStats};
 use crate::sync::{lock, lock_briefly};
 use crate::sys::proc::process_files;
 
-use super::encode;
+use super::line_format;
 
 /// A running reporter thread: stop it, change its settings, or read what it has done.
 ///
@@ -170,14 +171,14 @@ impl Reporter {
         }
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let threads = process_files().threads();
-        let Some(list) = runtimes::watched_briefly() else {
+        let Some(list) = watched::watched_briefly() else {
             return false;
         };
         let mut snapshot = SchedStats::default();
         for w in list.iter().filter(|w| w.alive.load(Relaxed)) {
             stats::fill(&w.handle.metrics(), 1, &mut snapshot);
             snapshot.threads = threads;
-            encode::sched(out, fmt, ms, w.label.as_deref(), &snapshot);
+            line_format::sched(out, fmt, ms, w.label.as_deref(), &snapshot);
         }
         !out.is_empty()
     }

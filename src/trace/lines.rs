@@ -4,7 +4,7 @@
 use crate::config::Format;
 use crate::sys::stderr::Sink;
 
-use super::encode;
+use super::line_format;
 
 /// Lines of the current tick, where each ends, and where they go.
 pub(super) struct Lines {
@@ -36,7 +36,7 @@ impl Lines {
 
     /// Appends a note line.
     pub(super) fn note(&mut self, fmt: Format, kind: &str, message: &str) {
-        encode::note(&mut self.buf, fmt, kind, message);
+        line_format::note(&mut self.buf, fmt, kind, message);
         self.end();
     }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`builder`]: [`Builder`], a reporter started from code;
 //! - [`handle`]: [`Reporter`], the running thread's handle, and [`ReporterStats`];
-//! - [`thread`]: the thread's loop; [`sched_tick`], [`gc_tick`] and [`stall_tick`] its jobs, [`epoch_skip`]
+//! - [`reporter_thread`]: the thread's loop; [`sched_tick`], [`gc_tick`] and [`stall_lines`] its jobs, [`epoch_skip`]
 //!   the policy that lets it skip jemalloc's `epoch`, [`lines`] its output buffer;
 //! - [`encode`]: text and JSON lines from the field tables;
 //! - [`panic_hook`]: the last SCHED lines of a panicking program.
@@ -12,21 +12,21 @@
 #[cfg(feature = "_bench")]
 mod bench;
 mod builder;
-mod encode;
 mod epoch_skip;
 mod gc_tick;
 mod handle;
+mod line_format;
 mod lines;
 pub(crate) mod panic_hook;
+mod reporter_thread;
 mod sched_tick;
-mod stall_tick;
-mod thread;
+mod stall_lines;
 
 #[cfg(feature = "_bench")]
 pub use bench::TickForBench;
 pub use builder::Builder;
-pub(crate) use encode::note;
 pub use handle::{Reporter, ReporterStats};
+pub(crate) use line_format::note;
 
 /// The reporter started from `RDEBUG` by [`init`](crate::init), if any: the one process-wide
 /// reporter, which the panic hook, the debug server and `rdebug::reporter()` read.

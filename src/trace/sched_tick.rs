@@ -5,16 +5,42 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::stats::{self, nanos, runtimes};
+use crate::runtime::watched;
+use crate::stats::{self, SchedStats, nanos};
 use crate::sys::proc::process_files;
 
-use super::encode;
+use super::line_format;
 use super::lines::Lines;
 
 /// The SCHED side of the reporter thread.
 pub(super) struct SchedTicker {
     /// The origin of the `ms` of SCHED lines.
     pub(super) started: Instant,
+    /// What the lines of each watched runtime keep between ticks, by runtime id.
+    pub(super) shown: Vec<(tokio::runtime::Id, Shown)>,
+}
+
+/// One runtime's state between SCHED lines.
+pub(super) struct Shown {
+    /// Reused snapshot buffer.
+    stats: SchedStats,
+    /// Busy time per worker at the previous SCHED line, for the busy share.
+    prev_busy: Vec<u64>,
+    /// When the previous SCHED line was taken (`None` before the first: no interval yet).
+    prev_at: Option<Instant>,
+}
+
+impl Shown {
+    fn new(workers: usize) -> Self {
+        Shown {
+            stats: SchedStats {
+                per_worker: Vec::with_capacity(workers),
+                ..SchedStats::default()
+            },
+            prev_busy: vec![0; workers],
+            prev_at: None,
+        }
+    }
 }
 
 impl SchedTicker {
@@ -23,10 +49,12 @@ impl SchedTicker {
         let ms = u64::try_from(now.saturating_duration_since(self.started).as_millis())
             .unwrap_or(u64::MAX);
         let threads = process_files().threads();
-        for label in runtimes::take_gone() {
+        for label in watched::take_gone() {
             announce_gone(out, config, label.as_deref());
         }
-        let mut list = runtimes::watched();
+        let mut list = watched::watched();
+        self.shown
+            .retain(|(id, _)| list.iter().any(|w| w.id == *id && w.alive.load(Relaxed)));
         let mut i = 0;
         while i < list.len() {
             if !list[i].alive.load(Relaxed) {
@@ -34,16 +62,25 @@ impl SchedTicker {
                 announce_gone(out, config, gone.label.as_deref());
                 continue;
             }
-            let w = &mut list[i];
+            let w = &list[i];
             i += 1;
-            stats::fill(&w.handle.metrics(), 1, &mut w.stats);
-            w.stats.threads = threads;
-            w.stats.stalls = w.stalls;
+            let k = match self.shown.iter().position(|(id, _)| *id == w.id) {
+                Some(k) => k,
+                None => {
+                    let workers = w.handle.metrics().num_workers();
+                    self.shown.push((w.id, Shown::new(workers)));
+                    self.shown.len() - 1
+                }
+            };
+            let shown = &mut self.shown[k].1;
+            stats::fill(&w.handle.metrics(), 1, &mut shown.stats);
+            shown.stats.threads = threads;
+            shown.stats.stalls = w.stalls;
             let label = w.label.as_deref();
-            encode::sched(out.buf(), fmt, ms, label, &w.stats);
+            line_format::sched(out.buf(), fmt, ms, label, &shown.stats);
             out.end();
             if config.scheddetail() {
-                detail(out, config, w, now);
+                detail(out, config, label, shown, now);
             }
         }
     }
@@ -51,9 +88,8 @@ impl SchedTicker {
 
 /// The `scheddetail` lines of one runtime: each worker with its busy share of the interval since
 /// the previous SCHED line, then the blocking pool.
-fn detail(out: &mut Lines, config: &Config, w: &mut runtimes::Watched, now: Instant) {
+fn detail(out: &mut Lines, config: &Config, label: Option<&str>, w: &mut Shown, now: Instant) {
     let fmt = config.format();
-    let label = w.label.as_deref();
     // The busy share needs an interval: none on the first line.
     let span = w
         .prev_at
@@ -66,10 +102,10 @@ fn detail(out: &mut Lines, config: &Config, w: &mut runtimes::Watched, now: Inst
         if let Some(p) = w.prev_busy.get_mut(k) {
             *p = ws.busy_ns;
         }
-        encode::worker_detail(out.buf(), fmt, label, k, &w.stats, share);
+        line_format::worker_detail(out.buf(), fmt, label, k, &w.stats, share);
         out.end();
     }
-    encode::blocking_detail(out.buf(), fmt, label, &w.stats);
+    line_format::blocking_detail(out.buf(), fmt, label, &w.stats);
     out.end();
 }
 

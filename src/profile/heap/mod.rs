@@ -1,8 +1,9 @@
 //! Heap profiles from jemalloc's sampling profiler: [`heap`], [`HeapProfile`].
 
-pub(crate) mod jemalloc;
-mod labels;
-mod parse;
+mod dump_parse;
+mod label_frames;
+pub(crate) mod prof_ctl;
+pub(crate) mod stack_hook;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -11,10 +12,10 @@ use std::time::SystemTime;
 
 use super::ProfileError;
 use super::proto::Builder;
-use super::symbolize::{Frame, Symbolized, symbolize};
 use crate::stats::MemStats;
 use crate::stats::fields::{MEMSTATS, Value};
-use parse::{Counts, unscale};
+use crate::symbols::{Frame, Symbolized, symbolize};
+use dump_parse::{Counts, unscale};
 
 /// Which default view a heap profile's pprof form has: Go's `/debug/pprof/heap` or
 /// `/debug/pprof/allocs`. The samples are the same.
@@ -37,7 +38,7 @@ pub enum HeapKind {
 struct Record {
     /// Code addresses, innermost first, allocator frames removed (return address − 1).
     stack: Vec<u64>,
-    /// The [`labels`](crate::labels) in force when the allocations were sampled (label bytes;
+    /// The [`labels`](crate::sampler::task_labels) in force when the allocations were sampled (label bytes;
     /// empty for none).
     labels: &'static [u8],
     counts: Counts,
@@ -51,7 +52,7 @@ struct Record {
 /// average (Go's `MemProfileRate`); `RDEBUG=memprofilerate=N` or [`set_memprofilerate`](crate::profile::set_memprofilerate)
 /// changes it. Unlike Go's, the profile is current (not as of the last collection).
 ///
-/// Unlike Go's, its samples carry the [`labels`](crate::labels) in force when each sampled
+/// Unlike Go's, its samples carry the [`labels`](crate::sampler::task_labels) in force when each sampled
 /// allocation was made, as pprof sample labels (`go tool pprof -tagfocus=route=/cache`, `-tags`),
 /// without the task id: an allocation made under other labels is another record, even from the
 /// same stack. Up to 1024 distinct label sets are kept for the life of the process; samples with
@@ -179,15 +180,17 @@ fn trim_allocator_frames(sym: &mut Symbolized, stack: Vec<u64>) -> Vec<u64> {
 /// }
 /// ```
 pub fn heap() -> Result<HeapProfile, ProfileError> {
-    let file = jemalloc::dump().map_err(ProfileError::Unavailable)?;
+    // Stacks sampled from here on are taken by rdebug's unwinder (if `init` has not yet).
+    stack_hook::install_stack_hook();
+    let file = prof_ctl::dump().map_err(ProfileError::Unavailable)?;
     let memstats = crate::stats::mem::read();
     let time = SystemTime::now();
-    let mut dump = parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
+    let mut dump = dump_parse::parse(BufReader::new(file)).map_err(ProfileError::Failed)?;
     // The labels' pseudo-frames come off first: they are not code, never symbolized.
     let sets: Vec<&'static [u8]> = dump
         .records
         .iter_mut()
-        .map(|r| labels::split(&mut r.stack))
+        .map(|r| label_frames::split(&mut r.stack))
         .collect();
     let mut symbolized = symbolize(
         dump.records
@@ -217,7 +220,7 @@ pub fn heap() -> Result<HeapProfile, ProfileError> {
         time,
         duration: std::time::Duration::ZERO,
         dropped: dump.dropped,
-        labels_overflowed: labels::overflowed(),
+        labels_overflowed: label_frames::overflowed(),
     })
 }
 
@@ -321,7 +324,7 @@ impl HeapProfile {
     /// The profile in pprof format, gzipped: sample types `alloc_objects`, `alloc_space`,
     /// `inuse_objects`, `inuse_space` (unscaled estimates), period type `space/bytes`, period the
     /// sampling rate; [`HeapKind::Allocs`] sets `alloc_space` as the default type; samples made
-    /// under [`labels`](crate::labels) carry them as string labels; a sample taken with no stack
+    /// under [`labels`](crate::sampler::task_labels) carry them as string labels; a sample taken with no stack
     /// (its thread had too little stack left for the walk) has the one frame `(no stack, too
     /// little stack left to walk)`, since pprof leaves out samples with none. Function names
     /// are in the profile, under one mapping marked `has_functions`, so `go tool pprof` needs
@@ -349,7 +352,7 @@ impl HeapProfile {
             b.default_sample_type("alloc_space");
         }
         b.times(self.time, self.duration);
-        super::symbolize::add_to_profile(&mut b, &self.symbolized);
+        b.add_symbolized(&self.symbolized);
         if self.dropped > 0 {
             b.comment(&format!(
                 "rdebug: {} stacks left out (limit reached)",
@@ -361,7 +364,7 @@ impl HeapProfile {
                 "rdebug: {} sampled allocations carry no labels: the table of label sets \
                  ({} sets) was full",
                 self.labels_overflowed,
-                labels::SETS
+                label_frames::SETS
             ));
         }
         let mut locs = Vec::new();
@@ -370,7 +373,7 @@ impl HeapProfile {
             locs.extend(
                 r.stack
                     .iter()
-                    .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
+                    .map(|&a| b.symbolized_location(&self.symbolized, a)),
             );
             if locs.is_empty() {
                 // pprof leaves out a sample with no location: its bytes (and labels) would
@@ -385,7 +388,8 @@ impl HeapProfile {
             if r.labels.is_empty() {
                 b.sample(&locs, &values);
             } else {
-                let strs: Vec<(&str, &str)> = crate::labels::pairs(r.labels).collect();
+                let strs: Vec<(&str, &str)> =
+                    crate::sampler::task_labels::pairs(r.labels).collect();
                 b.sample_labeled(&locs, &values, &strs, &[]);
             }
         }

@@ -1,34 +1,26 @@
 //! CPU profiles: [`cpu`], [`CpuProfile`].
 //!
-//! rdebug's one CPU-time sampler ([`cpu_sampler`](crate::alloc::cpu_sampler): a timer on each
+//! rdebug's one CPU-time sampler ([`cpu_sampler`](crate::sampler): a timer on each
 //! thread's CPU clock raising `SIGPROF`, shared with the allocator-CPU figure) calls
 //! [`on_sample`] in the handler; it walks the stack into a preallocated [`Ring`]; the profiling thread drains the
 //! ring every [`DRAIN_EVERY`] into a map of stacks, and symbolizes them once the profile ends.
 
-mod flame;
-mod request;
-mod ring;
-mod unwind;
-
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::ProfileError;
 use super::proto::Builder;
-use super::symbolize::{Symbolized, symbolize};
-use crate::alloc::cpu_sampler::{ProfileGuard, SamplerError, start_profile};
-use ring::{MAX_DEPTH, Ring, Sample};
-pub(crate) use unwind::{Unwinder, room_to_walk_here};
+use crate::sampler::ring::{MAX_DEPTH, Ring, Sample};
+pub(crate) use crate::sampler::unwind::{Unwinder, room_to_walk_here};
+use crate::sampler::{ProfileGuard, SamplerError, start_profile};
+use crate::symbols::{Symbolized, symbolize};
 
 /// Drains between two looks at `/proc/self/task` for threads started during the profile
 /// (250 ms at [`DRAIN_EVERY`]).
 const COVER_EVERY: u32 = 5;
-pub(crate) use request::{
-    ThreadStack, address_lines, prepare_thread_stacks, thread_stack, warm_frame_names,
-};
 
 /// How often the profiling thread empties the ring.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -44,13 +36,9 @@ const MAX_STACKS: usize = 200_000;
 
 /// The pseudo-address of samples whose stack was not walked.
 const NOT_WALKED: u64 = 1;
-// The pseudo-frame under which a sample taken with too little stack left to walk it keeps
-// its interrupted pc (the outermost entry of its stack).
-use unwind::NO_ROOM;
-/// The name pprof shows for [`NO_ROOM`].
-const NO_ROOM_NAME: &str = "(rdebug: too little stack left to walk)";
+use crate::sampler::unwind::{NO_ROOM, NO_ROOM_NAME, unwinder};
 
-/// A sample's labels ([`crate::labels`] bytes) and tokio task id (0: none).
+/// A sample's labels ([`crate::sampler::task_labels`] bytes) and tokio task id (0: none).
 type Tags = (Box<[u8]>, u64);
 /// A stack (lookup addresses, innermost first) and its tags: what samples are counted under.
 type StackKey = (Box<[u64]>, Tags);
@@ -64,35 +52,6 @@ struct Live {
 
 /// The running profile's state, for the handler (null: none).
 static LIVE: AtomicPtr<Live> = AtomicPtr::new(std::ptr::null_mut());
-
-/// The unwinder for the objects loaded now: built before the first profile, and built anew
-/// when a later profile finds the loaded objects changed (a library loaded with `dlopen`), so
-/// every object's code is unwound. A running profile keeps the one it started with.
-fn unwinder() -> Arc<Unwinder> {
-    type Loaded = Vec<(std::path::PathBuf, u64)>;
-    static CURRENT: Mutex<Option<(Loaded, Arc<Unwinder>)>> = Mutex::new(None);
-    let now: Loaded = super::modules::loaded()
-        .into_iter()
-        .map(|m| (m.path, m.base))
-        .collect();
-    let mut current = crate::sync::lock(&CURRENT);
-    match &*current {
-        Some((loaded, u)) if *loaded == now => u.clone(),
-        _ => {
-            let u = Arc::new(Unwinder::load());
-            *current = Some((now, u.clone()));
-            u
-        }
-    }
-}
-
-/// The unwinder of stack requests to one thread (and of the heap profiler's stack hook): the
-/// handler that answers may run at any time, so it lives for the rest of the process: the first
-/// one built. Libraries loaded after it are not unwound there (CPU profiles rebuild theirs).
-pub(crate) fn hook_unwinder() -> &'static Unwinder {
-    static HOOK: std::sync::OnceLock<Arc<Unwinder>> = std::sync::OnceLock::new();
-    HOOK.get_or_init(unwinder)
-}
 
 /// The sample hook: walks the interrupted stack into the ring. Async-signal-safe.
 ///
@@ -109,7 +68,7 @@ unsafe fn on_sample(ucontext: *mut c_void, weight_ns: u64) {
     live.ring.push(|s| {
         s.weight_ns = weight_ns;
         s.depth = live.unwinder.walk(ucontext, &mut s.frames);
-        crate::labels::capture(&mut s.tags);
+        crate::sampler::task_labels::capture(&mut s.tags);
     });
 }
 
@@ -138,7 +97,7 @@ impl Session {
                 "hz={hz}: expected 1 to {MAX_HZ} samples per CPU-second"
             )));
         }
-        if !unwind::probe_checked_reads() {
+        if !crate::sampler::unwind::probe_checked_reads() {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 crate::sys::stderr::note(
@@ -149,7 +108,7 @@ impl Session {
             });
         }
         // The workers of watched runtimes, found now, carry the tokio task id in their samples.
-        crate::stats::runtimes::probe_all_unknown();
+        crate::runtime::watched::probe_all_unknown();
         let live = Box::new(Live {
             unwinder: unwinder(),
             ring: Ring::new(RING_SAMPLES),
@@ -196,10 +155,10 @@ impl Session {
     pub(crate) fn drain(&mut self) {
         // Stops rdebug's timers if the program installed a SIGPROF handler of its own meanwhile;
         // else, every few drains, gives threads started since their timers.
-        crate::alloc::cpu_sampler::check_handler();
+        crate::sampler::check_handler();
         self.drains = self.drains.wrapping_add(1);
         if self.drains % COVER_EVERY == 0 {
-            crate::alloc::cpu_sampler::cover_threads();
+            crate::sampler::cover_threads();
         }
         while self.live.ring.pop(&mut self.scratch) {
             let w = self.scratch.weight_ns;
@@ -461,7 +420,7 @@ impl CpuProfile {
             period,
         );
         b.times(self.time, self.duration);
-        super::symbolize::add_to_profile(&mut b, &self.symbolized);
+        b.add_symbolized(&self.symbolized);
         if self.lost > 0 {
             b.comment(&format!("rdebug: {} samples lost (ring full)", self.lost));
         }
@@ -478,7 +437,7 @@ impl CpuProfile {
             locs.extend(
                 stack
                     .iter()
-                    .map(|&a| super::symbolize::location(&mut b, &self.symbolized, a)),
+                    .map(|&a| b.symbolized_location(&self.symbolized, a)),
             );
             let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
             sample(&mut b, &locs, &[v(*count), v(*ns)], tags);
@@ -501,7 +460,7 @@ impl CpuProfile {
             .stacks
             .iter()
             .map(|(stack, count, _, _)| (self.symbolized.root_first_names(stack), *count));
-        flame::svg(
+        super::flame::svg(
             stacks,
             &format!(
                 "CPU {:.1} s, {} samples",
@@ -518,7 +477,7 @@ fn sample(b: &mut Builder, locs: &[u64], values: &[i64], (labels, task): &Tags) 
         b.sample(locs, values);
         return;
     }
-    let strs: Vec<(&str, &str)> = crate::labels::pairs(labels).collect();
+    let strs: Vec<(&str, &str)> = crate::sampler::task_labels::pairs(labels).collect();
     let task = i64::try_from(*task).unwrap_or(i64::MAX);
     let nums: &[(&str, i64)] = if task > 0 { &[("task_id", task)] } else { &[] };
     b.sample_labeled(locs, values, &strs, nums);

@@ -1,4 +1,4 @@
-//! Labels on heap samples: the [`labels`](crate::labels) in force when a sampled allocation was
+//! Labels on heap samples: the [`labels`](crate::sampler::task_labels) in force when a sampled allocation was
 //! made, carried through jemalloc's profiler as one pseudo-frame at the outer end of its stack.
 //!
 //! jemalloc keeps no per-sample data of ours: a sampled allocation has a backtrace, and its
@@ -23,7 +23,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::labels::{Captured, SAMPLE_BYTES};
+use crate::sampler::task_labels::{Captured, SAMPLE_BYTES};
 
 /// Label sets the table holds.
 pub(crate) const SETS: usize = 1024;
@@ -133,11 +133,11 @@ fn read(slot: &'static Slot) -> Option<&'static [u8]> {
 
 /// The pseudo-frame for the labels in force on this thread, or `None` when there are none (or
 /// the table has no room for a new set). For the stack hook, which calls it only when
-/// [`labelled_here`](crate::labels::labelled_here): no allocation, no lock, bounded work (a copy
+/// [`labelled_here`](crate::sampler::task_labels::labelled_here): no allocation, no lock, bounded work (a copy
 /// of at most [`SAMPLE_BYTES`] bytes, a hash, at most [`PROBES`] slots looked at).
 pub(crate) fn pseudo_frame() -> Option<u64> {
     let mut c = Captured::EMPTY;
-    crate::labels::capture_labels(&mut c);
+    crate::sampler::task_labels::capture_labels(&mut c);
     if c.labels().is_empty() {
         return None;
     }

@@ -7,7 +7,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::labels::Captured;
+use crate::sampler::task_labels::Captured;
 
 /// Most frames kept per sample (Go keeps 64).
 pub(crate) const MAX_DEPTH: usize = 64;

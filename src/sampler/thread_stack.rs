@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::ring::MAX_DEPTH;
 use super::unwind::Unwinder;
-use crate::alloc::cpu_sampler;
-use crate::labels::Captured;
+use crate::sampler::task_labels::Captured;
 
 const IDLE: u8 = 0;
 const PENDING: u8 = 1;
@@ -56,7 +55,7 @@ static REQUEST: Request = Request {
 pub(crate) struct ThreadStack {
     pub frames: Vec<u64>,
     pub task: u64,
-    /// The labels in force ([`crate::labels`] bytes).
+    /// The labels in force ([`crate::sampler::task_labels`] bytes).
     pub labels: Vec<u8>,
 }
 
@@ -65,7 +64,7 @@ pub(crate) struct ThreadStack {
 /// # Safety
 /// Called only by the sampler's handler, with its `ucontext`.
 unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
-    if REQUEST.tid.load(Acquire) != cpu_sampler::current_tid() {
+    if REQUEST.tid.load(Acquire) != super::current_tid() {
         return;
     }
     if REQUEST
@@ -81,20 +80,8 @@ unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
         Some(u) => u.walk(ucontext, &mut reply.frames),
         None => 0,
     };
-    crate::labels::capture(&mut reply.tags);
+    crate::sampler::task_labels::capture(&mut reply.tags);
     REQUEST.state.store(DONE, Release);
-}
-
-/// Reads, on a short-lived thread of its own, the symbol tables and DWARF index that
-/// [`frame_names`] keeps between calls, so that the first STALL line does not wait for them
-/// (hundreds of milliseconds for a large binary built without optimisation).
-pub(crate) fn warm_frame_names() {
-    let _ = std::thread::Builder::new()
-        .name("rdebug-symbols".into())
-        .spawn(|| {
-            let here = warm_frame_names as *const () as usize as u64;
-            let _ = frame_names(&[here], 1);
-        });
 }
 
 /// Readies [`thread_stack`]: installs the `SIGPROF` handler (no timers: a request signals one
@@ -102,11 +89,11 @@ pub(crate) fn warm_frame_names() {
 /// busy machine). Who must answer quickly (the stall tick, whose first answer is due within
 /// N/2 ms of a stall) calls it ahead. `false`: requests cannot be answered here.
 pub(crate) fn prepare_thread_stacks() -> bool {
-    if cpu_sampler::ensure_handler().is_err() {
+    if super::ensure_handler().is_err() {
         return false;
     }
-    let _ = REQUEST.unwinder.get_or_init(super::hook_unwinder);
-    cpu_sampler::set_request_hook(on_request);
+    let _ = REQUEST.unwinder.get_or_init(super::unwind::hook_unwinder);
+    super::set_request_hook(on_request);
     true
 }
 
@@ -123,7 +110,7 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
     }
     REQUEST.tid.store(tid, Release);
     REQUEST.state.store(PENDING, Release);
-    if !cpu_sampler::signal_thread(tid) {
+    if !super::signal_thread(tid) {
         REQUEST.state.store(IDLE, Release);
         return None;
     }
@@ -160,45 +147,4 @@ pub(crate) fn thread_stack(tid: i64, timeout: Duration) -> Option<ThreadStack> {
     };
     REQUEST.state.store(IDLE, Release);
     Some(out)
-}
-
-/// The frames of `frames` (addresses innermost first), inlined ones included, as
-/// `name (file:line)` lines (`name` where the file is unknown), at most `max`. The symbol
-/// tables are read the first time and kept ([`symbolize_cached`]); the DWARF units of these
-/// addresses are read each time and dropped.
-///
-/// [`symbolize_cached`]: super::super::symbolize::symbolize_cached
-pub(crate) fn frame_names(frames: &[u64], max: usize) -> Vec<String> {
-    // Each address gives one line at least: the first `max` are all that can show.
-    let frames = &frames[..frames.len().min(max)];
-    let mut out: Vec<String> = address_lines(frames).into_iter().flatten().collect();
-    out.truncate(max);
-    out
-}
-
-/// The lines of [`frame_names`] for each of `addrs`, in their order: one per frame of the
-/// address (inlined ones first), or its hex value where nothing names it.
-pub(crate) fn address_lines(addrs: &[u64]) -> Vec<Vec<String>> {
-    let sym = super::super::symbolize::symbolize_cached(addrs.iter().copied());
-    addrs
-        .iter()
-        .map(|&a| {
-            if a == super::NO_ROOM {
-                return vec![super::NO_ROOM_NAME.to_owned()];
-            }
-            let fs = sym.frames(a);
-            if fs.is_empty() {
-                return vec![format!("{a:#x}")];
-            }
-            fs.iter()
-                .map(|f| {
-                    if f.file.is_empty() {
-                        f.name.clone()
-                    } else {
-                        format!("{} ({}:{})", f.name, f.file, f.line)
-                    }
-                })
-                .collect()
-        })
-        .collect()
 }

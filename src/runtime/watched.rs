@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use tokio::runtime::Handle;
 
-use super::sched::SchedStats;
 use crate::sync::{lock, lock_briefly};
 
 /// A runtime the reporter prints SCHED lines for.
@@ -23,12 +22,6 @@ pub(crate) struct Watched {
     /// with `--cfg tokio_unstable` and the `taskdump` feature).
     #[allow(dead_code)]
     pub own_task: tokio::task::Id,
-    /// Reused snapshot buffer.
-    pub stats: SchedStats,
-    /// Busy time per worker at the previous SCHED line, for the busy share.
-    pub prev_busy: Vec<u64>,
-    /// When the previous SCHED line was taken (`None` before the first: no interval yet).
-    pub prev_at: Option<Instant>,
     /// The kernel thread id of each worker, 0 until [`probe_workers`] saw it.
     pub worker_tids: Arc<[AtomicI64]>,
     /// Stalls seen (`stalltrace`).
@@ -100,7 +93,7 @@ pub(crate) fn probe_all_unknown() {
 /// short task per worker, each noting `worker_index()` and its thread, then holding its worker
 /// until every worker is known or 5 ms passed, so that the other tasks are taken by the other
 /// workers. Also marks those threads as tokio threads for the signal handler
-/// ([`mark_tokio_thread`](crate::labels::mark_tokio_thread)). Returns at once.
+/// ([`mark_tokio_thread`](crate::sampler::task_labels::mark_tokio_thread)). Returns at once.
 pub(crate) fn probe_workers(handle: &Handle, tids: &Arc<[AtomicI64]>) {
     for _ in 0..tids.len() {
         let tids = tids.clone();
@@ -108,9 +101,9 @@ pub(crate) fn probe_workers(handle: &Handle, tids: &Arc<[AtomicI64]>) {
             let Some(i) = tokio::runtime::worker_index() else {
                 return;
             };
-            crate::labels::mark_tokio_thread();
+            crate::sampler::task_labels::mark_tokio_thread();
             if let Some(t) = tids.get(i) {
-                t.store(crate::alloc::cpu_sampler::current_tid(), Relaxed);
+                t.store(crate::sampler::current_tid(), Relaxed);
             }
             let until = Instant::now() + std::time::Duration::from_millis(5);
             while tids.iter().any(|t| t.load(Relaxed) == 0) && Instant::now() < until {
@@ -181,12 +174,6 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         handle: handle.clone(),
         alive,
         own_task,
-        stats: SchedStats {
-            per_worker: Vec::with_capacity(workers),
-            ..SchedStats::default()
-        },
-        prev_busy: vec![0; workers],
-        prev_at: None,
         worker_tids: (0..workers).map(|_| AtomicI64::new(0)).collect(),
         stalls: 0,
         recent_stalls: VecDeque::new(),

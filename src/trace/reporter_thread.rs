@@ -16,7 +16,7 @@ use super::gc_tick::GcTicker;
 use super::handle::Shared;
 use super::lines::Lines;
 use super::sched_tick::SchedTicker;
-use super::stall_tick::StallTicker;
+use super::stall_lines::StallTicker;
 
 /// The thread's own state, by job: output, SCHED, allocator, and its own figures.
 pub(super) struct ReporterThread {
@@ -44,6 +44,7 @@ impl ReporterThread {
             out: Lines::new(sink),
             sched: SchedTicker {
                 started: Instant::now(),
+                shown: Vec::new(),
             },
             gc: GcTicker::default(),
             stall: StallTicker::default(),
@@ -219,7 +220,7 @@ impl ReporterThread {
         let (allocs, bytes) = crate::alloc::this_thread_counters();
         s.thread_allocs.store(allocs, Relaxed);
         s.thread_alloc_bytes.store(bytes, Relaxed);
-        if let Some(ns) = crate::sys::proc::current_thread_cpu_ns() {
+        if let Some(ns) = crate::sys::thread::current_thread_cpu_ns() {
             s.thread_cpu_ns.store(ns, Relaxed);
         }
     }

@@ -8,7 +8,7 @@
 //! expiry interrupts the thread that used the time; the handler asks whether the interrupted
 //! instruction lies in the allocator's code (an address table of jemalloc's and the global
 //! allocator's functions, built once from the executable's symbol table, see
-//! [`alloc_text`](super::alloc_text)) and adds the period to the allocator's CPU time if so.
+//! [`alloc_text`](crate::sampler::allocator_code)) and adds the period to the allocator's CPU time if so.
 //! So the figure is each thread's CPU time times the share of its samples that landed in the allocator, as `perf` would measure it:
 //! a preempted thread uses no CPU and is never sampled, and the figure cannot exceed the CPU the
 //! threads used. A profile hook (the CPU profiler) gets every sample too, with the interrupted
@@ -35,7 +35,19 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::Duration;
 
-use super::slots::{NO_TIMER, Slot, for_each_slot};
+use registry::{Entry, NO_TIMER, for_each_entry as for_each_slot};
+
+pub(crate) mod allocator_code;
+mod handler;
+pub(crate) mod registry;
+#[cfg(feature = "pprof")]
+pub(crate) mod ring;
+pub(crate) mod task_labels;
+#[cfg(feature = "pprof")]
+pub(crate) mod thread_stack;
+mod timers;
+#[cfg(feature = "pprof")]
+pub(crate) mod unwind;
 
 /// Samples per second of a thread's CPU time while only the allocator figure needs them.
 pub(crate) const DEFAULT_HZ: u32 = 100;
@@ -95,7 +107,7 @@ pub(crate) fn ensure_handler() -> Result<(), &'static str> {
         return Err("the CPU-time sampler could not start");
     }
     let _guard = control_lock();
-    imp::install_handler()
+    handler::install_handler()
 }
 
 /// Whether the sampler runs for the allocator-CPU figure ([`ensure_started`] succeeded).
@@ -113,7 +125,7 @@ pub(crate) fn ensure_started() -> Result<(), &'static str> {
         return Err("the CPU-time sampler could not start");
     }
     // Where the allocator's code is, for the handler: built once, here, outside it.
-    if let Err(reason) = super::alloc_text::build() {
+    if let Err(reason) = allocator_code::build() {
         FAILED.store(true, Relaxed);
         return Err(reason);
     }
@@ -145,7 +157,7 @@ static EXTRA: std::sync::Mutex<Vec<(i64, usize)>> = std::sync::Mutex::new(Vec::n
 fn delete_extra() {
     let mut extra = EXTRA.lock().unwrap_or_else(|e| e.into_inner());
     for (_, t) in extra.drain(..) {
-        imp::delete_timer(t);
+        timers::delete_timer(t);
     }
 }
 
@@ -167,7 +179,7 @@ pub(crate) fn cover_threads() {
 
 /// [`cover_threads`]' work, under [`control_lock`].
 fn cover_locked() {
-    let mut live = imp::thread_ids();
+    let mut live = crate::sys::task::thread_ids();
     live.sort_unstable();
     let mut armed = Vec::new();
     for_each_slot(|s| {
@@ -180,7 +192,7 @@ fn cover_locked() {
     extra.retain(|&(tid, t)| {
         let keep = live.binary_search(&tid).is_ok() && armed.binary_search(&tid).is_err();
         if !keep {
-            imp::delete_timer(t);
+            timers::delete_timer(t);
         }
         keep
     });
@@ -191,8 +203,8 @@ fn cover_locked() {
         if armed.binary_search(&tid).is_ok() || covered.binary_search(&tid).is_ok() {
             continue;
         }
-        if let Some(t) = imp::create_timer(tid) {
-            imp::set_timer(t, period);
+        if let Some(t) = timers::create_timer(tid) {
+            timers::set_timer(t, period);
             extra.push((tid, t));
         }
     }
@@ -202,11 +214,11 @@ fn cover_locked() {
 /// took its place, deletes every rdebug timer (their signals would land in that handler) and
 /// stops the sampler for good. One `sigaction` call when running; nothing otherwise.
 pub(crate) fn check_handler() {
-    if !RUNNING.load(Acquire) || imp::handler_is_ours() {
+    if !RUNNING.load(Acquire) || handler::handler_is_ours() {
         return;
     }
     let _guard = control_lock();
-    if RUNNING.load(Acquire) && !imp::handler_is_ours() {
+    if RUNNING.load(Acquire) && !handler::handler_is_ours() {
         RUNNING.store(false, Release);
         for_each_slot(disarm);
         delete_extra();
@@ -267,7 +279,8 @@ fn period_ns(hz: u32) -> u64 {
 
 /// Installs the handler, then gives every thread that has a slot its timer.
 fn start(hz: u32) -> Result<(), &'static str> {
-    imp::install_handler()?;
+    handler::install_handler()?;
+    registry::install_hooks();
     PERIOD_NS.store(period_ns(hz), Relaxed);
     RUNNING.store(true, Release);
     // Threads setting up from now on arm themselves; the ones already there get theirs here.
@@ -286,7 +299,7 @@ fn start(hz: u32) -> Result<(), &'static str> {
 fn stop() {
     RUNNING.store(false, Release);
     for_each_slot(disarm);
-    imp::restore_handler();
+    handler::restore_handler();
 }
 
 /// Re-arms every timer at `hz`.
@@ -296,7 +309,7 @@ fn set_rate(hz: u32) {
     for_each_slot(|s| {
         let t = s.timer.load(Acquire);
         if t != NO_TIMER {
-            imp::set_timer(t, period);
+            timers::set_timer(t, period);
         }
     });
 }
@@ -310,7 +323,7 @@ fn set_rate(hz: u32) {
 /// it deletes the slot's timer, so a timer installed after that deletion is found here by the
 /// `tid` check that follows the exchange, and taken back; the slot's new owner, if any, then
 /// gets its own.
-pub(crate) fn arm(slot: &Slot) {
+pub(crate) fn arm(slot: &Entry) {
     loop {
         if !RUNNING.load(Acquire) {
             return;
@@ -319,7 +332,7 @@ pub(crate) fn arm(slot: &Slot) {
         if tid == 0 || slot.timer.load(Acquire) != NO_TIMER {
             return;
         }
-        let Some(t) = imp::create_timer(tid) else {
+        let Some(t) = timers::create_timer(tid) else {
             return;
         };
         if slot
@@ -327,11 +340,11 @@ pub(crate) fn arm(slot: &Slot) {
             .compare_exchange(NO_TIMER, t, SeqCst, Acquire)
             .is_err()
         {
-            imp::delete_timer(t); // the thread and the starter raced: one timer is enough
+            timers::delete_timer(t); // the thread and the starter raced: one timer is enough
             return;
         }
         if slot.tid.load(SeqCst) == tid {
-            imp::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
+            timers::set_timer(t, Duration::from_nanos(PERIOD_NS.load(Relaxed)));
             return;
         }
         // The thread exited meanwhile: take the timer back (unless its exit already did), then
@@ -341,22 +354,22 @@ pub(crate) fn arm(slot: &Slot) {
             .compare_exchange(t, NO_TIMER, SeqCst, Acquire)
             .is_ok()
         {
-            imp::delete_timer(t);
+            timers::delete_timer(t);
         }
     }
 }
 
 /// Deletes `slot`'s timer, if any (its thread is exiting, or the sampler stops).
-pub(crate) fn disarm(slot: &Slot) {
+pub(crate) fn disarm(slot: &Entry) {
     let t = slot.timer.swap(NO_TIMER, SeqCst);
     if t != NO_TIMER {
-        imp::delete_timer(t);
+        timers::delete_timer(t);
     }
 }
 
 /// The kernel's id of the calling thread (0 where there is none).
 pub(crate) fn current_tid() -> i64 {
-    imp::current_tid()
+    crate::sys::thread::current_tid()
 }
 
 /// Sets the hook called for the `SIGPROF`s [`signal_thread`] sends (weight 0). Set once, never
@@ -372,7 +385,7 @@ pub(crate) fn set_request_hook(hook: SampleHook) {
 pub(crate) fn signal_thread(tid: i64) -> bool {
     // Only while `SIGPROF` has rdebug's handler (timers running or not): its default action
     // would end the process, and another handler would get a signal it did not ask for.
-    imp::handler_is_ours() && imp::signal_thread(tid)
+    handler::handler_is_ours() && crate::sys::thread::signal_thread(tid, libc::SIGPROF)
 }
 
 /// A `SIGPROF` rdebug sent one thread: the request hook, if any.
@@ -396,7 +409,7 @@ fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
         .load(Relaxed)
         .saturating_mul(overrun.saturating_add(1));
     TOTAL_NS.fetch_add(weight, Relaxed);
-    if super::alloc_text::interrupted_in_allocator(ucontext) {
+    if allocator_code::interrupted_in_allocator(ucontext) {
         ALLOC_NS.fetch_add(weight, Relaxed);
     }
     if HOOK.load(Acquire) != 0 {
@@ -411,215 +424,4 @@ fn on_sample(overrun: u64, ucontext: *mut std::ffi::c_void) {
         }
         IN_HOOK.fetch_sub(1, SeqCst);
     }
-}
-
-#[cfg(target_os = "linux")]
-mod imp {
-    use std::ffi::{c_int, c_void};
-    use std::mem::MaybeUninit;
-    use std::ptr;
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    use super::{on_request, on_sample};
-    use crate::alloc::slots::NO_TIMER;
-
-    /// The `SIGPROF` disposition before ours, restored by [`restore_handler`].
-    static OLD_ACTION: Mutex<Option<libc::sigaction>> = Mutex::new(None);
-
-    pub(super) fn current_tid() -> i64 {
-        // SAFETY: gettid has no preconditions.
-        i64::from(unsafe { libc::gettid() })
-    }
-
-    pub(super) fn signal_thread(tid: i64) -> bool {
-        // SAFETY: tgkill to a thread of this process; SIGPROF has our handler (RUNNING).
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGPROF) == 0 }
-    }
-
-    /// Every thread of the process now, from `/proc/self/task` (allocates: call it rarely).
-    pub(super) fn thread_ids() -> Vec<i64> {
-        std::fs::read_dir("/proc/self/task")
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Installs the handler unless `SIGPROF` belongs to someone else.
-    pub(super) fn install_handler() -> Result<(), &'static str> {
-        // SAFETY: plain sigaction calls with valid pointers.
-        unsafe {
-            let mut old = MaybeUninit::<libc::sigaction>::zeroed();
-            if libc::sigaction(libc::SIGPROF, ptr::null(), old.as_mut_ptr()) != 0 {
-                return Err("cannot read the SIGPROF disposition");
-            }
-            let old = old.assume_init();
-            let ours = handler as *const () as libc::sighandler_t;
-            if old.sa_sigaction == ours {
-                return Ok(());
-            }
-            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-                return Err("SIGPROF has a handler of the program's own (another profiler?)");
-            }
-            let mut new: libc::sigaction = std::mem::zeroed();
-            new.sa_sigaction = ours;
-            new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut new.sa_mask);
-            if libc::sigaction(libc::SIGPROF, &new, ptr::null_mut()) != 0 {
-                return Err("cannot install the SIGPROF handler");
-            }
-            *OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
-        }
-        Ok(())
-    }
-
-    /// Whether `SIGPROF`'s handler is rdebug's now.
-    pub(super) fn handler_is_ours() -> bool {
-        let mut now = MaybeUninit::<libc::sigaction>::zeroed();
-        // SAFETY: reads the disposition into a valid pointer.
-        if unsafe { libc::sigaction(libc::SIGPROF, ptr::null(), now.as_mut_ptr()) } != 0 {
-            return false;
-        }
-        // SAFETY: sigaction filled it (and it was zeroed before).
-        let now = unsafe { now.assume_init() };
-        now.sa_sigaction == handler as *const () as libc::sighandler_t
-    }
-
-    /// Puts back the disposition found at install, only if it was `SIG_IGN` (a stray signal is
-    /// then harmless; `SIG_DFL` would terminate the process, so rdebug's handler stays) and the
-    /// handler now is still rdebug's (the program may have installed its own since).
-    pub(super) fn restore_handler() {
-        let mut saved = OLD_ACTION.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(old) = saved.as_ref() else { return };
-        if old.sa_sigaction != libc::SIG_IGN || !handler_is_ours() {
-            return;
-        }
-        // SAFETY: a disposition sigaction itself returned.
-        unsafe { libc::sigaction(libc::SIGPROF, old, ptr::null_mut()) };
-        *saved = None;
-    }
-
-    /// A timer on thread `tid`'s CPU clock that signals `SIGPROF` to that thread; not armed.
-    pub(super) fn create_timer(tid: i64) -> Option<usize> {
-        // The kernel's CPU clock of one thread: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED).
-        let clock = ((!(tid as u32)) << 3 | 6) as libc::clockid_t;
-        // SAFETY: valid pointers; the sigevent targets a thread of this process.
-        unsafe {
-            let mut sev: libc::sigevent = std::mem::zeroed();
-            sev.sigev_notify = libc::SIGEV_THREAD_ID;
-            sev.sigev_signo = libc::SIGPROF;
-            sev.sigev_notify_thread_id = tid as c_int;
-            let mut timer: libc::timer_t = ptr::null_mut();
-            if libc::timer_create(clock, &mut sev, &mut timer) != 0 {
-                return None;
-            }
-            let t = timer as usize;
-            (t != NO_TIMER).then_some(t)
-        }
-    }
-
-    pub(super) fn set_timer(timer: usize, period: Duration) {
-        let ts = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
-        };
-        let spec = libc::itimerspec {
-            it_interval: ts,
-            it_value: ts,
-        };
-        // SAFETY: a timer we created; valid spec pointer.
-        unsafe { libc::timer_settime(timer as libc::timer_t, 0, &spec, ptr::null_mut()) };
-    }
-
-    pub(super) fn delete_timer(timer: usize) {
-        // SAFETY: a timer we created, deleted once (its owner swapped it out).
-        unsafe { libc::timer_delete(timer as libc::timer_t) };
-    }
-
-    /// The head of a `siginfo_t` sent by a POSIX timer (`si_code == SI_TIMER`), as the kernel lays
-    /// it out (`include/uapi/asm-generic/siginfo.h`; the `libc` crate has no accessor for it).
-    #[repr(C)]
-    struct TimerSigInfo {
-        signo: c_int,
-        errno: c_int,
-        code: c_int,
-        /// The kernel's union of per-source fields, pointer-aligned (offset 16 on 64-bit).
-        timer: TimerFields,
-    }
-
-    const _: () = assert!(
-        std::mem::offset_of!(TimerSigInfo, timer)
-            == if cfg!(target_pointer_width = "64") {
-                16
-            } else {
-                12
-            }
-    );
-
-    /// The timer member of `siginfo_t`'s union; its pointer gives it the union's alignment.
-    #[repr(C)]
-    struct TimerFields {
-        id: c_int,
-        /// Expirations this one signal stands for beyond the first: on a busy machine Linux may
-        /// deliver a thread's CPU-timer signal tens of milliseconds of its CPU late.
-        overrun: c_int,
-        value: *mut c_void,
-    }
-
-    extern "C" fn handler(_sig: c_int, info: *mut libc::siginfo_t, ucontext: *mut c_void) {
-        // SAFETY: errno is thread-local; saved and restored around the handler's own calls.
-        let errno = unsafe { *libc::__errno_location() };
-        // Only timer expirations are samples (not a `kill -PROF`).
-        // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
-        if !info.is_null() && unsafe { (*info).si_code } == libc::SI_TIMER {
-            // SAFETY: an SI_TIMER siginfo carries the timer fields.
-            let overrun = unsafe { (*info.cast::<TimerSigInfo>()).timer.overrun }.max(0);
-            on_sample(overrun as u64, ucontext);
-        } else if !info.is_null()
-            // SAFETY: as above; `si_pid` is valid for a tgkill's SI_TKILL.
-            && unsafe { (*info).si_code == libc::SI_TKILL && (*info).si_pid() == libc::getpid() }
-        {
-            on_request(ucontext);
-        }
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = errno };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    use std::time::Duration;
-
-    pub(super) fn current_tid() -> i64 {
-        0
-    }
-
-    pub(super) fn signal_thread(_tid: i64) -> bool {
-        false
-    }
-
-    pub(super) fn thread_ids() -> Vec<i64> {
-        Vec::new()
-    }
-
-    pub(super) fn install_handler() -> Result<(), &'static str> {
-        Err("no CPU-time sampler on this platform (Linux only)")
-    }
-
-    pub(super) fn restore_handler() {}
-
-    pub(super) fn handler_is_ours() -> bool {
-        false
-    }
-
-    pub(super) fn create_timer(_tid: i64) -> Option<usize> {
-        None
-    }
-
-    pub(super) fn set_timer(_timer: usize, _period: Duration) {}
-
-    pub(super) fn delete_timer(_timer: usize) {}
 }

@@ -12,7 +12,7 @@
 //! only the same task both times, with both figures still unchanged, is a stall. Worker threads
 //! are found without the app's `Builder`: one short rdebug task per worker notes
 //! `tokio::runtime::worker_index()` and its thread id
-//! ([`probe_workers`](crate::stats::runtimes::probe_workers)), again at most once a second while
+//! ([`probe_workers`](crate::runtime::watched::probe_workers)), again at most once a second while
 //! some worker is still unknown; renamed threads do not matter. Without `pprof` the line is
 //! printed on the figures alone, with no stack.
 //!
@@ -41,7 +41,7 @@
 //! - plus each look's wake-up latency (under 1 ms on a quiet machine) and, with `pprof`, the
 //!   confirming burst (4 samples 250 µs apart, about 1 ms) before the line is written. The
 //!   frames' names are not read then: the first sample's new addresses are named on a thread
-//!   of their own while the second look is awaited, and kept (`NameCache`), so the line goes
+//!   of their own while the second look is awaited, and kept (`symbols::name_cache::NameCache`), so the line goes
 //!   out 2 ms after the decision in a release build (t0 + 91–93 ms in the worst case above,
 //!   within 2N with N/5 to spare for a late wake-up). A build whose DWARF takes longer to read
 //!   than N/2 (a debug build of the tests: 20–30 ms more) writes it when the names are read.
@@ -56,7 +56,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Handle;
 
 use crate::config::{Config, Format};
-use crate::stats::runtimes::{self, Stall};
+use crate::runtime::watched::{self, Stall};
 use crate::sys::stderr::json_str;
 
 use super::lines::Lines;
@@ -130,116 +130,7 @@ pub(super) struct StallTicker {
     #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
     prepared: bool,
     #[cfg(feature = "pprof")]
-    names: NameCache,
-}
-
-/// The lines of the code addresses STALL stacks have shown, so that a stack seen again (by the
-/// deciding sample of the same poll, or at a later stall or suspicion in the same code) is named
-/// without reading DWARF: one `HashMap` lookup per frame. The first sample of a suspected stall
-/// has its new addresses named on a thread of its own ([`NameCache::prefetch`]), so that neither
-/// the look that took it nor the next one waits for DWARF (tens of ms for a large binary with
-/// full debug info) and the STALL line is written when it is decided. At most
-/// [`NameCache::MAX`] addresses (then emptied); emptied too when a shared object was loaded or
-/// unloaded since.
-#[cfg(feature = "pprof")]
-#[derive(Default)]
-struct NameCache {
-    lines: std::collections::HashMap<u64, Vec<String>>,
-    generation: u64,
-    /// The naming under way: the generation and addresses it names, and its thread.
-    naming: Option<Naming>,
-}
-
-#[cfg(feature = "pprof")]
-type Naming = (u64, Vec<u64>, std::thread::JoinHandle<Vec<Vec<String>>>);
-
-#[cfg(feature = "pprof")]
-impl NameCache {
-    const MAX: usize = 4096;
-
-    /// Starts naming the addresses of `frames` a STALL line would show and not named yet, on a
-    /// thread of its own, unless one is under way (then they are named when needed).
-    fn prefetch(&mut self, frames: &[u64]) {
-        self.collect(false);
-        if self.naming.is_some() {
-            return;
-        }
-        let missing = self.missing(frames);
-        if missing.is_empty() {
-            return;
-        }
-        let addrs = missing.clone();
-        if let Ok(h) = std::thread::Builder::new()
-            .name("rdebug-symbols".into())
-            .spawn(move || crate::profile::address_lines(&addrs))
-        {
-            self.naming = Some((self.generation, missing, h));
-        }
-    }
-
-    /// Keeps the answer of the naming under way if it is done (`wait`: once it is).
-    fn collect(&mut self, wait: bool) {
-        let done = self
-            .naming
-            .as_ref()
-            .is_some_and(|(_, _, h)| wait || h.is_finished());
-        if !done {
-            return;
-        }
-        if let Some((generation, addrs, h)) = self.naming.take()
-            && let Ok(named) = h.join()
-            && generation == self.generation
-        {
-            self.insert(addrs, named);
-        }
-    }
-
-    /// The addresses of `frames` a STALL line shows that have no lines yet (for the objects
-    /// loaded now).
-    fn missing(&mut self, frames: &[u64]) -> Vec<u64> {
-        let generation = crate::profile::modules_generation();
-        if generation != self.generation {
-            self.lines.clear();
-            self.generation = generation;
-        }
-        let mut missing: Vec<u64> = shown(frames)
-            .iter()
-            .copied()
-            .filter(|a| !self.lines.contains_key(a))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        missing
-    }
-
-    fn insert(&mut self, addrs: Vec<u64>, named: Vec<Vec<String>>) {
-        if self.lines.len().saturating_add(addrs.len()) > Self::MAX {
-            self.lines.clear();
-        }
-        self.lines.extend(addrs.into_iter().zip(named));
-    }
-
-    /// The STALL lines for `frames` (innermost first): [`STACK_LINES`] at most. Waits for a
-    /// naming under way (it may hold these frames), and names the rest here.
-    fn stack(&mut self, frames: &[u64]) -> Vec<String> {
-        self.collect(true);
-        let missing = self.missing(frames);
-        if !missing.is_empty() {
-            let named = crate::profile::address_lines(&missing);
-            self.insert(missing, named);
-        }
-        let mut out = Vec::with_capacity(STACK_LINES);
-        for a in shown(frames) {
-            if out.len() >= STACK_LINES {
-                break;
-            }
-            if let Some(lines) = self.lines.get(a) {
-                out.extend(lines.iter().cloned());
-            }
-        }
-        out.truncate(STACK_LINES);
-        out
-    }
+    names: crate::symbols::name_cache::NameCache,
 }
 
 impl StallTicker {
@@ -260,13 +151,13 @@ impl StallTicker {
         #[cfg(feature = "pprof")]
         if !self.prepared {
             self.prepared = true;
-            if crate::profile::prepare_thread_stacks() {
-                crate::profile::warm_frame_names();
+            if crate::sampler::thread_stack::prepare_thread_stacks() {
+                crate::symbols::frame_lines::warm_frame_names();
             }
         }
         self.candidates.clear();
         {
-            let list = runtimes::watched();
+            let list = watched::watched();
             for w in list.iter().filter(|w| w.alive.load(Relaxed)) {
                 let r = match self.runtimes.iter().position(|(id, _, _)| *id == w.id) {
                     Some(r) => r,
@@ -279,7 +170,7 @@ impl StallTicker {
                 let probe_due =
                     last.is_none_or(|(t, wait)| now.saturating_duration_since(t) >= wait);
                 if probe_due && w.worker_tids.iter().any(|t| t.load(Relaxed) == 0) {
-                    runtimes::probe_workers(&w.handle, &w.worker_tids);
+                    watched::probe_workers(&w.handle, &w.worker_tids);
                     let wait = last.map_or(PROBE_FIRST, |(_, wait)| (wait * 2).min(PROBE_MAX));
                     *last = Some((now, wait));
                 }
@@ -343,14 +234,14 @@ impl StallTicker {
         if c.tid == 0 {
             return None;
         }
-        let sample = crate::profile::thread_stack(c.tid, ANSWER_WITHIN)?;
+        let sample = crate::sampler::thread_stack::thread_stack(c.tid, ANSWER_WITHIN)?;
         let wait = run_wait_ns(c.tid);
         let t = &mut self.runtimes[c.runtime].1[c.worker];
         if !unchanged(&c.handle, c.worker, t) {
             return None;
         }
         let Some(first) = &t.first else {
-            self.names.prefetch(&sample.frames);
+            self.names.prefetch(shown(&sample.frames));
             t.first = Some(First {
                 task: sample.task,
                 frames: sample.frames,
@@ -382,7 +273,7 @@ impl StallTicker {
         let first = first.clone();
         for _ in 0..BURST {
             std::thread::sleep(BURST_GAP);
-            let s = crate::profile::thread_stack(c.tid, ANSWER_WITHIN)?;
+            let s = crate::sampler::thread_stack::thread_stack(c.tid, ANSWER_WITHIN)?;
             if !same_poll(&first, &s) {
                 let t = &mut self.runtimes[c.runtime].1[c.worker];
                 t.first = None;
@@ -394,7 +285,7 @@ impl StallTicker {
         if !unchanged(&c.handle, c.worker, t) {
             return None;
         }
-        Some(self.names.stack(&sample.frames))
+        Some(self.names.stack(shown(&sample.frames), STACK_LINES))
     }
 
     /// Without `pprof`: the figures alone (no signal, no stack).
@@ -469,7 +360,7 @@ fn report(
     let unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    runtimes::record_stall(
+    watched::record_stall(
         id,
         Stall {
             unix_ms,
@@ -484,8 +375,7 @@ fn report(
 /// of `/proc/self/task/<tid>/schedstat` (`None` without it).
 #[cfg(feature = "pprof")]
 fn run_wait_ns(tid: i64) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    s.split_whitespace().nth(1)?.parse().ok()
+    crate::sys::task::schedstat(tid).map(|(_, wait)| wait)
 }
 
 /// The frames of `frames` a STALL line can show.
@@ -497,7 +387,7 @@ fn shown(frames: &[u64]) -> &[u64] {
 /// Whether `s` shows the same poll as `first`: the same task (or, where no task id could be
 /// read, the very same stack).
 #[cfg(feature = "pprof")]
-fn same_poll(first: &First, s: &crate::profile::ThreadStack) -> bool {
+fn same_poll(first: &First, s: &crate::sampler::thread_stack::ThreadStack) -> bool {
     if first.task != 0 {
         first.task == s.task
     } else {

@@ -43,7 +43,7 @@ use framehop::{
 };
 use object::{Object, ObjectSection};
 
-use crate::profile::modules;
+use crate::sys::loaded as modules;
 
 /// Section bytes borrowed from a file mapped for the rest of the process.
 #[derive(Debug, Clone, Copy)]
@@ -394,6 +394,8 @@ pub(crate) const WALK_NEEDS: u64 = 64 << 10;
 /// The pseudo-address under which a sample that was not walked for want of stack keeps its
 /// interrupted pc (never a code address).
 pub(crate) const NO_ROOM: u64 = 2;
+/// The name pprof shows for [`NO_ROOM`].
+pub(crate) const NO_ROOM_NAME: &str = "(rdebug: too little stack left to walk)";
 
 /// Whether `process_vm_readv` works in this process: 0 not known yet, 1 yes, 2 refused.
 static CHECKED_READS: AtomicU8 = AtomicU8::new(0);
@@ -596,4 +598,34 @@ fn read_checked(addr: u64) -> Result<u64, ()> {
 #[cfg(not(target_os = "linux"))]
 fn read_checked(_addr: u64) -> Result<u64, ()> {
     Err(())
+}
+
+/// The unwinder for the objects loaded now: built before the first profile, and built anew
+/// when a later profile finds the loaded objects changed (a library loaded with `dlopen`), so
+/// every object's code is unwound. A running profile keeps the one it started with.
+pub(crate) fn unwinder() -> std::sync::Arc<Unwinder> {
+    type Loaded = Vec<(std::path::PathBuf, u64)>;
+    static CURRENT: std::sync::Mutex<Option<(Loaded, std::sync::Arc<Unwinder>)>> =
+        std::sync::Mutex::new(None);
+    let now: Loaded = crate::sys::loaded::loaded()
+        .into_iter()
+        .map(|m| (m.path, m.base))
+        .collect();
+    let mut current = crate::sync::lock(&CURRENT);
+    match &*current {
+        Some((loaded, u)) if *loaded == now => u.clone(),
+        _ => {
+            let u = std::sync::Arc::new(Unwinder::load());
+            *current = Some((now, u.clone()));
+            u
+        }
+    }
+}
+
+/// The unwinder of stack requests to one thread (and of the heap profiler's stack hook): the
+/// handler that answers may run at any time, so it lives for the rest of the process: the first
+/// one built. Libraries loaded after it are not unwound there (CPU profiles rebuild theirs).
+pub(crate) fn hook_unwinder() -> &'static Unwinder {
+    static HOOK: std::sync::OnceLock<std::sync::Arc<Unwinder>> = std::sync::OnceLock::new();
+    HOOK.get_or_init(unwinder)
 }

@@ -201,3 +201,37 @@ pub(crate) fn purge_all() -> bool {
     };
     rc == 0
 }
+
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // heap profiling controls
+/// Reads the control `name` (by name: for controls read once or rarely).
+pub(crate) fn read_named<T: Copy + Default>(name: &CStr) -> Option<T> {
+    let mut value = T::default();
+    let mut len = size_of::<T>();
+    // SAFETY: `value` is a buffer of `len` bytes; jemalloc checks `len` against the control's type.
+    let rc = unsafe {
+        sys::mallctl(
+            name.as_ptr(),
+            (&mut value as *mut T).cast::<c_void>(),
+            &mut len,
+            ptr::null_mut(),
+            0,
+        )
+    };
+    (rc == 0 && len == size_of::<T>()).then_some(value)
+}
+
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // heap profiling controls
+/// Writes `value` to the control `name` (by name); `Err` is jemalloc's error code.
+pub(crate) fn write_named<T: Copy>(name: &CStr, mut value: T) -> Result<(), i32> {
+    // SAFETY: `value` is a buffer of its size, only read; jemalloc checks the size.
+    let rc = unsafe {
+        sys::mallctl(
+            name.as_ptr(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            (&mut value as *mut T).cast::<c_void>(),
+            size_of::<T>(),
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(rc) }
+}

@@ -372,8 +372,8 @@ mod tests {
     /// binary's units (which refer to no other unit: no ThinLTO in a test build).
     #[test]
     fn a_unit_in_a_sparse_section_resolves_as_the_unit_alone() {
-        let data = crate::profile::modules::map(std::path::Path::new("/proc/self/exe"))
-            .expect("this binary");
+        let data =
+            crate::sys::loaded::map(std::path::Path::new("/proc/self/exe")).expect("this binary");
         let d = Dwarf::open(data.0).expect("test binaries carry DWARF");
         assert!(d.aranges.len() > 20, "{d:?}");
         let step = d.aranges.len() / 20;
