@@ -20,8 +20,11 @@
 //!
 //! #[tokio::main]
 //! async fn main() {
-//!     rdebug::init(); // reads RDEBUG; does nothing when it is unset; watches this runtime
-//!     // ... serve ...
+//!     rdebug::init(); // reads RDEBUG; does nothing when it is unset
+//!     let m: rdebug::MemStats = rdebug::memstats();
+//!     assert_eq!(m.heap_objects, m.mallocs - m.frees);
+//!     let s = rdebug::sched_stats(&tokio::runtime::Handle::current());
+//!     assert!(s.workers >= 1);
 //! }
 //! ```
 //!
