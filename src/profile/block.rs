@@ -1,31 +1,36 @@
 //! Block profiles: where busy tokio workers wait off CPU ([`block`], [`BlockProfile`]).
 //!
-//! `hz` times a second, for each worker of every watched runtime, rdebug reads what costs no
-//! signal: tokio's `worker_park_unpark_count` (even: unparked; unchanged: it did not park in
-//! between), the worker thread's CPU clock, its time runnable waiting for a CPU
-//! (`/proc/self/task/<tid>/schedstat`) and its state (`/proc/self/task/<tid>/stat`). A worker
-//! unparked over the whole interval whose thread is asleep now was blocked for the part of the
-//! interval it spent neither on a CPU nor waiting for one: sleeping in
-//! `std::thread::sleep`, a blocking read, a DNS lookup, a `std::sync::Mutex`. Only then is its
-//! thread sent a `SIGPROF` to take its stack (and its labels), and the sample weighs the time it
-//! was blocked. Time waiting for a CPU (a loaded machine preempting a busy poll) is never counted
-//! as blocked. Parked workers (in `epoll_wait` or on their condvar) get no signal: an idle
-//! service stays idle.
+//! About `hz` times a second, at jittered moments (each wait drawn uniformly from half to one
+//! and a half periods, so that no workload's rhythm can lock onto the looks), every worker of
+//! every watched runtime is looked at ([`crate::runtime::look`]), reading what costs no signal:
+//! tokio's `worker_park_unpark_count` (even: unparked, inside or between its polls) and its
+//! thread's state (`/proc/self/task/<tid>/stat`). A worker unparked now whose thread is asleep
+//! now (`S` or `D`: not on a CPU, and not runnable waiting for one) is blocked: sleeping in
+//! `std::thread::sleep`, a blocking read, a DNS lookup, a `std::sync::Mutex`. That look weighs
+//! the whole time since the worker's previous look: point sampling, an unbiased estimate of the
+//! time blocked whatever the length of the blocking calls (each look stands for the interval it
+//! closes; a call blocked for a fraction of the window is seen at that fraction of the looks).
+//! The blocked thread's stack (and labels) is then read without a signal (see
+//! [`crate::sampler::thread_stack`]). Time runnable waiting for a CPU (a loaded machine
+//! preempting a busy poll) is never counted as blocked; the profile's comment gives it, from
+//! the threads' `schedstat`. Parked workers (in `epoll_wait` or on their condvar) are not read at
+//! all: an idle service stays idle.
 //!
-//! Worker threads are found as for `stalltrace`: one short task per worker notes
-//! `tokio::runtime::worker_index()` and its thread id; renamed threads and several runtimes are
-//! the same. A worker whose thread is not known yet is not sampled.
+//! Worker threads come from the one worker registry ([`crate::runtime::workers`]), which follows
+//! a worker across `block_in_place`. A worker whose thread is not known yet is not sampled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::*};
+use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::runtime::Handle;
 
 use super::ProfileError;
 use super::proto::Builder;
+use crate::runtime::look::{asleep, look, run_wait_ns};
 use crate::runtime::watched;
+use crate::runtime::workers::Workers;
 use crate::symbols::{Symbolized, symbolize};
 
 /// Longest block profile accepted.
@@ -73,13 +78,18 @@ pub struct BlockProfile {
     preempted_ns: u64,
 }
 
+/// What the previous look at a worker saw while it was unparked on a known thread: its
+/// park/unpark count, the thread, and the thread's time waiting for a CPU.
+type Unparked = (u64, i64, u64);
+
 /// One watched worker as the profiler follows it.
 struct Worker {
     handle: Handle,
+    workers: Arc<Workers>,
     index: usize,
-    tids: Arc<[AtomicI64]>,
-    /// At the previous look: park/unpark count, CPU ns, run-queue wait ns, when.
-    prev: Option<(u64, u64, u64, Instant)>,
+    /// The previous look: when, and (while unparked, on a known thread) the park/unpark count,
+    /// the thread and its time waiting for a CPU.
+    prev: Option<(Instant, Option<Unparked>)>,
 }
 
 /// Profiles where busy tokio workers block for `duration`, looking `hz` times a second (Go's
@@ -110,10 +120,10 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
         .iter()
         .filter(|w| w.alive.load(Relaxed))
         .flat_map(|w| {
-            (0..w.worker_tids.len()).map(|index| Worker {
+            (0..w.workers.len()).map(|index| Worker {
                 handle: w.handle.clone(),
+                workers: w.workers.clone(),
                 index,
-                tids: w.worker_tids.clone(),
                 prev: None,
             })
         })
@@ -137,42 +147,35 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
     }
     let _held = Held;
     crate::sampler::ensure_started().map_err(|why| ProfileError::Unavailable(why.into()))?;
-    probe_unknown(&workers);
+    refresh(&workers, Instant::now());
     let time = SystemTime::now();
     let started = Instant::now();
     let end = started + duration;
     let period = Duration::from_nanos(1_000_000_000 / u64::from(hz));
+    let mut jitter = Jitter::new();
     let mut stacks: HashMap<Key, (u64, u64)> = HashMap::new();
     let mut preempted_ns = 0u64;
-    let mut next_probe = started + Duration::from_secs(1);
     loop {
         let now = Instant::now();
         if now >= end {
             break;
         }
-        std::thread::sleep(period.min(end - now));
-        if Instant::now() >= next_probe {
-            probe_unknown(&workers);
-            next_probe += Duration::from_secs(1);
-        }
+        std::thread::sleep(jitter.around(period).min(end - now));
+        refresh(&workers, Instant::now());
         for w in &mut workers {
-            let Some((blocked, waited)) = look(w) else {
+            let Some(blocked) = sample(w, &mut preempted_ns) else {
                 continue;
             };
-            preempted_ns = preempted_ns.saturating_add(waited);
-            if blocked == 0 {
-                continue;
-            }
-            let tid = w.tids.get(w.index).map_or(0, |t| t.load(Relaxed));
+            let (tid, weight) = blocked;
             let key = match crate::sampler::thread_stack::thread_stack(tid, ANSWER_WITHIN) {
                 Some(s) => (s.frames, s.labels, s.task),
                 None => (vec![NOT_TAKEN], Vec::new(), 0),
             };
             if let Some(e) = stacks.get_mut(&key) {
                 e.0 += 1;
-                e.1 = e.1.saturating_add(blocked);
+                e.1 = e.1.saturating_add(weight);
             } else if stacks.len() < MAX_STACKS {
-                stacks.insert(key, (1, blocked));
+                stacks.insert(key, (1, weight));
             }
         }
     }
@@ -195,65 +198,68 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
     })
 }
 
-/// Starts the probe of the runtimes with a worker whose thread is not known yet.
-fn probe_unknown(workers: &[Worker]) {
+/// Probes for the threads of workers not known yet (once per runtime, by its registry's policy).
+fn refresh(workers: &[Worker], now: Instant) {
     let mut done: Vec<tokio::runtime::Id> = Vec::new();
     for w in workers {
         let id = w.handle.id();
-        if !done.contains(&id) && w.tids.iter().any(|t| t.load(Relaxed) == 0) {
-            watched::probe_workers(&w.handle, &w.tids);
+        if !done.contains(&id) {
+            w.workers.refresh(&w.handle, now);
             done.push(id);
         }
     }
 }
 
-/// Looks at worker `w` now: if it stayed unparked since the previous settled look and is asleep
-/// now, the ns its thread was blocked since (neither on a CPU nor waiting for one) and the ns
-/// it waited for a CPU; `(0, 0)` while it runs or waits for a CPU (settled later). `None` without a previous look to compare with.
-fn look(w: &mut Worker) -> Option<(u64, u64)> {
-    let m = w.handle.metrics();
-    if w.index >= m.num_workers() {
+/// Looks at worker `w` now. Blocked (unparked now, its thread asleep now): its thread and the
+/// weight of this look, the ns since the worker's previous look. Adds to `preempted_ns` the time
+/// its thread waited for a CPU while it stayed unparked on that thread since the previous look.
+fn sample(w: &mut Worker, preempted_ns: &mut u64) -> Option<(i64, u64)> {
+    let l = look(&w.handle, &w.workers, w.index)?;
+    let prev = w.prev.replace((l.at, None));
+    if !l.unparked() || l.tid == 0 {
         return None;
     }
-    let puc = m.worker_park_unpark_count(w.index);
-    let tid = w.tids.get(w.index).map_or(0, |t| t.load(Relaxed));
-    let now = Instant::now();
-    let sched = if puc % 2 == 0 && tid != 0 {
-        schedstat(tid)
-    } else {
-        None
-    };
-    let current = sched.map(|(cpu, wait)| (puc, cpu, wait, now));
-    let (Some((p_puc, p_cpu, p_wait, p_at)), Some((cpu, wait))) = (w.prev, sched) else {
-        w.prev = current;
-        return None;
-    };
-    if p_puc != puc {
-        w.prev = current; // it parked in between
+    let wait = run_wait_ns(l.tid).unwrap_or(0);
+    if let Some((_, Some((p_puc, p_tid, p_wait)))) = prev
+        && p_puc == l.puc
+        && p_tid == l.tid
+    {
+        *preempted_ns = preempted_ns.saturating_add(wait.saturating_sub(p_wait));
+    }
+    if let Some(p) = w.prev.as_mut() {
+        p.1 = Some((l.puc, l.tid, wait));
+    }
+    let (p_at, _) = prev?;
+    if !asleep(l.tid) {
         return None;
     }
-    if !asleep(tid) {
-        // Running, or waiting for a CPU: a wait not over yet is not in its schedstat yet, so
-        // this interval is settled at the next look that finds it asleep (after the wait).
-        return Some((0, 0));
-    }
-    w.prev = current;
-    let span = crate::stats::nanos(now.saturating_duration_since(p_at));
-    let ran = cpu.saturating_sub(p_cpu);
-    let waited = wait.saturating_sub(p_wait);
-    Some((span.saturating_sub(ran).saturating_sub(waited), waited))
+    Some((
+        l.tid,
+        crate::stats::nanos(l.at.saturating_duration_since(p_at)),
+    ))
 }
 
-/// Thread `tid`'s time on a CPU (its CPU clock, exact to now) and waiting for one
-/// (its `schedstat`, brought up to date at each switch), ns.
-fn schedstat(tid: i64) -> Option<(u64, u64)> {
-    let (_, wait) = crate::sys::task::schedstat(tid)?;
-    Some((crate::sys::thread::thread_cpu_ns(tid)?, wait))
-}
+/// Waits drawn uniformly from half to one and a half of a period (xorshift: no allocation, no
+/// lock, seeded from the clock).
+struct Jitter(u64);
 
-/// Whether thread `tid` is asleep now (state `S` or `D` in its `stat`), not running or runnable.
-fn asleep(tid: i64) -> bool {
-    crate::sys::task::task_state(tid).is_some_and(|state| state == b'S' || state == b'D')
+impl Jitter {
+    fn new() -> Self {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+        Jitter(seed | 1)
+    }
+
+    fn around(&mut self, period: Duration) -> Duration {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+        period.mul_f64(0.5 + unit)
+    }
 }
 
 impl BlockProfile {
@@ -368,31 +374,5 @@ impl BlockProfile {
             }
         }
         b.encode_gz()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sys::thread::thread_cpu_ns;
-
-    #[test]
-    fn a_sleeping_thread_reads_as_asleep_and_its_cpu_clock_moves_only_on_cpu() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = std::thread::spawn(move || {
-            tx.send(crate::sampler::current_tid()).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-        });
-        let tid = rx.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let (cpu0, _) = schedstat(tid).expect("schedstat");
-        assert!(asleep(tid));
-        std::thread::sleep(Duration::from_millis(50));
-        let (cpu1, _) = schedstat(tid).expect("schedstat");
-        assert!(cpu1 - cpu0 < 1_000_000, "{cpu0} {cpu1}");
-        let me = crate::sampler::current_tid();
-        assert!(!asleep(me));
-        assert!(thread_cpu_ns(me).is_some());
-        t.join().unwrap();
     }
 }

@@ -108,7 +108,7 @@ impl Session {
             });
         }
         // The workers of watched runtimes, found now, carry the tokio task id in their samples.
-        crate::runtime::watched::probe_all_unknown();
+        crate::runtime::watched::refresh_all(Instant::now());
         let live = Box::new(Live {
             unwinder: unwinder(),
             ring: Ring::new(RING_SAMPLES),

@@ -2,12 +2,13 @@
 //! shutdown is noticed (a task of rdebug's in it is dropped).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::runtime::Handle;
 
+use super::workers::Workers;
 use crate::sync::{lock, lock_briefly};
 
 /// A runtime the reporter prints SCHED lines for.
@@ -22,12 +23,14 @@ pub(crate) struct Watched {
     /// with `--cfg tokio_unstable` and the `taskdump` feature).
     #[allow(dead_code)]
     pub own_task: tokio::task::Id,
-    /// The kernel thread id of each worker, 0 until [`probe_workers`] saw it.
-    pub worker_tids: Arc<[AtomicI64]>,
+    /// Its workers and the thread each runs on.
+    pub workers: Arc<Workers>,
     /// Stalls seen (`stalltrace`).
     pub stalls: u64,
     /// The last few stalls, oldest first (at most [`RECENT_STALLS`]).
     pub recent_stalls: VecDeque<Stall>,
+    /// How long its stalls lasted.
+    pub stall_lengths: StallLengths,
 }
 
 /// Most stalls a runtime keeps for `/debug/vars`.
@@ -42,6 +45,8 @@ pub(crate) struct Stall {
     pub worker: usize,
     /// How long the poll had held the worker when it was reported, ms.
     pub polled_ms: u64,
+    /// How long the poll held the worker in all, ms, once it ended (`None` while it runs).
+    pub lasted_ms: Option<u64>,
     /// Innermost frames first (empty without the `pprof` feature).
     pub stack: Vec<String>,
 }
@@ -64,6 +69,51 @@ pub(crate) fn record_stall(id: tokio::runtime::Id, stall: Stall) {
     }
 }
 
+/// Records that the last stall of `worker` in runtime `id` ended after `lasted`: its record
+/// gets its length, and the lengths' histogram counts it.
+pub(crate) fn record_stall_end(id: tokio::runtime::Id, worker: usize, lasted: std::time::Duration) {
+    let ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX);
+    if let Some(w) = watched().iter_mut().find(|w| w.id == id)
+        && let Some(s) = w
+            .recent_stalls
+            .iter_mut()
+            .rev()
+            .find(|s| s.worker == worker && s.lasted_ms.is_none())
+    {
+        s.lasted_ms = Some(ms);
+    }
+    if let Some(w) = watched().iter_mut().find(|w| w.id == id) {
+        w.stall_lengths.record(lasted);
+    }
+}
+
+/// Upper bounds of the stall-length histogram's buckets, seconds (`+Inf` after them).
+pub(crate) const STALL_BUCKETS: [f64; 10] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// How long the stalls of one runtime lasted, once their polls ended: a Prometheus histogram
+/// (`rdebug_sched_stall_seconds`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct StallLengths {
+    /// Stalls whose length is at most each bound of [`STALL_BUCKETS`], cumulative.
+    pub(crate) le: [u64; STALL_BUCKETS.len()],
+    pub(crate) count: u64,
+    pub(crate) sum_seconds: f64,
+}
+
+impl StallLengths {
+    fn record(&mut self, lasted: std::time::Duration) {
+        let s = lasted.as_secs_f64();
+        for (n, bound) in self.le.iter_mut().zip(STALL_BUCKETS) {
+            if s <= bound {
+                *n = n.saturating_add(1);
+            }
+        }
+        self.count = self.count.saturating_add(1);
+        self.sum_seconds += s;
+    }
+}
+
 /// Stalls recorded so far over every runtime ever watched.
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the dashboard's history
 pub(crate) fn stalls_ever() -> u64 {
@@ -79,37 +129,11 @@ pub(crate) fn stall_count(handle: &Handle) -> u64 {
         .map_or(0, |w| w.stalls)
 }
 
-/// [`probe_workers`] for every watched runtime with a worker whose thread is not known yet.
+/// [`Workers::refresh`] for every watched runtime: probes for worker threads not known yet.
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
-pub(crate) fn probe_all_unknown() {
+pub(crate) fn refresh_all(now: Instant) {
     for w in watched().iter().filter(|w| w.alive.load(Relaxed)) {
-        if w.worker_tids.iter().any(|t| t.load(Relaxed) == 0) {
-            probe_workers(&w.handle, &w.worker_tids);
-        }
-    }
-}
-
-/// Learns the kernel thread id of `handle`'s workers (stable tokio has no call for it): one
-/// short task per worker, each noting `worker_index()` and its thread, then holding its worker
-/// until every worker is known or 5 ms passed, so that the other tasks are taken by the other
-/// workers. Also marks those threads as tokio threads for the signal handler
-/// ([`mark_tokio_thread`](crate::sampler::task_labels::mark_tokio_thread)). Returns at once.
-pub(crate) fn probe_workers(handle: &Handle, tids: &Arc<[AtomicI64]>) {
-    for _ in 0..tids.len() {
-        let tids = tids.clone();
-        drop(handle.spawn(async move {
-            let Some(i) = tokio::runtime::worker_index() else {
-                return;
-            };
-            crate::sampler::task_labels::mark_tokio_thread();
-            if let Some(t) = tids.get(i) {
-                t.store(crate::sampler::current_tid(), Relaxed);
-            }
-            let until = Instant::now() + std::time::Duration::from_millis(5);
-            while tids.iter().any(|t| t.load(Relaxed) == 0) && Instant::now() < until {
-                std::thread::yield_now();
-            }
-        }));
+        w.workers.refresh(&w.handle, now);
     }
 }
 
@@ -174,9 +198,10 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         handle: handle.clone(),
         alive,
         own_task,
-        worker_tids: (0..workers).map(|_| AtomicI64::new(0)).collect(),
+        workers: Arc::new(Workers::new(workers)),
         stalls: 0,
         recent_stalls: VecDeque::new(),
+        stall_lengths: StallLengths::default(),
     });
     true
 }

@@ -367,11 +367,6 @@ pub(crate) fn disarm(slot: &Entry) {
     }
 }
 
-/// The kernel's id of the calling thread (0 where there is none).
-pub(crate) fn current_tid() -> i64 {
-    crate::sys::thread::current_tid()
-}
-
 /// Sets the hook called for the `SIGPROF`s [`signal_thread`] sends (weight 0). Set once, never
 /// cleared: the hook must stay valid for the process's life.
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))]

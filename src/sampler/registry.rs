@@ -25,6 +25,11 @@ pub(crate) struct Entry {
     pub(crate) timer: AtomicUsize,
     /// Held by a live thread.
     pub(crate) in_use: AtomicBool,
+    /// The address of the thread's label state ([`task_labels::state_address`]), 0 if none:
+    /// what a stack read from another thread copies the labels from.
+    ///
+    /// [`task_labels::state_address`]: super::task_labels
+    pub(crate) labels_at: AtomicUsize,
     /// Next entry in the list; fixed once the entry is published.
     next: *const Entry,
 }
@@ -72,6 +77,7 @@ fn acquire() -> *const Entry {
             tid: AtomicI64::new(0),
             timer: AtomicUsize::new(NO_TIMER),
             in_use: AtomicBool::new(true),
+            labels_at: AtomicUsize::new(0),
             next: head.cast_const(),
         };
         // SAFETY: `fresh` is a valid, exclusively owned allocation for one Entry.
@@ -93,6 +99,9 @@ fn thread_started() -> usize {
     // SAFETY: entries are never freed; this thread holds this one now.
     let e = unsafe { &*p };
     e.tid.store(crate::sys::thread::current_tid(), Relaxed);
+    #[cfg(feature = "pprof")]
+    e.labels_at
+        .store(super::task_labels::state_address(), Relaxed);
     // If the CPU-time sampler runs, this thread gets its own timer now.
     super::arm(e);
     p as usize
@@ -105,6 +114,7 @@ fn thread_exiting(token: usize) {
     // `tid` first: a sampler arming this entry meanwhile sees it cleared and takes back a timer
     // it made for this thread (see `arm`).
     e.tid.store(0, SeqCst);
+    e.labels_at.store(0, SeqCst);
     super::disarm(e);
     e.in_use.store(false, Release);
 }
@@ -129,4 +139,16 @@ static INSTALL_AT_START: extern "C" fn() = {
 /// Installs the hooks (idempotent): for a start without `.init_array` having run them.
 pub(crate) fn install_hooks() {
     hooks::install(&HOOKS);
+}
+
+/// Where the label state of live thread `tid` is ([`Entry::labels_at`]), 0 if unknown.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // stack reads (feature `pprof`)
+pub(crate) fn labels_of(tid: i64) -> usize {
+    let mut at = 0;
+    for_each_entry(|e| {
+        if at == 0 && e.in_use.load(Acquire) && e.tid.load(Acquire) == tid {
+            at = e.labels_at.load(Acquire);
+        }
+    });
+    at
 }

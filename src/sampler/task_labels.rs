@@ -187,7 +187,9 @@ mod imp {
 }
 
 #[cfg(feature = "pprof")]
-pub(crate) use imp::{Captured, capture, capture_labels, labelled_here, pairs};
+pub(crate) use imp::{
+    Captured, capture, capture_labels, capture_remote, labelled_here, pairs, state_address,
+};
 
 #[cfg(feature = "pprof")]
 mod imp {
@@ -198,6 +200,8 @@ mod imp {
     use std::task::{Context, Poll};
 
     use super::{MAX_KEY, MAX_PAIRS, MAX_VALUE, SAMPLE_BYTES, task_number};
+    #[allow(unused_imports)]
+    use std::mem::size_of;
 
     /// The part of a labelled future's poll the handler reads: on the polling thread's stack.
     struct Frame {
@@ -334,24 +338,82 @@ mod imp {
             }
             // SAFETY: the set is owned by the future being polled, alive for the poll.
             let set = unsafe { std::slice::from_raw_parts(f.set, f.len) };
-            let mut i = 0;
-            while i + 1 < set.len() {
-                let kl = usize::from(set[i]);
-                let Some(&vl) = set.get(i + 1 + kl) else {
-                    break;
-                };
-                let pair = 2 + kl + usize::from(vl);
-                let Some(bytes) = set.get(i..i + pair) else {
-                    break;
-                };
-                let key = &bytes[..1 + kl];
-                if !has_key(&out.bytes[..len], key) && len + pair <= SAMPLE_BYTES {
-                    out.bytes[len..len + pair].copy_from_slice(bytes);
-                    len += pair;
-                }
-                i += pair;
-            }
+            add_set(out, &mut len, set);
             frame = f.parent;
+            depth += 1;
+        }
+        out.len = len as u16;
+    }
+
+    /// Appends the pairs of `set` whose keys `out` lacks (an inner scope's win), as fit.
+    fn add_set(out: &mut Captured, len: &mut usize, set: &[u8]) {
+        let mut i = 0;
+        while i + 1 < set.len() {
+            let kl = usize::from(set[i]);
+            let Some(&vl) = set.get(i + 1 + kl) else {
+                break;
+            };
+            let pair = 2 + kl + usize::from(vl);
+            let Some(bytes) = set.get(i..i + pair) else {
+                break;
+            };
+            let key = &bytes[..1 + kl];
+            if !has_key(&out.bytes[..*len], key) && *len + pair <= SAMPLE_BYTES {
+                out.bytes[*len..*len + pair].copy_from_slice(bytes);
+                *len += pair;
+            }
+            i += pair;
+        }
+    }
+
+    /// The address of this thread's label state, for [`capture_remote`] on another thread (0
+    /// while the thread is being torn down). No allocation: a `const` thread-local.
+    pub(crate) fn state_address() -> usize {
+        CURRENT
+            .try_with(|c| std::ptr::from_ref(c) as usize)
+            .unwrap_or(0)
+    }
+
+    /// [`capture_labels`] for another thread, blocked in a system call, whose label state is at
+    /// `state` ([`state_address`] on that thread): every read goes through the kernel
+    /// ([`read_memory`](crate::sys::thread::read_memory)), so a chain that changed meanwhile
+    /// gives wrong labels at worst (the caller checks the thread did not move), never a fault.
+    pub(crate) fn capture_remote(state: usize, out: &mut Captured) {
+        use crate::sys::thread::read_memory;
+        out.len = 0;
+        out.task = 0;
+        let read_word = |addr: usize| {
+            let mut b = [0u8; size_of::<usize>()];
+            (read_memory(addr as u64, &mut b) == b.len()).then(|| usize::from_ne_bytes(b))
+        };
+        let Some(mut frame) = read_word(state) else {
+            return;
+        };
+        let mut len = 0usize;
+        let mut depth = 0;
+        // Largest set `encode` makes: MAX_PAIRS pairs of a length byte and bytes each.
+        let mut set = [0u8; MAX_PAIRS * (2 + MAX_KEY + MAX_VALUE)];
+        while frame != 0 && depth < MAX_NESTING {
+            let mut raw = std::mem::MaybeUninit::<Frame>::uninit();
+            // SAFETY: a byte view of `raw`'s own storage.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(raw.as_mut_ptr().cast::<u8>(), size_of::<Frame>())
+            };
+            if read_memory(frame as u64, bytes) != bytes.len() {
+                break;
+            }
+            // SAFETY: every byte was written; `Frame` is plain integers and pointers, valid for
+            // any bits (its pointers are only ever read through the kernel here).
+            let f = unsafe { raw.assume_init() };
+            if out.task == 0 {
+                out.task = f.task;
+            }
+            let n = f.len.min(set.len());
+            if read_memory(f.set as u64, &mut set[..n]) != n {
+                break;
+            }
+            add_set(out, &mut len, &set[..n]);
+            frame = f.parent as usize;
             depth += 1;
         }
         out.len = len as u16;

@@ -78,3 +78,67 @@ fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
     let nanos = u64::try_from(ts.tv_nsec).ok()?;
     Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
+
+/// Copies this process's memory at `addr` into `buf` through the kernel (`process_vm_readv`):
+/// an unmapped page ends the copy instead of faulting. Returns the bytes copied (0 on error, or
+/// where the kernel refuses the call).
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // stack reads (feature `pprof`)
+pub(crate) fn read_memory(addr: u64, buf: &mut [u8]) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        if buf.is_empty() || addr == 0 {
+            return 0;
+        }
+        // One element per page: the kernel transfers whole elements, so a copy that runs into
+        // an unmapped page still returns the pages before it.
+        const PAGE: usize = 4096;
+        const MAX: usize = 64;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let mut local = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX];
+            let mut remote = local;
+            let mut n = 0;
+            let mut at = done;
+            while n < MAX && at < buf.len() {
+                let a = addr.saturating_add(at as u64);
+                let len = (PAGE - (a as usize % PAGE)).min(buf.len() - at);
+                local[n] = libc::iovec {
+                    iov_base: buf[at..].as_mut_ptr().cast(),
+                    iov_len: len,
+                };
+                remote[n] = libc::iovec {
+                    iov_base: a as usize as *mut libc::c_void,
+                    iov_len: len,
+                };
+                n += 1;
+                at += len;
+            }
+            let want = at - done;
+            // SAFETY: `local` points into our buffer; the kernel checks `remote`, never faults.
+            let got = unsafe {
+                libc::process_vm_readv(
+                    libc::getpid(),
+                    local.as_ptr(),
+                    n as libc::c_ulong,
+                    remote.as_ptr(),
+                    n as libc::c_ulong,
+                    0,
+                )
+            };
+            let got = usize::try_from(got).unwrap_or(0);
+            done += got;
+            if got < want {
+                break;
+            }
+        }
+        done
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (addr, buf);
+        0
+    }
+}

@@ -80,6 +80,13 @@ impl ReporterThread {
                 && now >= next_stall
             {
                 all_parked = self.stall.tick(&mut self.out, &self.config, now, started);
+                // While a decided stall lasts, its end is looked for often: its length is known
+                // to a few ms.
+                let period = if self.stall.ongoing() {
+                    period.min(crate::runtime::stall::WHILE_STALLED)
+                } else {
+                    period
+                };
                 // Written at once: a stall is news while it lasts.
                 self.flush();
                 // A period from this look, not on a fixed grid: looks are then at least a period
