@@ -53,6 +53,7 @@
 //! | `rdebug_sched_idle_blocking_threads` | gauge | runtime | `idle_blocking_threads` (tokio_unstable) |
 //! | `rdebug_sched_global_queue_depth` | gauge | runtime | `global_queue_depth` |
 //! | `rdebug_sched_stalls_total` | counter | runtime | `stalls` (`RDEBUG=stalltrace`) |
+//! | `rdebug_sched_stall_seconds` | histogram | runtime | each stall's length once its poll ended (the STALL-END lines; `/metrics` only, not the `metrics` facade) |
 //! | `rdebug_sched_blocking_queue_depth` | gauge | runtime | `blocking_queue_depth` (tokio_unstable) |
 //! | `rdebug_sched_worker_parked` | gauge | runtime, worker | [`WorkerStats::parked`](crate::WorkerStats::parked) (0/1) |
 //! | `rdebug_sched_worker_parks_total` | counter | runtime, worker | `park_count` |

@@ -109,6 +109,7 @@ pub(crate) fn encode_snapshot(s: &Snapshot, enc: &mut DescriptorEncoder) -> fmt:
                 .map(|(label, st)| ([("runtime", label.as_str())], st)),
         )?;
     }
+    stall_histogram(enc, s)?;
     for m in &n.worker {
         let series = s.runtimes.iter().flat_map(|(label, st)| {
             st.per_worker
@@ -143,6 +144,40 @@ where
         if let Some(v) = m.value(r) {
             sample(me.encode_family(&labels)?, m.field.kind, v)?;
         }
+    }
+    Ok(())
+}
+
+/// `rdebug_sched_stall_seconds{runtime}`: how long each stall held its worker, once its poll
+/// ended (`RDEBUG=stalltrace`, the STALL-END lines). Nothing while no runtime is watched.
+fn stall_histogram(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
+    use crate::runtime::watched::STALL_BUCKETS;
+    if s.stall_lengths.is_empty() {
+        return Ok(());
+    }
+    let mut me = enc.encode_descriptor(
+        "rdebug_sched_stall",
+        "How long each stall held its worker, once its poll ended (RDEBUG=stalltrace; the \
+         STALL-END lines).",
+        Some(&SECONDS),
+        MetricType::Histogram,
+    )?;
+    for (label, h) in &s.stall_lengths {
+        // prometheus-client takes each bucket's own count and sums them as it writes.
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(STALL_BUCKETS.len() + 1);
+        let mut below = 0u64;
+        for (bound, &le) in STALL_BUCKETS.iter().zip(&h.le) {
+            buckets.push((*bound, le.saturating_sub(below)));
+            below = le;
+        }
+        buckets.push((f64::INFINITY, h.count.saturating_sub(below)));
+        me.encode_family(&[("runtime", label.as_str())])?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum_seconds,
+                h.count,
+                &buckets,
+                None,
+            )?;
     }
     Ok(())
 }

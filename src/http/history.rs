@@ -11,7 +11,7 @@
 //! ```text
 //! {"type":"tick","ms":12004,"workers":2,"busy_workers":1.37,"local_queue_depth":3,
 //!  "heap_alloc":5242880,"footprint":8388608,"next_gc":10485760,"rss":23068672,
-//!  "alloc_cpu":4.1,"process_cpu":152.0,"gc_cpu_fraction":0.011,"stalls":0}
+//!  "alloc_cpu":4.1,"process_cpu":152.0,"gc_cpu_fraction":0.011,"stalls":0,"stall_ms":null}
 //! ```
 //!
 //! - `busy_workers`: workers busy on average over the last second (the sum over every watched
@@ -30,7 +30,9 @@
 //! - `stalls`: stalls (`RDEBUG=stalltrace`, the STALL lines) recorded since the previous tick,
 //!   over every watched runtime (the `sched` records carry each runtime's running total); 0 on
 //!   the first tick, which starts the count, as gc records start with the cycles after it. The
-//!   dashboard marks every tick with a stall on its workers chart.
+//!   dashboard marks every tick with a stall on its workers chart;
+//! - `stall_ms`: the longest stall whose poll ended since the previous tick (its STALL-END
+//!   line's `lasted`), ms, or `null`: the dashboard's stall-length chart.
 //!
 //! The history reads `memstats()`, so with no `gctrace` reporter sampling the allocator, the
 //! dashboard's ticks close allocator cycles (the rule of [`MemStats::num_gc`](crate::MemStats)).
@@ -263,6 +265,12 @@ fn tick_json(
     opt_f64(&mut s, "process_cpu", process);
     let _ = write!(s, ",\"gc_cpu_fraction\":{:.4}", m.gc_cpu_fraction);
     let stalls = prev.map_or(0, |p| now.stalls.saturating_sub(p.stalls));
-    let _ = writeln!(s, ",\"stalls\":{stalls}}}");
+    let _ = write!(s, ",\"stalls\":{stalls}");
+    match crate::runtime::watched::take_longest_ended_ms() {
+        Some(ms) => {
+            let _ = writeln!(s, ",\"stall_ms\":{ms}}}");
+        }
+        None => s.push_str(",\"stall_ms\":null}\n"),
+    }
     out.extend_from_slice(s.as_bytes());
 }

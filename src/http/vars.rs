@@ -3,7 +3,7 @@
 //! ```text
 //! {"cmdline":["./webapp"],"memstats":{"alloc":..,...},
 //!  "sched":[{"runtime":"main","workers":2,...,"per_worker":[{"parked":true,...},...],
-//!   "recent_stalls":[{"unix_ms":..,"worker":1,"polled_ms":52,"stack":["blocks_in_sleep",...]}]}]}
+//!   "recent_stalls":[{"unix_ms":..,"worker":1,"polled_ms":52,"lasted_ms":203,"stack":["blocks_in_sleep",...]}]}]}
 //! ```
 //!
 //! Written from the field tables (the same keys as the JSON lines and serde), so no JSON library
@@ -59,9 +59,16 @@ pub(crate) fn page() -> Response<Body> {
             }
             let _ = write!(
                 out,
-                "{{\"unix_ms\":{},\"worker\":{},\"polled_ms\":{},\"stack\":[",
+                "{{\"unix_ms\":{},\"worker\":{},\"polled_ms\":{},\"lasted_ms\":",
                 st.unix_ms, st.worker, st.polled_ms
             );
+            match st.lasted_ms {
+                Some(ms) => {
+                    let _ = write!(out, "{ms}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"stack\":[");
             for (f, name) in st.stack.iter().enumerate() {
                 if f > 0 {
                     out.push(b',');

@@ -85,6 +85,16 @@ pub(crate) fn record_stall_end(id: tokio::runtime::Id, worker: usize, lasted: st
     if let Some(w) = watched().iter_mut().find(|w| w.id == id) {
         w.stall_lengths.record(lasted);
     }
+    LONGEST_ENDED_MS.fetch_max(ms.max(1), Relaxed);
+}
+
+/// The longest stall that ended since the last [`take_longest_ended_ms`], ms (0: none).
+static LONGEST_ENDED_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The longest stall that ended since the previous call, ms, or `None` (the dashboard's tick).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn take_longest_ended_ms() -> Option<u64> {
+    Some(LONGEST_ENDED_MS.swap(0, Relaxed)).filter(|&ms| ms > 0)
 }
 
 /// Upper bounds of the stall-length histogram's buckets, seconds (`+Inf` after them).
@@ -94,6 +104,7 @@ pub(crate) const STALL_BUCKETS: [f64; 10] =
 /// How long the stalls of one runtime lasted, once their polls ended: a Prometheus histogram
 /// (`rdebug_sched_stall_seconds`).
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 pub(crate) struct StallLengths {
     /// Stalls whose length is at most each bound of [`STALL_BUCKETS`], cumulative.
     pub(crate) le: [u64; STALL_BUCKETS.len()],

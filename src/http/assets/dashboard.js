@@ -24,6 +24,13 @@
       { label: "STALL lines", type: "stall", value: () => 1, agg: "sum",
         points: true, marks: true, color: "#e6007e" },
     ] },
+    // How long each stall held its worker, once its poll ended (its STALL-END line).
+    { id: "stalls", title: "Stall lengths", unit: "ms", series: [
+      { label: "longest stall ended in the second", type: "tick", value: (r) => r.stall_ms ?? null,
+        points: true, color: "#e6007e" },
+      { label: "STALL-END lines", type: "stall_end", value: (r) => r.lasted_ms, points: true,
+        color: "#e6007e" },
+    ] },
     { id: "tasks", title: "Tasks alive", unit: "count", series: [
       { label: "tasks", type: "sched", value: (r) => r.tasks, agg: "sum" },
     ] },
@@ -119,6 +126,7 @@
       return mib >= 10 ? mib.toFixed(0) + " MiB" : mib.toFixed(1) + " MiB";
     }
     if (unit === "percent") return v.toFixed(1) + "%";
+    if (unit === "ms") return Math.round(v) + " ms";
     return Number.isInteger(v) ? String(v) : v.toFixed(2);
   }
 
