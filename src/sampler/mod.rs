@@ -38,6 +38,8 @@ use std::time::Duration;
 use registry::{Entry, NO_TIMER, for_each_entry as for_each_slot};
 
 pub(crate) mod allocator_code;
+#[cfg(feature = "pprof")]
+mod copied_stack;
 mod handler;
 pub(crate) mod registry;
 #[cfg(feature = "pprof")]

@@ -38,8 +38,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use framehop::{
-    CacheNative, ExplicitModuleSectionInfo, FrameAddress, Module, MustNotAllocateDuringUnwind,
-    UnwindRegsNative, Unwinder as _, UnwinderNative,
+    CacheNative, ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, UnwindRegsNative,
+    Unwinder as _, UnwinderNative,
 };
 use object::{Object, ObjectSection};
 
@@ -59,21 +59,21 @@ impl std::ops::Deref for Bytes {
 /// Handlers that can unwind at the same time (more at once drop their samples).
 const CACHES: usize = 4;
 
-struct CacheSlot {
-    busy: AtomicBool,
-    cache: UnsafeCell<CacheNative<MustNotAllocateDuringUnwind>>,
+pub(super) struct CacheSlot {
+    pub(super) busy: AtomicBool,
+    pub(super) cache: UnsafeCell<CacheNative<MustNotAllocateDuringUnwind>>,
 }
 
 /// The unwind information of the objects loaded when it was built, and the caches.
 pub(crate) struct Unwinder {
-    unwinder: UnwinderNative<Bytes, MustNotAllocateDuringUnwind>,
-    caches: Vec<CacheSlot>,
+    pub(super) unwinder: UnwinderNative<Bytes, MustNotAllocateDuringUnwind>,
+    pub(super) caches: Vec<CacheSlot>,
     modules: usize,
     /// The C library's code (`libc.so.*`), where [`Unwinder::walk_here`] stops.
     libc: std::ops::Range<u64>,
-    /// Every object's `.text`, runtime addresses: what a return address found by
-    /// [`recover_fp`] must point into.
-    code: Vec<std::ops::Range<u64>>,
+    /// Every object's `.text`, runtime addresses: what a return address found on a copied stack
+    /// must point into ([`super::copied_stack`]).
+    pub(super) code: Vec<std::ops::Range<u64>>,
 }
 
 // SAFETY: each cache is used by one handler at a time (its `busy` flag); the unwinder is only read.
@@ -222,137 +222,6 @@ impl Unwinder {
         slot.busy.store(false, Ordering::Release);
         n
     }
-}
-
-impl Unwinder {
-    /// Walks the stack of another thread of this process that is blocked in a system call, from
-    /// the `pc` and `sp` the kernel shows for it (`/proc/self/task/<tid>/syscall`), reading only
-    /// `stack`: a copy of that thread's stack from `sp` up. Returns how many addresses were
-    /// written to `out` (innermost first, as [`walk`](Self::walk) gives them); waits (yielding)
-    /// for a cache.
-    ///
-    /// The kernel shows no other register. A frame whose unwind rule needs the frame pointer
-    /// (code built with frame pointers, as a debug build is) finds it on the stack copy: the
-    /// lowest word at or above its stack pointer that, taken as the frame pointer, unwinds that
-    /// frame and the next one ([`recover_fp`]); twice at most per walk. On aarch64 a leaf
-    /// function's return address is in a register the kernel does not show: the walk ends there.
-    pub(crate) fn walk_copy(&self, pc: u64, sp: u64, stack: &[u8], out: &mut [u64]) -> usize {
-        if out.is_empty() {
-            return 0;
-        }
-        let slot = loop {
-            if let Some(s) = self
-                .caches
-                .iter()
-                .find(|s| !s.busy.swap(true, Ordering::Acquire))
-            {
-                break s;
-            }
-            std::thread::yield_now();
-        };
-        // SAFETY: the `busy` flag gives this caller the cache alone until it is cleared.
-        let cache = unsafe { &mut *slot.cache.get() };
-        let mut read = |addr: u64| copied_word(stack, sp, addr);
-        #[cfg(target_arch = "aarch64")]
-        let mut regs = UnwindRegsNative::new(0, sp, 0);
-        #[cfg(not(target_arch = "aarch64"))]
-        let mut regs = UnwindRegsNative::new(pc, sp, 0);
-        let mut address = FrameAddress::from_instruction_pointer(pc);
-        let mut recovered = 0;
-        let mut n = 0;
-        while n < out.len() {
-            out[n] = address.address_for_lookup();
-            n += 1;
-            let before = regs;
-            let next = match self
-                .unwinder
-                .unwind_frame(address, &mut regs, cache, &mut read)
-            {
-                Ok(Some(ra)) => FrameAddress::from_return_address(ra),
-                _ => None,
-            };
-            if let Some(a) = next {
-                address = a;
-                continue;
-            }
-            if recovered < 2
-                && let Some((r, a)) = recover_fp(self, address, before, cache, &mut read)
-            {
-                recovered += 1;
-                regs = r;
-                address = a;
-                continue;
-            }
-            break;
-        }
-        slot.busy.store(false, Ordering::Release);
-        n
-    }
-}
-
-/// The aligned word at `addr` of a stack copied from `sp` up.
-fn copied_word(stack: &[u8], sp: u64, addr: u64) -> Result<u64, ()> {
-    if addr % 8 != 0 {
-        return Err(());
-    }
-    let off = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
-    let word = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(word);
-    Ok(u64::from_ne_bytes(b))
-}
-
-/// How far above a frame's stack pointer [`recover_fp`] looks for its frame pointer.
-const FP_SCAN: u64 = 16 << 10;
-
-/// For a frame at `address` that did not unwind from `regs` (whose frame pointer is not known):
-/// the registers and caller's address it unwinds to with the lowest candidate frame pointer, a
-/// stack word at or above its stack pointer, with which it unwinds to a return address into
-/// some object's code, and so does its caller.
-#[cfg(target_arch = "x86_64")]
-fn recover_fp<F: FnMut(u64) -> Result<u64, ()>>(
-    u: &Unwinder,
-    address: FrameAddress,
-    regs: UnwindRegsNative,
-    cache: &mut CacheNative<MustNotAllocateDuringUnwind>,
-    read: &mut F,
-) -> Option<(UnwindRegsNative, FrameAddress)> {
-    let code = |a: u64| u.code.iter().any(|r| r.contains(&a));
-    let unwinder = &u.unwinder;
-    let sp = regs.sp();
-    for fp in (sp..sp.saturating_add(FP_SCAN)).step_by(8) {
-        // A frame pointer points at the caller's saved frame pointer, higher on the stack.
-        let Ok(saved) = read(fp) else { break };
-        if saved <= fp {
-            continue;
-        }
-        let mut r = regs;
-        r.set_bp(fp);
-        let Ok(Some(ra)) = unwinder.unwind_frame(address, &mut r, cache, read) else {
-            continue;
-        };
-        let Some(caller) = FrameAddress::from_return_address(ra).filter(|_| code(ra)) else {
-            continue;
-        };
-        let mut r2 = r;
-        if let Ok(Some(next)) = unwinder.unwind_frame(caller, &mut r2, cache, read)
-            && code(next)
-        {
-            return Some((r, caller));
-        }
-    }
-    None
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn recover_fp<F: FnMut(u64) -> Result<u64, ()>>(
-    _u: &Unwinder,
-    _address: FrameAddress,
-    _regs: UnwindRegsNative,
-    _cache: &mut CacheNative<MustNotAllocateDuringUnwind>,
-    _read: &mut F,
-) -> Option<(UnwindRegsNative, FrameAddress)> {
-    None
 }
 
 impl Unwinder {
