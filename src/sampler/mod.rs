@@ -39,6 +39,8 @@ use registry::{Entry, NO_TIMER, for_each_entry as for_each_slot};
 
 pub(crate) mod allocator_code;
 mod handler;
+#[cfg(feature = "pprof")]
+pub(crate) mod hook_unwinder;
 pub(crate) mod registry;
 #[cfg(feature = "pprof")]
 pub(crate) mod ring;

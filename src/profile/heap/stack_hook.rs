@@ -2,17 +2,14 @@
 //! thread's stack) with the labels in force, in place of libgcc's.
 
 use std::ffi::{c_uint, c_void};
-use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::alloc::mallctl::write_named as write;
+use crate::sampler::hook_unwinder;
 use crate::sampler::unwind::Unwinder;
 
-/// The unwinder the stack hook walks with (null until [`install_stack_hook`] set it).
-static HOOK_UNWINDER: AtomicPtr<Unwinder> = AtomicPtr::new(ptr::null_mut());
-
 /// jemalloc's `prof_backtrace_hook_t`: the stack of a sampled allocation, taken with rdebug's
-/// framehop unwinder (its tables built once) instead of libgcc's `_Unwind_Backtrace`, which
+/// framehop unwinder ([`hook_unwinder`]: its tables built outside the allocator, anew when
+/// libraries were loaded since) instead of libgcc's `_Unwind_Backtrace`, which
 /// searches the FDE tables for every frame (`_Unwind_Find_FDE`). Called by jemalloc on the
 /// allocating thread, outside any signal handler; allocates nothing. On a thread with less
 /// than 64 KiB of stack left the sample gets no stack (the walk would overflow it).
@@ -20,17 +17,19 @@ static HOOK_UNWINDER: AtomicPtr<Unwinder> = AtomicPtr::new(ptr::null_mut());
 /// When a labelled future is being polled on the thread ([`crate::sampler::task_labels`]), the stack is taken
 /// by [`labelled_stack`] instead; unlabelled, that check is one thread-local load.
 unsafe extern "C" fn stack_hook(vec: *mut *mut c_void, len: *mut c_uint, max_len: c_uint) {
-    let u = HOOK_UNWINDER.load(Ordering::Acquire);
-    if u.is_null() || vec.is_null() || len.is_null() {
+    if vec.is_null() || len.is_null() {
         return;
     }
     // SAFETY: jemalloc hands a vector of `max_len` pointers; a code address fits in each.
     let out = unsafe { std::slice::from_raw_parts_mut(vec.cast::<u64>(), max_len as usize) };
-    // SAFETY: set once from a `&'static Unwinder`.
-    let u = unsafe { &*u };
+    let Some(u) = hook_unwinder::hold() else {
+        // SAFETY: jemalloc's length out-parameter.
+        unsafe { *len = 0 };
+        return;
+    };
     if out.len() >= 2 && crate::sampler::task_labels::labelled_here() {
         // SAFETY: jemalloc's length out-parameter.
-        unsafe { *len = labelled_stack(u, out) as c_uint };
+        unsafe { *len = labelled_stack(&u, out) as c_uint };
         return;
     }
     // A thread deep in its stack has no room for the walk (about 42 KiB): its sampled object is
@@ -68,8 +67,10 @@ fn labelled_stack(u: &Unwinder, out: &mut [u64]) -> usize {
 }
 
 /// Has jemalloc take sampled stacks with rdebug's unwinder (`experimental.hooks.prof_backtrace`)
-/// from now on; before, libgcc's. Builds the unwinder the first time (allocates: never from
-/// inside the allocator). `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's.
+/// from now on; before, libgcc's. Builds the unwinder the first time, and anew on later calls
+/// when libraries were loaded or unloaded since (allocates: never from inside the allocator;
+/// called at `init`, by each heap profile and by `set_memprofilerate`).
+/// `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's.
 pub(crate) fn install_stack_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     if !super::prof_ctl::enabled()
@@ -77,9 +78,8 @@ pub(crate) fn install_stack_hook() {
     {
         return;
     }
+    hook_unwinder::refresh();
     ONCE.call_once(|| {
-        let u: &'static Unwinder = crate::sampler::unwind::hook_unwinder();
-        HOOK_UNWINDER.store(ptr::from_ref(u).cast_mut(), Ordering::Release);
         type Hook = unsafe extern "C" fn(*mut *mut c_void, *mut c_uint, c_uint);
         if write::<Hook>(c"experimental.hooks.prof_backtrace", stack_hook).is_ok() {
             crate::sampler::allocator_code::libgcc_stacks_done();
