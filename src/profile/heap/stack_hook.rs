@@ -45,25 +45,29 @@ unsafe extern "C" fn stack_hook(vec: *mut *mut c_void, len: *mut c_uint, max_len
 }
 
 /// [`stack_hook`]'s stack for an allocation made under [`labels`](crate::sampler::task_labels): the walk
-/// (one frame shorter at most, leaving out this function and the hook) followed by one
-/// pseudo-frame naming the label set ([`super::labels`]), which the dump's reader takes off
-/// again. jemalloc keys its samples by the whole stack, so each label set gets its own counts.
-/// With less than 64 KiB of stack left, the pseudo-frame alone. Returns the stack's length.
+/// (leaving out this function and the hook), its last frame replaced if need be by one
+/// pseudo-frame naming the label set ([`super::label_frames`]), which the dump's reader takes
+/// off again. jemalloc keys its samples by the whole stack, so each label set gets its own
+/// counts. Beyond the bound on what labels add ([`super::label_budget`]) the walk alone, as
+/// for an unlabelled allocation. With less than 64 KiB of stack left, the pseudo-frame alone.
+/// Returns the stack's length.
 #[inline(never)]
 fn labelled_stack(u: &Unwinder, out: &mut [u64]) -> usize {
-    let label = super::label_frames::pseudo_frame();
-    let room = out.len().saturating_sub(usize::from(label.is_some()));
-    let mut n = match out.get_mut(..room) {
-        Some(frames) if crate::profile::cpu::room_to_walk_here() => {
-            u.walk_here(frames, 2).min(room)
-        }
-        _ => 0,
+    let n = if crate::profile::cpu::room_to_walk_here() {
+        u.walk_here(out, 2).min(out.len())
+    } else {
+        0
     };
-    if let Some((frame, slot)) = label.zip(out.get_mut(n)) {
-        *slot = frame;
-        n += 1;
+    let Some(label) = super::label_frames::pseudo_frame() else {
+        return n;
+    };
+    let keep = n.min(out.len().saturating_sub(1));
+    let set = super::label_frames::set_of(label);
+    if keep >= out.len() || !super::label_budget::admit(&out[..keep], label, set) {
+        return n;
     }
-    n
+    out[keep] = label;
+    keep + 1
 }
 
 /// Has jemalloc take sampled stacks with rdebug's unwinder (`experimental.hooks.prof_backtrace`)
