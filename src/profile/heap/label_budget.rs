@@ -124,7 +124,7 @@ pub(crate) fn refused(set: &[u8]) {
     } else {
         ""
     };
-    crate::sys::stderr::note_in_place(
+    crate::sys::note_in_place::note_in_place(
         "warning",
         format_args!(
             "heap profile labels: too many distinct label sets under key \"{first}\"{more}: \
