@@ -12,13 +12,14 @@
 //! thread's own stack, from its stack pointer up to the top of its stack, is read directly
 //! (that memory cannot go away while the thread runs the walk); never a word past the top. The
 //! top is the end of the stack the thread recorded ([`crate::sys::stack`]) when its stack
-//! pointer lies in it; else the thread pointer for threads the C library created (glibc and
-//! musl keep the thread's control block at the top of its stack mapping), or `startstack` from
-//! `/proc/self/stat` for the main thread, and then a page is read directly only once the kernel
-//! has read from it. Any other word is read through the kernel (`process_vm_readv`), so an
-//! unmapped address is an error, never a fault. Where the kernel refuses that call (a seccomp
-//! filter), which is found out once per profile ([`probe_checked_reads`]), only the thread's
-//! own stack is read, each page of it found readable first ([`page_readable`]): the walk still
+//! pointer lies in it, and then nothing outside `[sp, top)` is read at all. Else the top is the
+//! thread pointer for threads the C library created (glibc and musl keep the thread's control
+//! block at the top of its stack mapping), or `startstack` from `/proc/self/stat` for the main
+//! thread, and a page is read directly only once the kernel has read from it; any other word
+//! is read through the kernel (`process_vm_readv`), so an unmapped address is an error, never
+//! a fault. Where the kernel refuses that call (a seccomp filter), which is found out once per
+//! profile ([`probe_checked_reads`]), only the thread's own stack is read, each page of it
+//! found readable first ([`word_readable`](crate::sys::stack::word_readable)): the walk still
 //! follows frames up the stack.
 //!
 //! The handler runs on the interrupted thread's stack (no alternate signal stack: Rust's own,
@@ -475,7 +476,11 @@ impl StackReader {
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
         let addr = addr & !7;
         let own_stack = addr >= self.sp && addr.saturating_add(8) <= self.top;
-        if own_stack && self.recorded {
+        if self.recorded {
+            if !own_stack {
+                // Not the stack the walk is on: nothing a frame of it may point at.
+                return Err(());
+            }
             // SAFETY: an aligned word of the running thread's own recorded stack, between its
             // stack pointer and the stack's end: mapped for as long as this thread runs.
             return Ok(unsafe { (addr as *const u64).read_volatile() });
@@ -485,7 +490,7 @@ impl StackReader {
         if !self.checked {
             // The kernel will not read for us: this thread's own stack only, each page found
             // readable first (its top is a guess from the thread pointer when not recorded).
-            if !own_stack || !(seen || page_readable(addr)) {
+            if !own_stack || !(seen || crate::sys::stack::word_readable(addr)) {
                 return Err(());
             }
             if !seen && self.n < self.pages.len() {
@@ -573,7 +578,7 @@ fn readable_below(sp: u64, need: u64) -> bool {
     let mut readable = true;
     let mut page = low & !4095;
     while readable && page < sp {
-        readable = page_readable(page.max(low & !7));
+        readable = crate::sys::stack::word_readable(page.max(low & !7));
         page += 4096;
     }
     readable
@@ -581,36 +586,6 @@ fn readable_below(sp: u64, need: u64) -> bool {
 
 #[cfg(not(target_os = "linux"))]
 fn readable_below(_sp: u64, _need: u64) -> bool {
-    false
-}
-
-/// Whether the aligned word at `addr` can be read, asked of the kernel with the call
-/// [`readable_below`] describes (every sandbox allows it; it changes nothing). errno is left as
-/// it was. Async-signal-safe.
-#[cfg(target_os = "linux")]
-fn page_readable(addr: u64) -> bool {
-    // SAFETY: errno is thread-local; saved here and restored below.
-    let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: the kernel only reads `addr` (checked), and with an invalid `how` changes no
-    // signal mask.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            -1 as libc::c_int,
-            (addr & !7) as *const c_void,
-            std::ptr::null_mut::<c_void>(),
-            std::mem::size_of::<u64>(),
-        )
-    };
-    // SAFETY: as above.
-    let readable = rc == -1 && unsafe { *libc::__errno_location() } == libc::EINVAL;
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
-    readable
-}
-
-#[cfg(not(target_os = "linux"))]
-fn page_readable(_addr: u64) -> bool {
     false
 }
 
@@ -655,5 +630,33 @@ pub(crate) fn unwinder() -> std::sync::Arc<Unwinder> {
             *current = Some((now, u.clone()));
             u
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_reads_nothing_outside_its_threads_stack() {
+        std::thread::spawn(|| {
+            crate::sys::stack::record_current_thread();
+            let (_, hi) = crate::sys::stack::recorded().expect("recorded");
+            let here = 0x5eed_u64;
+            let sp = std::hint::black_box(&here) as *const u64 as u64;
+            let mut r = StackReader::new(sp);
+            assert_eq!(r.read(sp), Ok(0x5eed));
+            assert!(r.read(hi - 8).is_ok(), "the stack's last word");
+            assert_eq!(r.read(hi), Err(()), "past the top");
+            assert_eq!(r.read(sp - 4096), Err(()), "below the stack pointer");
+            let heap = Box::new(7u64);
+            assert_eq!(
+                r.read(&*heap as *const u64 as u64),
+                Err(()),
+                "not the stack"
+            );
+        })
+        .join()
+        .expect("thread");
     }
 }
