@@ -181,3 +181,190 @@ fn labelled_allocations_with_little_stack_left_keep_their_labels() {
     );
     let _ = std::fs::remove_file(&pb);
 }
+
+/// Label sets [`labels_add_bounded_memory_to_heap_profiling`] makes, and stacks each allocates
+/// from.
+const SETS: usize = 1024;
+const STACKS: usize = 32;
+/// Bytes of each of its allocations (not a power of two: nothing else allocates exactly this).
+const ODD_BLOCK: usize = 4000;
+/// Frames of `alloc_at` under its shallowest stack: with the test's own frames below, the
+/// stacks are 76 to 107 frames deep once the allocator's are trimmed (some 10 more as jemalloc
+/// records them), near jemalloc's limit of 128 (`prof_bt_max`), where a record costs most.
+const BASE_DEPTH: usize = 64;
+
+/// Allocates and frees one block from a stack `depth` frames of itself deep: a distinct stack
+/// per depth.
+#[inline(never)]
+fn alloc_at(depth: usize) {
+    if depth == 0 {
+        drop(std::hint::black_box(vec![1u8; ODD_BLOCK]));
+    } else {
+        alloc_at(depth - 1);
+        std::hint::black_box(depth);
+    }
+}
+
+/// jemalloc's `stats.metadata` now (after an `epoch` refresh), bytes.
+fn jemalloc_metadata() -> usize {
+    // SAFETY: mallctl reads and writes of the sizes jemalloc documents for these names.
+    unsafe {
+        let mut epoch: u64 = 1;
+        let mut len = size_of::<u64>();
+        let rc = tikv_jemalloc_sys::mallctl(
+            c"epoch".as_ptr(),
+            (&mut epoch as *mut u64).cast(),
+            &mut len,
+            (&mut epoch as *mut u64).cast(),
+            size_of::<u64>(),
+        );
+        assert_eq!(rc, 0, "epoch");
+        let mut v: usize = 0;
+        let mut len = size_of::<usize>();
+        let rc = tikv_jemalloc_sys::mallctl(
+            c"stats.metadata".as_ptr(),
+            (&mut v as *mut usize).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        );
+        assert_eq!(rc, 0, "stats.metadata");
+        v
+    }
+}
+
+/// An app labels by user id: 1,024 label sets, each allocating (and freeing) from 32 stacks,
+/// every allocation sampled (rate 1). jemalloc keeps a record per (stack, label set) for the
+/// life of the process: 19.4 MiB of allocator metadata before the bound. Now:
+/// - jemalloc's `stats.metadata` grows by at most 4 MiB over the run (measured against the
+///   same stacks sampled unlabelled first);
+/// - the counts still add up to the ground truth: in the heap profile, `alloc_at`'s samples
+///   with a `user` label and without hold 32,768 + 32 allocations (exact at rate 1), and the
+///   profile's comment counts the labelled ones that were refused their labels: 32,768 minus
+///   those that kept them; at most 2,048 (stack, set, thread) keep them, and most of the table
+///   is used (≥ 1,800);
+/// - stderr has one warning naming the key, `user`;
+/// - a CPU profile taken afterwards under a new label set still carries it (CPU samples keep
+///   their labels).
+#[test]
+fn labels_add_bounded_memory_to_heap_profiling() {
+    let name = support::test_name!();
+    let pb = support::temp_path("heap-label-bound.pb.gz");
+    let cpu_pb = support::temp_path("cpu-label-bound.pb.gz");
+    if is_child(name) {
+        assert_eq!(
+            rdebug::profile::set_memprofilerate(1).expect("heap sampling"),
+            1
+        );
+        for d in 0..STACKS {
+            alloc_at(BASE_DEPTH + d);
+        }
+        let ids: Vec<String> = (0..SETS).map(|i| format!("{i:05}")).collect();
+        let before = jemalloc_metadata();
+        for id in &ids {
+            poll_once(rdebug::labels(&[("user", id)], async {
+                for d in 0..STACKS {
+                    alloc_at(BASE_DEPTH + d);
+                }
+            }));
+        }
+        let after = jemalloc_metadata();
+        println!("RESULT metadata_growth {}", after.saturating_sub(before));
+        let p = rdebug::profile::heap().expect("heap profile");
+        std::fs::write(
+            std::env::var("PB").unwrap(),
+            p.pprof_gz(rdebug::profile::HeapKind::Allocs),
+        )
+        .unwrap();
+        // Sampling every allocation is slow: back to the default for the CPU part.
+        rdebug::profile::set_memprofilerate(512 << 10).expect("heap sampling");
+        let profiler = std::thread::spawn(|| {
+            rdebug::profile::cpu(Duration::from_millis(600), 200).expect("cpu profile")
+        });
+        poll_once(rdebug::labels(&[("user", "late")], async {
+            let end = std::time::Instant::now() + Duration::from_millis(700);
+            let mut x = 0u64;
+            while std::time::Instant::now() < end {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }));
+        let cpu = profiler.join().unwrap();
+        std::fs::write(std::env::var("CPU_PB").unwrap(), cpu.pprof_gz()).unwrap();
+        return;
+    }
+    // Every allocation sampled from the start (a rate set later applies to each thread only
+    // after its next sample at the old rate).
+    let env = [
+        ("PB", pb.to_str().expect("utf-8 path")),
+        ("CPU_PB", cpu_pb.to_str().expect("utf-8 path")),
+        ("_RJEM_MALLOC_CONF", "lg_prof_sample:0"),
+    ];
+    let out = run_child(name, &env, TIMEOUT);
+    out.assert_success();
+    let growth: u64 = support::result_value(&out.stdout, "metadata_growth");
+    println!("metadata growth {growth} bytes");
+    assert!(
+        growth <= 4 << 20,
+        "labels added {:.1} MiB of jemalloc metadata",
+        growth as f64 / f64::from(1 << 20)
+    );
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("rdebug: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(warnings[0].contains("\"user\""), "{}", warnings[0]);
+
+    let (types, samples) = raw(pb.to_str().expect("utf-8 path"));
+    let objs = types
+        .iter()
+        .position(|t| t.starts_with("alloc_objects"))
+        .unwrap_or_else(|| panic!("no alloc_objects in {types:?}"));
+    let (mut labelled, mut plain) = (0i64, 0i64);
+    for s in samples
+        .iter()
+        .filter(|s| s.functions.iter().any(|f| f.ends_with("::alloc_at")))
+    {
+        if s.labels.iter().any(|l| l.starts_with("user:")) {
+            labelled += s.values[objs];
+        } else {
+            plain += s.values[objs];
+        }
+    }
+    let made = (SETS * STACKS) as i64;
+    assert_eq!(
+        labelled + plain,
+        made + STACKS as i64,
+        "{labelled} + {plain}"
+    );
+    assert!(
+        (1800..=2048).contains(&labelled),
+        "{labelled} kept their labels"
+    );
+    println!("{labelled} of {made} labelled allocations kept their labels");
+    let comments = Command::new("go")
+        .args(["tool", "pprof", "-comments"])
+        .arg(&pb)
+        .output()
+        .expect("go tool pprof -comments");
+    let comments = String::from_utf8_lossy(&comments.stdout);
+    let refused: i64 = comments
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("rdebug: ")?
+                .split_once(" sampled allocations carry no labels")
+                .and_then(|(n, _)| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no refusal comment in:\n{comments}"));
+    assert_eq!(refused, made - labelled, "{comments}");
+    let _ = std::fs::remove_file(&pb);
+
+    let (_, cpu) = raw(cpu_pb.to_str().expect("utf-8 path"));
+    let _ = std::fs::remove_file(&cpu_pb);
+    let late = cpu
+        .iter()
+        .filter(|s| s.labels.iter().any(|l| l == "user:[late]"))
+        .count();
+    assert!(late > 0, "no CPU sample carries user=late: {cpu:?}");
+}

@@ -109,6 +109,8 @@ impl Session {
         }
         // The workers of watched runtimes, found now, carry the tokio task id in their samples.
         crate::runtime::watched::refresh_all(Instant::now());
+        // The unwinder of heap samples and stack requests follows libraries loaded since.
+        crate::sampler::hook_unwinder::refresh();
         let live = Box::new(Live {
             unwinder: unwinder(),
             ring: Ring::new(RING_SAMPLES),

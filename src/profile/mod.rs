@@ -87,12 +87,18 @@
 //! otherwise. From the first [`init`](crate::init) or [`try_init`](crate::try_init) (with or
 //! without `RDEBUG`: sampling runs either way), [`set_memprofilerate`] with a rate or [`heap`]
 //! profile on, whichever comes first, rdebug hands that to its own unwinder (framehop, the CPU
-//! profiler's, its tables built once) through `experimental.hooks.prof_backtrace`: 2,100
+//! profiler's) through `experimental.hooks.prof_backtrace`: 2,100
 //! instructions per stack instead of 25,000, a fifth of the CPU of a sampled allocation; in
 //! `examples/webapp` the server's instructions per request are 1.046× a build without `pprof`
 //! with it and 1.097× with libgcc's (measured in `BENCHMARKS.md`). Building the unwinder takes
-//! about 0.3 ms and 1 MiB in a release build, once. The stack ends at the first return into the C library (below
-//! `main` or a thread's start routine). Samples taken before that use libgcc.
+//! about 0.3 ms and 1 MiB in a release build; it is built on rdebug's own threads, never inside
+//! the allocator, and built anew (shared with CPU profiles) when libraries were loaded or
+//! unloaded since: checked by each heap or CPU profile, [`set_memprofilerate`] and each STALL
+//! confirmation. Until then, code loaded since (a `dlopen`ed library, a JIT's pages) is
+//! walked by frame pointers. Every read the walk makes is bounded to the allocating thread's
+//! own stack, so a frame pointer that code uses for something else ends the walk there and
+//! cannot fault. The stack ends at the first return into the C library (below `main` or a
+//! thread's start routine). Samples taken before that use libgcc.
 //! `RDEBUG_HEAP_UNWIND=libgcc` in the environment keeps libgcc's throughout.
 //!
 //! # What the debug server's routes call

@@ -41,6 +41,8 @@ pub(crate) mod allocator_code;
 #[cfg(feature = "pprof")]
 mod copied_stack;
 mod handler;
+#[cfg(feature = "pprof")]
+pub(crate) mod hook_unwinder;
 pub(crate) mod registry;
 #[cfg(feature = "pprof")]
 pub(crate) mod ring;

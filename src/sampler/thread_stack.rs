@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicI64, AtomicU8, Ordering::*};
 use std::time::{Duration, Instant};
 
 use super::ring::MAX_DEPTH;
-use super::unwind::Unwinder;
 use crate::sampler::task_labels::Captured;
 use crate::sys::task::Syscall;
 
@@ -45,7 +44,6 @@ struct Request {
     tid: AtomicI64,
     state: AtomicU8,
     reply: UnsafeCell<Reply>,
-    unwinder: std::sync::OnceLock<&'static Unwinder>,
 }
 
 // SAFETY: `reply` is written only by the one handler that moved `state` from PENDING to TAKING,
@@ -60,7 +58,6 @@ static REQUEST: Request = Request {
         frames: [0; MAX_DEPTH],
         tags: Captured::EMPTY,
     }),
-    unwinder: std::sync::OnceLock::new(),
 };
 
 /// A thread's stack, innermost first, and the tokio task it was running (0: none or unknown).
@@ -89,7 +86,7 @@ unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
     }
     // SAFETY: this handler owns the reply until it stores DONE.
     let reply = unsafe { &mut *REQUEST.reply.get() };
-    reply.depth = match REQUEST.unwinder.get() {
+    reply.depth = match super::hook_unwinder::hold() {
         Some(u) => u.walk(ucontext, &mut reply.frames),
         None => 0,
     };
@@ -98,14 +95,15 @@ unsafe fn on_request(ucontext: *mut c_void, _weight: u64) {
 }
 
 /// Readies [`thread_stack`]: installs the `SIGPROF` handler (no timers: a request signals one
-/// thread) and builds the unwinder, which takes tens of milliseconds the first time (more on a
-/// busy machine). Who must answer quickly (the stall tick, whose first answer is due within
+/// thread) and builds the unwinder ([`super::hook_unwinder`], built anew when libraries were
+/// loaded or unloaded since), which takes tens of milliseconds the first time (more on a busy
+/// machine). Who must answer quickly (the stall tick, whose first answer is due within
 /// N/2 ms of a stall) calls it ahead. `false`: requests cannot be answered here.
 pub(crate) fn prepare_thread_stacks() -> bool {
     if super::ensure_handler().is_err() {
         return false;
     }
-    let _ = REQUEST.unwinder.get_or_init(super::unwind::hook_unwinder);
+    super::hook_unwinder::refresh();
     super::set_request_hook(on_request);
     true
 }
@@ -155,7 +153,7 @@ fn blocked_stack(tid: i64, max: usize) -> Option<ThreadStack> {
     let Syscall::Blocked { sp, pc, .. } = before else {
         return None;
     };
-    let unwinder = REQUEST.unwinder.get()?;
+    let unwinder = super::hook_unwinder::hold()?;
     let mut copy = COPY.lock().unwrap_or_else(|e| e.into_inner());
     if copy.len() < COPY_BYTES {
         copy.resize(COPY_BYTES, 0);

@@ -7,15 +7,20 @@
 //! [`Unwinder::walk`] allocates nothing and takes no lock: each handler borrows one of a few
 //! preallocated framehop caches with an atomic flag (none free: the sample is dropped).
 //!
-//! Memory reads ([`StackReader`]): a word within the interrupted thread's own stack, from its
-//! stack pointer up to the top of its stack, is read directly (that memory cannot go away while
-//! the thread runs this handler). The top is the thread pointer for threads the C library
-//! created (glibc and musl keep the thread's control block at the top of its stack mapping), and
-//! `startstack` from `/proc/self/stat` for the main thread. Any other word is read through the
-//! kernel (`process_vm_readv`), so an unmapped address is an error, never a fault. Where the
-//! kernel refuses that call (a seccomp filter), which is found out once per profile
-//! ([`probe_checked_reads`]), only the thread's own stack is read: the walk still follows frames
-//! up the stack.
+//! Memory reads ([`StackReader`], the same for the handler's walk and for
+//! [`Unwinder::walk_here`] in the heap profiler's stack hook): a word within the walking
+//! thread's own stack, from its stack pointer up to the top of its stack, is read directly
+//! (that memory cannot go away while the thread runs the walk); never a word past the top. The
+//! top is the end of the stack the thread recorded ([`crate::sys::stack`]) when its stack
+//! pointer lies in it, and then nothing outside `[sp, top)` is read at all. Else the top is the
+//! thread pointer for threads the C library created (glibc and musl keep the thread's control
+//! block at the top of its stack mapping), or `startstack` from `/proc/self/stat` for the main
+//! thread, and a page is read directly only once the kernel has read from it; any other word
+//! is read through the kernel (`process_vm_readv`), so an unmapped address is an error, never
+//! a fault. Where the kernel refuses that call (a seccomp filter), which is found out once per
+//! profile ([`probe_checked_reads`]), only the thread's own stack is read, each page of it
+//! found readable first ([`word_readable`](crate::sys::stack::word_readable)): the walk still
+//! follows frames up the stack.
 //!
 //! The handler runs on the interrupted thread's stack (no alternate signal stack: Rust's own,
 //! installed for its stack-overflow message, is a few KiB). Measured by the test
@@ -233,9 +238,11 @@ impl Unwinder {
     /// thread's start routine there is only the C library's start-up code, whose unwind rules
     /// framehop cannot cache (they cost 80% of a walk when they were walked).
     ///
-    /// No allocation, no lock; waits (yielding) while every cache is taken. Stack words are read
-    /// directly when they lie between the stack pointer and 8 MiB above it, trusting the unwind
-    /// information as libgcc does; anything else ends the walk.
+    /// No allocation, no lock; waits (yielding) while every cache is taken. Every word is read
+    /// as [`StackReader`] reads for the signal handler: within the calling thread's own stack
+    /// (from its stack pointer up to the top of its stack), never past it; anything else ends
+    /// the walk. A bogus frame pointer (code without unwind information that keeps something
+    /// else in `rbp`) therefore stops the walk instead of faulting.
     #[inline(never)]
     pub(crate) fn walk_here(&self, out: &mut [u64], skip: usize) -> usize {
         let Some((pc, sp, regs)) = here() else {
@@ -253,12 +260,10 @@ impl Unwinder {
         };
         // SAFETY: the `busy` flag gives this caller the cache alone until it is cleared.
         let cache = unsafe { &mut *slot.cache.get() };
-        let top = sp.saturating_add(8 << 20);
+        let mut reader = StackReader::new(sp);
         let mut read = |addr: u64| {
-            if addr >= sp && addr < top && addr % 8 == 0 {
-                // SAFETY: an aligned word of this thread's own stack, above its stack pointer,
-                // at an address the unwind information names (see above).
-                Ok(unsafe { (addr as *const u64).read_volatile() })
+            if addr % 8 == 0 {
+                reader.read(addr)
             } else {
                 Err(())
             }
@@ -448,9 +453,12 @@ struct StackReader {
     /// The interrupted stack pointer, and the top of that thread's stack (0: unknown).
     sp: u64,
     top: u64,
+    /// `top` is the end of the stack the thread recorded ([`crate::sys::stack`]), and `sp` lies
+    /// within that stack: every word of `[sp, top)` is mapped while the thread runs.
+    recorded: bool,
     /// `process_vm_readv` works here.
     checked: bool,
-    /// Pages of [sp, top) the kernel has read from in this walk.
+    /// Pages of [sp, top) the kernel has read from (or found readable) in this walk.
     pages: [u64; 8],
     n: usize,
 }
@@ -459,9 +467,14 @@ const PAGE_MASK: u64 = !4095;
 
 impl StackReader {
     fn new(sp: u64) -> StackReader {
+        let (top, recorded) = match crate::sys::stack::recorded() {
+            Some((lo, hi)) if lo <= sp && sp < hi => (hi, true),
+            _ => (stack_top(sp), false),
+        };
         StackReader {
             sp,
-            top: stack_top(sp),
+            top,
+            recorded,
             checked: CHECKED_READS.load(Ordering::Relaxed) != 2,
             pages: [0; 8],
             n: 0,
@@ -471,18 +484,33 @@ impl StackReader {
     fn read(&mut self, addr: u64) -> Result<u64, ()> {
         let addr = addr & !7;
         let own_stack = addr >= self.sp && addr.saturating_add(8) <= self.top;
-        if !self.checked {
-            // The kernel will not check reads: this thread's own stack only.
-            return if own_stack {
-                // SAFETY: an aligned word of the running thread's own stack between its stack
-                // pointer and its top: mapped for as long as this thread runs.
-                Ok(unsafe { (addr as *const u64).read_volatile() })
-            } else {
-                Err(())
-            };
+        if self.recorded {
+            if !own_stack {
+                // Not the stack the walk is on: nothing a frame of it may point at.
+                return Err(());
+            }
+            // SAFETY: an aligned word of the running thread's own recorded stack, between its
+            // stack pointer and the stack's end: mapped for as long as this thread runs.
+            return Ok(unsafe { (addr as *const u64).read_volatile() });
         }
         let page = addr & PAGE_MASK;
-        if own_stack && self.pages[..self.n].contains(&page) {
+        let seen = own_stack && self.pages[..self.n].contains(&page);
+        if !self.checked {
+            // The kernel will not read for us: this thread's own stack only, each page found
+            // readable first (its top is a guess from the thread pointer when not recorded).
+            if !own_stack || !(seen || crate::sys::stack::word_readable(addr)) {
+                return Err(());
+            }
+            if !seen && self.n < self.pages.len() {
+                self.pages[self.n] = page;
+                self.n += 1;
+            }
+            // SAFETY: an aligned word of the running thread's own stack between its stack
+            // pointer and its top, on a page the kernel found readable: stack pages stay mapped
+            // for as long as this thread runs.
+            return Ok(unsafe { (addr as *const u64).read_volatile() });
+        }
+        if seen {
             // SAFETY: as above, and the kernel read from this page a moment ago.
             return Ok(unsafe { (addr as *const u64).read_volatile() });
         }
@@ -555,29 +583,12 @@ fn readable_below(sp: u64, need: u64) -> bool {
     let Some(low) = sp.checked_sub(need) else {
         return false;
     };
-    // SAFETY: errno is thread-local; saved here and restored below.
-    let errno = unsafe { *libc::__errno_location() };
     let mut readable = true;
     let mut page = low & !4095;
     while readable && page < sp {
-        let addr = page.max(low & !7);
-        // SAFETY: the kernel only reads `addr` (checked), and with an invalid `how` changes no
-        // signal mask.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                -1 as libc::c_int,
-                addr as *const c_void,
-                std::ptr::null_mut::<c_void>(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        // SAFETY: as above.
-        readable = rc == -1 && unsafe { *libc::__errno_location() } == libc::EINVAL;
+        readable = crate::sys::stack::word_readable(page.max(low & !7));
         page += 4096;
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
     readable
 }
 
@@ -630,10 +641,30 @@ pub(crate) fn unwinder() -> std::sync::Arc<Unwinder> {
     }
 }
 
-/// The unwinder of stack requests to one thread (and of the heap profiler's stack hook): the
-/// handler that answers may run at any time, so it lives for the rest of the process: the first
-/// one built. Libraries loaded after it are not unwound there (CPU profiles rebuild theirs).
-pub(crate) fn hook_unwinder() -> &'static Unwinder {
-    static HOOK: std::sync::OnceLock<std::sync::Arc<Unwinder>> = std::sync::OnceLock::new();
-    HOOK.get_or_init(unwinder)
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_reads_nothing_outside_its_threads_stack() {
+        std::thread::spawn(|| {
+            crate::sys::stack::record_current_thread();
+            let (_, hi) = crate::sys::stack::recorded().expect("recorded");
+            let here = 0x5eed_u64;
+            let sp = std::hint::black_box(&here) as *const u64 as u64;
+            let mut r = StackReader::new(sp);
+            assert_eq!(r.read(sp), Ok(0x5eed));
+            assert!(r.read(hi - 8).is_ok(), "the stack's last word");
+            assert_eq!(r.read(hi), Err(()), "past the top");
+            assert_eq!(r.read(sp - 4096), Err(()), "below the stack pointer");
+            let heap = Box::new(7u64);
+            assert_eq!(
+                r.read(&*heap as *const u64 as u64),
+                Err(()),
+                "not the stack"
+            );
+        })
+        .join()
+        .expect("thread");
+    }
 }

@@ -1,5 +1,6 @@
 //! What the operating system gives rdebug: `/proc` files read into stack buffers
-//! ([`proc`]), files mapped read-only ([`mapped`]), a stderr that never blocks or kills the program ([`stderr`]), and where each
+//! ([`proc`]), files mapped read-only ([`mapped`]), a stderr that never blocks or kills the program ([`stderr`], and a note written to it without
+//! allocating: `note_in_place`), and where each
 //! thread's stack lies (`stack`, for the CPU profiler: feature `pprof`).
 //!
 //! Nothing here uses anything else in the crate.
@@ -7,6 +8,8 @@
 #[cfg(feature = "pprof")]
 pub(crate) mod loaded;
 pub(crate) mod mapped;
+#[cfg(feature = "pprof")]
+pub(crate) mod note_in_place;
 pub(crate) mod proc;
 #[cfg(feature = "pprof")]
 pub(crate) mod stack;

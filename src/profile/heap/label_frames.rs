@@ -13,7 +13,8 @@
 //! up to [`SAMPLE_BYTES`] bytes, 256 KiB of address space, touched only as sets arrive. A set
 //! is never removed (a sample may name it as long as its object lives); once the table holds
 //! [`SETS`] sets (or [`PROBES`] probes found no room), samples with a new set carry no labels,
-//! and [`overflowed`] counts them: the profile's comment says how many.
+//! and [`super::label_budget`] counts them and warns once: the profile's comment says how many.
+//! That module also bounds the (stack, label set, thread) records labels make in jemalloc.
 //!
 //! Not the tokio task id: it would make every task its own bucket (jemalloc's memory for
 //! buckets grows with them, and the table would fill with ids), and memory outlives the task
@@ -118,6 +119,9 @@ fn intern(table: &'static Table, set: &[u8]) -> Option<usize> {
     let _ = table
         .overflowed
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+    if std::ptr::eq(table, &TABLE) {
+        super::label_budget::refused(set);
+    }
     None
 }
 
@@ -167,9 +171,16 @@ fn split_in(table: &'static Table, stack: &mut Vec<u64>) -> &'static [u8] {
     set
 }
 
-/// Sampled allocations that got no labels because the table of label sets was full.
-pub(crate) fn overflowed() -> u64 {
-    TABLE.overflowed.load(Ordering::Relaxed)
+/// The label bytes of the set a pseudo-frame names (empty when it names none).
+pub(crate) fn set_of(frame: u64) -> &'static [u8] {
+    if frame & !INDEX_BITS != MARK {
+        return &[];
+    }
+    TABLE
+        .slots
+        .get((frame & INDEX_BITS) as usize)
+        .and_then(read)
+        .unwrap_or(&[])
 }
 
 #[cfg(test)]

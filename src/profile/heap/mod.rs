@@ -1,6 +1,7 @@
 //! Heap profiles from jemalloc's sampling profiler: [`heap`], [`HeapProfile`].
 
 mod dump_parse;
+mod label_budget;
 mod label_frames;
 pub(crate) mod prof_ctl;
 pub(crate) mod stack_hook;
@@ -55,8 +56,10 @@ struct Record {
 /// Unlike Go's, its samples carry the [`labels`](crate::sampler::task_labels) in force when each sampled
 /// allocation was made, as pprof sample labels (`go tool pprof -tagfocus=route=/cache`, `-tags`),
 /// without the task id: an allocation made under other labels is another record, even from the
-/// same stack. Up to 1024 distinct label sets are kept for the life of the process; samples with
-/// a set that found no room carry no labels, and the pprof form's comment counts them. The
+/// same stack. What labels add is bounded (3.4 MiB at most): up to 1024 distinct label sets and
+/// 2048 (stack, label set, thread) records keep their labels for the life of the process;
+/// samples beyond that carry no labels, stderr says so once, naming the key, and the pprof
+/// form's comment counts them. Use route templates, not raw paths, as label values. The
 /// `debug=1` text has no labels (Go's format has none): a stack allocated under several label
 /// sets shows as several records.
 ///
@@ -82,8 +85,8 @@ pub struct HeapProfile {
     /// Zero for a profile of now; the window for a delta.
     duration: std::time::Duration,
     dropped: usize,
-    /// Sampled allocations that carry no labels because the table of label sets was full
-    /// (since the process started).
+    /// Sampled allocations that carry no labels because their label set was beyond the bound
+    /// on what labels add (`label_budget`), since the process started.
     labels_overflowed: u64,
 }
 
@@ -220,7 +223,7 @@ pub fn heap() -> Result<HeapProfile, ProfileError> {
         time,
         duration: std::time::Duration::ZERO,
         dropped: dump.dropped,
-        labels_overflowed: label_frames::overflowed(),
+        labels_overflowed: label_budget::refused_count(),
     })
 }
 
@@ -361,10 +364,11 @@ impl HeapProfile {
         }
         if self.labels_overflowed > 0 {
             b.comment(&format!(
-                "rdebug: {} sampled allocations carry no labels: the table of label sets \
-                 ({} sets) was full",
+                "rdebug: {} sampled allocations carry no labels: label sets beyond the heap \
+                 profile's bound ({} sets, {} stack x label set x thread records) are refused",
                 self.labels_overflowed,
-                label_frames::SETS
+                label_frames::SETS,
+                label_budget::RECORDS
             ));
         }
         let mut locs = Vec::new();

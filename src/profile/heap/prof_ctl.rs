@@ -73,6 +73,8 @@ pub(crate) fn set_rate(bytes: u64) -> Result<u64, String> {
     let lg = lg_of(bytes).min(62);
     if read::<usize>(c"prof.lg_sample") != Some(lg) {
         write(c"prof.reset", lg).map_err(|rc| format!("prof.reset: error {rc}"))?;
+        // jemalloc's threads start new records: labels' keys start anew too.
+        super::label_budget::new_epoch();
     }
     write(c"prof.active", true).map_err(|rc| format!("prof.active: error {rc}"))?;
     Ok(1 << lg)
