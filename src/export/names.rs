@@ -127,6 +127,10 @@ pub(crate) fn names() -> &'static Names {
     })
 }
 
+/// The stem of the stall-length histogram (`/metrics` only): `rdebug_sched_stall_seconds`.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+pub(crate) const STALL_STEM: &str = "rdebug_sched_stall";
+
 /// Every name the exporters produce in this build, `process_*` included.
 #[cfg(test)]
 pub(crate) fn all_names() -> Vec<String> {
@@ -141,6 +145,8 @@ pub(crate) fn all_names() -> Vec<String> {
     all.extend(n.mem.iter().map(|m| m.name.clone()));
     all.extend(n.sched.iter().map(|m| m.name.clone()));
     all.extend(n.worker.iter().map(|m| m.name.clone()));
+    // The stall-length histogram, which `/metrics` writes beside the field tables.
+    all.push(full_name(STALL_STEM, PromUnit::NsAsSeconds, Kind::Gauge));
     all
 }
 

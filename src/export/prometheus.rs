@@ -156,7 +156,7 @@ fn stall_histogram(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
         return Ok(());
     }
     let mut me = enc.encode_descriptor(
-        "rdebug_sched_stall",
+        super::names::STALL_STEM,
         "How long each stall held its worker, once its poll ended (RDEBUG=stalltrace; the \
          STALL-END lines).",
         Some(&SECONDS),
