@@ -99,6 +99,17 @@ struct Worker {
 /// assert!(matches!(e, rdebug::profile::ProfileError::Unavailable(_)));
 /// ```
 pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> {
+    block_unless(duration, hz, &AtomicBool::new(false))
+}
+
+/// [`block`], ended early once `stop` is set (the debug server's client went away): the
+/// profile of the time until then, found within one look (`1/hz` s). The one block profile's
+/// place is free again as soon as it returns.
+pub(crate) fn block_unless(
+    duration: Duration,
+    hz: u32,
+    stop: &AtomicBool,
+) -> Result<BlockProfile, ProfileError> {
     if duration > MAX_BLOCK_DURATION || hz == 0 || hz > MAX_BLOCK_HZ {
         return Err(ProfileError::Invalid(format!(
             "block profile of {duration:?} at {hz} Hz: expected at most {} s and 1 to \
@@ -147,7 +158,7 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
     let mut next_probe = started + Duration::from_secs(1);
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || stop.load(Acquire) {
             break;
         }
         std::thread::sleep(period.min(end - now));
