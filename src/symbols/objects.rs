@@ -282,6 +282,15 @@ pub(super) fn damaged_dwarf_note(path: &Path, unreadable: usize, of: usize) -> S
     )
 }
 
+/// The note for an object with units nested too deep to read (crafted or damaged debug info).
+pub(super) fn too_deep_note(path: &Path, deep: usize, of: usize) -> String {
+    format!(
+        "rdebug: the DWARF of {} nests inlined functions deeper than rdebug reads ({} levels) for {deep} of the profile's {of} addresses in it (crafted or damaged): those show the function from the symbol table, without inlined functions or file:line",
+        path.display(),
+        super::dwarf::MAX_INLINE_NESTING
+    )
+}
+
 /// Prints a damaged-DWARF `note` on stderr the first time only.
 pub(super) fn damaged_warn_once(note: &str) {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
