@@ -12,17 +12,24 @@
 //! * **Separate debug files**: an object without its own DWARF or symbols is looked up under
 //!   `/usr/lib/debug/.build-id/xx/yyyy.debug` by its GNU build ID. Compressed DWARF sections
 //!   (as Debian's debug packages ship) are not read: their symbol table still names functions.
+//! * **Which files**: the loaded objects come from [`crate::sys::loaded`], found once with
+//!   their mappings and the build IDs their images carry in memory; an object's file is read
+//!   only once matched to what is loaded (same build ID, or same device and inode), else its
+//!   addresses stay unnamed and a comment says why. What was read is kept while the loader's
+//!   generation is unchanged ([`Symbolizer::is_current`]).
+//! * **Bounds** ([`bounded`]): DWARF is read for at most 10 s and 256 MiB of heap per
+//!   symbolization, units nested too deep for `addr2line`'s recursion are not read, and the
+//!   work runs on a thread with a 16 MiB stack; a bound hit leaves symbol-table names and a
+//!   comment.
 //! * **Mappings**: every executable file mapping of `/proc/self/maps` becomes a pprof Mapping
-//!   with start, limit, file offset, file name and GNU build ID, the main executable first;
+//!   with start, limit, file offset, file name and the loaded image's GNU build ID, the main
+//!   executable first;
 //!   `has_filenames` and `has_line_numbers` true to what was found, `has_functions` on every
 //!   one (else `go tool pprof URL` posts the unnamed addresses to `/debug/pprof/symbol`, which
 //!   rdebug does not serve), so `go tool pprof -symbolize=local,force` (with
 //!   `PPROF_BINARY_PATH`) can redo what this process could not name.
 //!
 //! Nothing here runs in a signal handler.
-
-use std::collections::HashMap;
-use std::path::PathBuf;
 
 mod bounded;
 mod demangle;
@@ -32,7 +39,7 @@ pub(crate) mod name_cache;
 mod objects;
 mod resolved;
 
-use crate::sys::loaded::{self as modules, Module};
+use crate::sys::loaded::{self as modules, Loaded};
 use bounded::{Budget, Contexts};
 use dwarf::Refused;
 use objects::*;
@@ -81,7 +88,8 @@ pub(crate) fn symbolize_cached(addrs: impl IntoIterator<Item = u64>) -> Symboliz
 /// units themselves are still read per call and dropped. About 24 bytes per function symbol and
 /// per `.debug_aranges` range of the objects used.
 pub(crate) struct Symbolizer {
-    loaded: Vec<Module>,
+    /// The objects it was made for, and the loader generation they belong to.
+    loaded: Loaded,
     /// Per loaded object: `None` not opened yet, `Some(None)` unreadable.
     objects: Vec<Option<Option<ObjectInfo>>>,
     comments: Vec<String>,
@@ -108,14 +116,10 @@ impl Symbolizer {
         }
     }
 
-    /// Whether the objects loaded now are those it was made for.
+    /// Whether the objects loaded now are those it was made for: the loader's generation is
+    /// the same (the one staleness rule of [`crate::sys::loaded`]).
     pub(crate) fn is_current(&self) -> bool {
-        let now = modules::loaded();
-        now.len() == self.loaded.len()
-            && now
-                .iter()
-                .zip(&self.loaded)
-                .all(|(a, b)| a.path == b.path && a.base == b.base)
+        modules::generation() == self.loaded.generation
     }
 
     /// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1).
@@ -132,15 +136,22 @@ impl Symbolizer {
         let mut addrs: Vec<u64> = addrs.into_iter().collect();
         addrs.sort_unstable();
         addrs.dedup();
-        let loaded = &self.loaded;
-        let maps = exec_mappings();
+        let loaded = &self.loaded.modules;
         let mut out = Symbolized::default();
         // Mappings, main executable's first; each tied to its loaded module.
-        let mut order: Vec<(Mapping, Option<usize>)> = maps
-            .into_iter()
-            .map(|m| {
-                let module = loaded.iter().position(|l| l.range.contains(&m.start));
-                (m, module)
+        let mut order: Vec<(Mapping, Option<usize>)> = self
+            .loaded
+            .exec_maps
+            .iter()
+            .map(|(e, module)| {
+                let m = Mapping {
+                    start: e.start,
+                    limit: e.limit,
+                    offset: e.offset,
+                    file: e.path.clone(),
+                    ..Mapping::default()
+                };
+                (m, *module)
             })
             .collect();
         order.sort_by_key(|(m, module)| {
@@ -261,29 +272,13 @@ impl Symbolizer {
         for m in &mut out.mappings {
             m.has_functions = true;
         }
-        // Build IDs for every mapping (pprof finds files offline by them).
-        let mut ids: HashMap<String, String> = HashMap::new();
+        // Build IDs for every mapping (pprof finds files offline by them): the one the loaded
+        // image carries in memory, which names what runs even when the file was replaced.
         for (m, module) in out.mappings.iter_mut().zip(order.iter().map(|o| o.1)) {
-            if let Some(id) = ids.get(&m.file) {
-                m.build_id = id.clone();
-                continue;
-            }
-            let id = module
-                .and_then(|i| {
-                    self.objects
-                        .get(i)
-                        .and_then(|o| o.as_ref())
-                        .and_then(|o| o.as_ref())
-                        .map(|o| o.build_id.clone())
-                })
-                .or_else(|| {
-                    let path =
-                        module.map_or_else(|| PathBuf::from(&m.file), |i| loaded[i].path.clone());
-                    modules::map(&path).and_then(|d| build_id(&d))
-                })
+            m.build_id = module
+                .and_then(|i| loaded.get(i))
+                .map(|l| l.build_id_hex())
                 .unwrap_or_default();
-            ids.insert(m.file.clone(), id.clone());
-            m.build_id = id;
         }
         let this_call = std::mem::take(&mut out.comments);
         out.comments = self.comments.clone();

@@ -5,10 +5,17 @@ use std::ffi::{CString, c_void};
 use std::path::Path;
 use std::process::Command;
 
-/// Builds `out` (a `.so`) from `source` (a `.c` or `.s` file written beside it) with `gcc
-/// -shared -fPIC` and `args`; panics with gcc's output if it fails.
+/// Builds `out` (a `.so`) from `source` (C or assembly, as `source_name`'s extension says:
+/// written beside `out`, named after it) with `gcc -shared -fPIC` and `args`; panics with gcc's
+/// output if it fails.
 pub fn build(source_name: &str, source: &str, out: &Path, args: &[&str]) {
-    let src = out.with_file_name(source_name);
+    let ext = Path::new(source_name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("c");
+    let mut src = out.as_os_str().to_owned();
+    src.push(format!(".{ext}"));
+    let src = std::path::PathBuf::from(src);
     std::fs::write(&src, source).expect("write the source");
     let o = Command::new("gcc")
         .args(["-shared", "-fPIC", "-O1", "-o"])
@@ -83,4 +90,44 @@ pub fn deeply_inlined_asm(name: &str, depth: usize) -> String {
     s.push_str("\t.section .debug_line,\"\",@progbits\n.Lline:\n");
     s.push_str("\t.section .note.GNU-stack,\"\",@progbits\n");
     s
+}
+
+/// `dladdr(addr)`: the base address of the object holding `addr` and the name of the symbol
+/// that covers it, as the loader knows them (the ground truth for what is loaded there).
+pub fn loaded_at(addr: *const c_void) -> (usize, String) {
+    // SAFETY: a zeroed Dl_info is a valid out-parameter.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: any address may be asked about; `info` is written on success.
+    let ok = unsafe { libc::dladdr(addr, &mut info) };
+    assert!(ok != 0, "dladdr {addr:?}");
+    let name = if info.dli_sname.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated name owned by the loader.
+        unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    (info.dli_fbase as usize, name)
+}
+
+/// C source of a spin function `name(n)` (counts `n` down), with `pad` bytes of data after it:
+/// read-only data in the file (which pushes the unwind tables that far into the file), or, with
+/// `in_bss`, zeroed memory that takes no room in the file (the same span in memory).
+pub fn spin_c(name: &str, pad: usize, in_bss: bool) -> String {
+    let pad_decl = if in_bss {
+        format!("static volatile unsigned char pad[{}];", pad.max(1))
+    } else {
+        format!("static const unsigned char pad[{}] = {{1}};", pad.max(1))
+    };
+    format!(
+        "#include <stdint.h>\n\
+         {pad_decl}\n\
+         uint64_t {name}(uint64_t n) {{\n\
+         \tvolatile uint64_t x = n;\n\
+         \twhile (x) x--;\n\
+         \treturn pad[n % {len}];\n\
+         }}\n",
+        len = pad.max(1)
+    )
 }
