@@ -213,8 +213,8 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
 const MAX_NOTES: u64 = 64 << 10;
 
 /// The GNU build ID in the notes of the image loaded at `base` with program headers `phdrs`:
-/// read only where a readable loadable segment maps the notes' bytes from the file (so the
-/// memory is there while the loader holds its lock, as it does during `dl_iterate_phdr`).
+/// read only where a readable loadable segment maps the notes' bytes from the file, and
+/// through the kernel ([`read_own_memory`]).
 fn build_id_in_memory(base: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<Vec<u8>> {
     for note in phdrs.iter().filter(|ph| ph.p_type == libc::PT_NOTE) {
         let (start, len) = (note.p_vaddr, note.p_filesz.min(MAX_NOTES));
@@ -229,13 +229,40 @@ fn build_id_in_memory(base: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<Vec<u8>> 
             continue;
         }
         let at = usize::try_from(base.checked_add(start)?).ok()?;
-        // SAFETY: `len` bytes inside a readable segment the loader mapped from the file.
-        let bytes = unsafe { std::slice::from_raw_parts(at as *const u8, len as usize) };
-        if let Some(id) = gnu_build_id(bytes, note.p_align.max(4)) {
+        let bytes = read_own_memory(at, usize::try_from(len).ok()?)?;
+        if let Some(id) = gnu_build_id(&bytes, note.p_align.max(4)) {
             return Some(id.to_vec());
         }
     }
     None
+}
+
+/// `len` bytes of this process's memory at `at`, copied through the kernel
+/// (`process_vm_readv`: a page the program made unreadable is an error, never a fault); where
+/// a seccomp filter refuses that call, read directly (the caller checked that a readable
+/// segment the loader mapped holds them).
+fn read_own_memory(at: usize, len: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: at as *mut c_void,
+        iov_len: len,
+    };
+    // SAFETY: a syscall on our own process into our own buffer; the kernel checks `remote`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if usize::try_from(n).ok() == Some(len) {
+        return Some(out);
+    }
+    if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT) {
+        return None;
+    }
+    // SAFETY: `len` bytes inside a readable segment the loader mapped from the file, which
+    // it keeps mapped while `dl_iterate_phdr` runs.
+    out.copy_from_slice(unsafe { std::slice::from_raw_parts(at as *const u8, len) });
+    Some(out)
 }
 
 /// The `NT_GNU_BUILD_ID` descriptor in a note segment's bytes (entries aligned to `align`).
@@ -480,5 +507,31 @@ mod tests {
         }
         assert!(with_ids >= 2, "libc and the executable carry build IDs");
         assert!(l.exec_maps.iter().any(|(e, m)| m == &Some(0) && e.exec));
+    }
+
+    /// A build ID note is found after another note; damaged sizes give `None`, never a panic.
+    #[test]
+    fn build_id_notes_are_parsed_within_their_bytes() {
+        let note = |namesz: u32, descsz: u32, kind: u32, name: &[u8], desc: &[u8]| {
+            let mut v = Vec::new();
+            for w in [namesz, descsz, kind] {
+                v.extend_from_slice(&w.to_ne_bytes());
+            }
+            v.extend_from_slice(name);
+            v.resize(v.len().next_multiple_of(4), 0);
+            v.extend_from_slice(desc);
+            v.resize(v.len().next_multiple_of(4), 0);
+            v
+        };
+        let mut notes = note(4, 4, 1, b"GNU\0", &[9; 4]);
+        notes.extend(note(4, 20, 3, b"GNU\0", &[0xab; 20]));
+        assert_eq!(gnu_build_id(&notes, 4), Some(&[0xab; 20][..]));
+        assert_eq!(hex(gnu_build_id(&notes, 4).unwrap()).len(), 40);
+        let damaged = note(u32::MAX, 20, 3, b"GNU\0", &[1; 20]);
+        assert_eq!(gnu_build_id(&damaged, 4), None);
+        let long = note(4, u32::MAX, 3, b"GNU\0", &[1; 20]);
+        assert_eq!(gnu_build_id(&long, 4), None);
+        assert_eq!(gnu_build_id(&notes[..30], 4), None);
+        assert_eq!(gnu_build_id(&notes, 3), None);
     }
 }
