@@ -260,3 +260,62 @@ fn parked_workers_are_never_disturbed() {
     assert_eq!(r("switches"), 0, "parked workers woke up");
     assert_eq!(r("samples"), 0);
 }
+
+/// A client that gives up on `/debug/pprof/block?seconds=30` after 1 s ends that profile: a
+/// `block?seconds=1` asked right after (409s retried every 50 ms) answers 200 (the one block
+/// profile's place is free again) within 3 s, as the CPU route does when its client leaves.
+#[test]
+fn a_block_profile_ends_when_its_client_leaves() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let rt = support::two_worker_runtime();
+        rdebug::watch(rt.handle());
+        let _ = rdebug::profile::block(Duration::from_millis(100), 100).expect("idle profile");
+        let server = rdebug::http::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        let gave_up = support::http_client::get_within(
+            addr,
+            "/debug/pprof/block?seconds=30",
+            &[],
+            Duration::from_secs(1),
+        );
+        println!("RESULT gave_up {}", u8::from(gave_up.is_none()));
+        // The server learns that the client left when its connection closes: a request sent
+        // at the same moment may still find the place taken, so 409s are retried for 3 s.
+        let t0 = Instant::now();
+        let (mut status, mut conflicts) = (0, 0);
+        while t0.elapsed() < Duration::from_secs(3) {
+            let next = support::http_client::get_within(
+                addr,
+                "/debug/pprof/block?seconds=1",
+                &[],
+                Duration::from_secs(10),
+            );
+            status = next.map_or(0, |a| a.status);
+            if status != 409 {
+                break;
+            }
+            conflicts += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("RESULT next_status {status}");
+        println!("RESULT next_conflicts {conflicts}");
+        println!("RESULT next_ms {}", t0.elapsed().as_millis());
+        server.stop();
+        return;
+    }
+    let out = run_child(name, support::NO_ENV, TIMEOUT);
+    out.assert_success();
+    let r = |k| support::result_value::<u64>(&out.stdout, k);
+    assert_eq!(r("gave_up"), 1, "the first client got an answer within 1 s");
+    assert_eq!(
+        r("next_status"),
+        200,
+        "the block profile outlived its client"
+    );
+    assert!(
+        r("next_ms") <= 3000,
+        "next profile took {} ms",
+        r("next_ms")
+    );
+}

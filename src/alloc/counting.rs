@@ -243,6 +243,18 @@ pub(crate) fn this_thread_counters() -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
+/// The current thread's own allocated and freed bytes so far, for bounding what a piece of code
+/// holds (symbolizing a profile). Zero when [`Alloc`] is not the global allocator.
+#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // symbolizing (`pprof`)
+pub(crate) fn this_thread_bytes() -> (u64, u64) {
+    LOCAL
+        .try_with(|l| {
+            let v = l.hot.read();
+            (v.allocated_bytes, v.freed_bytes)
+        })
+        .unwrap_or((0, 0))
+}
+
 const STATE_NEW: u8 = 0;
 const STATE_SETTING_UP: u8 = 1;
 const STATE_READY: u8 = 2;

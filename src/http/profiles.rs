@@ -7,7 +7,8 @@
 //! [`Params`]: `seconds` 1..=300, `hz` 1..=1000, `debug`, `gc`) when it calls [`serve`], and for
 //! `profile` it has taken the process's one [`CpuSlot`] (a second request meanwhile gets 409):
 //! it is held until the profile ends. A CPU profile whose client closed its connection ends
-//! within one drain (50 ms) and frees the slot. `heap` and `allocs` take the one heap-dump slot
+//! within one drain (50 ms) and frees the slot; a block profile's ends within one look (1/`hz`
+//! s) and frees the one block profile's place. `heap` and `allocs` take the one heap-dump slot
 //! ([`HeapSlot`](super::params::HeapSlot)): a second one meanwhile gets 409 rather than queueing.
 //! Profiles are made on tokio's blocking pool, so the server keeps answering other requests
 //! meanwhile.
@@ -84,8 +85,13 @@ pub(crate) async fn serve(name: &str, params: &Params, slot: Option<CpuSlot>) ->
         "block" => {
             let seconds = params.seconds.unwrap_or(DEFAULT_SECONDS);
             let hz = u32::try_from(params.hz.unwrap_or(DEFAULT_HZ)).unwrap_or(100);
+            // As for `profile`: a client that leaves ends the profile and frees the one block
+            // profile's place (and its blocking-pool thread) within one look.
+            let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let _stop_when_gone = SetOnDrop(gone.clone());
             let made = tokio::task::spawn_blocking(move || {
-                profile::block(std::time::Duration::from_secs(seconds), hz).map(|p| p.pprof_gz())
+                let duration = std::time::Duration::from_secs(seconds);
+                profile::block_unless(duration, hz, &gone).map(|p| p.pprof_gz())
             })
             .await;
             match made {

@@ -109,6 +109,17 @@ struct Worker {
 /// assert!(matches!(e, rdebug::profile::ProfileError::Unavailable(_)));
 /// ```
 pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> {
+    block_unless(duration, hz, &AtomicBool::new(false))
+}
+
+/// [`block`], ended early once `stop` is set (the debug server's client went away): the
+/// profile of the time until then, found within one look (`1/hz` s). The one block profile's
+/// place is free again as soon as it returns.
+pub(crate) fn block_unless(
+    duration: Duration,
+    hz: u32,
+    stop: &AtomicBool,
+) -> Result<BlockProfile, ProfileError> {
     if duration > MAX_BLOCK_DURATION || hz == 0 || hz > MAX_BLOCK_HZ {
         return Err(ProfileError::Invalid(format!(
             "block profile of {duration:?} at {hz} Hz: expected at most {} s and 1 to \
@@ -157,7 +168,7 @@ pub fn block(duration: Duration, hz: u32) -> Result<BlockProfile, ProfileError> 
     let mut preempted_ns = 0u64;
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || stop.load(Acquire) {
             break;
         }
         std::thread::sleep(jitter.around(period).min(end - now));

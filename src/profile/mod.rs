@@ -136,6 +136,7 @@ pub(crate) mod whole_run;
 
 use std::fmt;
 
+pub(crate) use block::block_unless;
 pub use block::{BlockProfile, MAX_BLOCK_DURATION, MAX_BLOCK_HZ, block};
 pub(crate) use cpu::cpu_unless;
 pub use cpu::{CpuProfile, MAX_DURATION, MAX_HZ, cpu};

@@ -118,7 +118,8 @@ impl Unwinder {
             {
                 libc = m.range.clone();
             }
-            let Some(mapped) = modules::map(&m.path) else {
+            // Only a file matched to what is loaded (build ID, or device and inode).
+            let Ok(mapped) = m.file() else {
                 continue;
             };
             let Ok(file) = object::File::parse(mapped.0) else {
@@ -623,13 +624,11 @@ fn read_checked(_addr: u64) -> Result<u64, ()> {
 /// when a later profile finds the loaded objects changed (a library loaded with `dlopen`), so
 /// every object's code is unwound. A running profile keeps the one it started with.
 pub(crate) fn unwinder() -> std::sync::Arc<Unwinder> {
-    type Loaded = Vec<(std::path::PathBuf, u64)>;
+    /// The loader's generation (`sys::loaded`'s one staleness rule).
+    type Loaded = u64;
     static CURRENT: std::sync::Mutex<Option<(Loaded, std::sync::Arc<Unwinder>)>> =
         std::sync::Mutex::new(None);
-    let now: Loaded = crate::sys::loaded::loaded()
-        .into_iter()
-        .map(|m| (m.path, m.base))
-        .collect();
+    let now: Loaded = crate::sys::loaded::generation();
     let mut current = crate::sync::lock(&CURRENT);
     match &*current {
         Some((loaded, u)) if *loaded == now => u.clone(),

@@ -57,6 +57,25 @@ pub(crate) enum Part {
 /// Most units a [`Part::WithRefs`] context holds; more and the whole section is read instead.
 const MAX_UNITS_WITH_REFS: usize = 64;
 
+/// Most `DW_TAG_inlined_subroutine` entries nested in one another that a unit may hold to be
+/// given to `addr2line`, which parses each level with one more call (its stack). Real code
+/// stays far below: 31 levels at most in rdebug's own library test binary (617 units, tokio
+/// and hyper inlined; the test `real_units_nest_far_below_the_limit`). A deeper unit is crafted
+/// or damaged: its addresses get the symbol table's name alone, and the profile says why.
+pub(crate) const MAX_INLINE_NESTING: usize = 256;
+
+/// Most nested entries of any kind (children of children) a unit may hold, for the same reason.
+const MAX_ENTRY_DEPTH: usize = 4096;
+
+/// Why a part of `.debug_info` was not given to `addr2line`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A unit nests its entries deeper than rdebug reads (see [`MAX_INLINE_NESTING`]).
+    TooDeep,
+    /// A unit, or what it refers to, could not be read.
+    Unreadable,
+}
+
 /// An object's DWARF sections and its address → unit index.
 pub(crate) struct Dwarf {
     file: object::File<'static>,
@@ -132,8 +151,84 @@ impl Dwarf {
         (svma < end).then_some(Part::Unit(unit))
     }
 
-    /// A context over `part` alone.
-    pub(crate) fn context(&self, part: Part) -> Option<UnitContext> {
+    /// A context over `part` alone; refused (`Err`) for a unit nested deeper than
+    /// [`MAX_INLINE_NESTING`] or one that cannot be read.
+    pub(crate) fn context(&self, part: Part) -> Result<UnitContext, Refused> {
+        self.check_nesting(part)?;
+        self.context_unchecked(part).ok_or(Refused::Unreadable)
+    }
+
+    /// Whether every unit of `part` nests its entries within the limits: a scan of the units'
+    /// entries that keeps one flag per open entry (no recursion).
+    fn check_nesting(&self, part: Part) -> Result<(), Refused> {
+        let units: Vec<usize> = match part {
+            Part::Unit(offset) => vec![offset],
+            Part::WithRefs(offset, depth) => self
+                .with_refs(offset, depth)
+                .ok_or(Refused::Unreadable)?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect(),
+            Part::Whole => {
+                let mut all = Vec::new();
+                let mut headers = gimli::DebugInfo::new(self.info, self.endian).units();
+                while let Ok(Some(h)) = headers.next() {
+                    if let Some(o) = h.offset().as_debug_info_offset() {
+                        all.push(o.0);
+                    }
+                }
+                all
+            }
+        };
+        units
+            .into_iter()
+            .try_for_each(|u| self.inline_nesting(u).map(drop))
+    }
+
+    /// How deep the unit at `offset` nests inlined subroutines; refused past the limits.
+    fn inline_nesting(&self, offset: usize) -> Result<usize, Refused> {
+        let all = gimli::DebugInfo::new(self.info, self.endian);
+        let header = all
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+            .map_err(|_| Refused::Unreadable)?;
+        let abbrev = gimli::DebugAbbrev::new(section(&self.file, ".debug_abbrev"), self.endian);
+        let abbrevs = header
+            .abbreviations(&abbrev)
+            .map_err(|_| Refused::Unreadable)?;
+        let mut raw = header
+            .entries_raw(&abbrevs, None)
+            .map_err(|_| Refused::Unreadable)?;
+        // One flag per open entry: whether it is an inlined subroutine.
+        let mut open: Vec<bool> = Vec::new();
+        let (mut inlined, mut most) = (0usize, 0usize);
+        while !raw.is_empty() {
+            match raw.read_abbreviation().map_err(|_| Refused::Unreadable)? {
+                // A null entry closes the innermost open one.
+                None => {
+                    if open.pop() == Some(true) {
+                        inlined -= 1;
+                    }
+                }
+                Some(a) => {
+                    raw.skip_attributes(a.attributes())
+                        .map_err(|_| Refused::Unreadable)?;
+                    if a.has_children() {
+                        let is_inlined = a.tag() == gimli::DW_TAG_inlined_subroutine;
+                        open.push(is_inlined);
+                        inlined += usize::from(is_inlined);
+                        most = most.max(inlined);
+                        if inlined > MAX_INLINE_NESTING || open.len() > MAX_ENTRY_DEPTH {
+                            return Err(Refused::TooDeep);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(most)
+    }
+
+    /// [`context`](Self::context) without the nesting check.
+    fn context_unchecked(&self, part: Part) -> Option<UnitContext> {
         let mut sparse = None;
         let info: &'static [u8] = match part {
             Part::Whole => self.info,
@@ -390,5 +485,31 @@ mod tests {
             }
         }
         assert!(resolved >= 20, "only {resolved} addresses had frames");
+    }
+
+    /// Every unit of this test binary nests its inlined subroutines far below the limit (the
+    /// figure behind [`MAX_INLINE_NESTING`]), and its contexts are not refused.
+    #[test]
+    fn real_units_nest_far_below_the_limit() {
+        let data =
+            crate::sys::loaded::map(std::path::Path::new("/proc/self/exe")).expect("this binary");
+        let d = Dwarf::open(data.0).expect("test binaries carry DWARF");
+        let mut units = gimli::DebugInfo::new(d.info, d.endian).units();
+        let (mut most, mut n) = (0, 0);
+        while let Ok(Some(h)) = units.next() {
+            let o = h
+                .offset()
+                .as_debug_info_offset()
+                .expect("a .debug_info unit")
+                .0;
+            most = most.max(d.inline_nesting(o).expect("a real unit"));
+            n += 1;
+        }
+        eprintln!("{n} units, inlined subroutines nested {most} deep at most");
+        assert!(
+            n > 10 && most > 0 && most * 4 <= MAX_INLINE_NESTING,
+            "{most}"
+        );
+        assert!(d.context(Part::Whole).is_ok());
     }
 }

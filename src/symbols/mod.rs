@@ -12,8 +12,18 @@
 //! * **Separate debug files**: an object without its own DWARF or symbols is looked up under
 //!   `/usr/lib/debug/.build-id/xx/yyyy.debug` by its GNU build ID. Compressed DWARF sections
 //!   (as Debian's debug packages ship) are not read: their symbol table still names functions.
+//! * **Which files**: the loaded objects come from [`crate::sys::loaded`], found once with
+//!   their mappings and the build IDs their images carry in memory; an object's file is read
+//!   only once matched to what is loaded (same build ID, or same device and inode), else its
+//!   addresses stay unnamed and a comment says why. What was read is kept while the loader's
+//!   generation is unchanged ([`Symbolizer::is_current`]).
+//! * **Bounds** ([`bounded`]): DWARF is read for at most 10 s and 256 MiB of heap per
+//!   symbolization, units nested too deep for `addr2line`'s recursion are not read, and the
+//!   work runs on a thread with a 16 MiB stack; a bound hit leaves symbol-table names and a
+//!   comment.
 //! * **Mappings**: every executable file mapping of `/proc/self/maps` becomes a pprof Mapping
-//!   with start, limit, file offset, file name and GNU build ID, the main executable first;
+//!   with start, limit, file offset, file name and the loaded image's GNU build ID, the main
+//!   executable first;
 //!   `has_filenames` and `has_line_numbers` true to what was found, `has_functions` on every
 //!   one (else `go tool pprof URL` posts the unnamed addresses to `/debug/pprof/symbol`, which
 //!   rdebug does not serve), so `go tool pprof -symbolize=local,force` (with
@@ -21,9 +31,7 @@
 //!
 //! Nothing here runs in a signal handler.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
+mod bounded;
 mod demangle;
 mod dwarf;
 pub(crate) mod frame_lines;
@@ -31,8 +39,9 @@ pub(crate) mod name_cache;
 mod objects;
 mod resolved;
 
-use crate::sys::loaded::{self as modules, Module};
-use dwarf::{Part, UnitContext};
+use crate::sys::loaded::{self as modules, Loaded};
+use bounded::{Budget, Contexts};
+use dwarf::Refused;
 use objects::*;
 use resolved::Resolved;
 pub(crate) use resolved::{Frame, Mapping, Symbolized};
@@ -47,22 +56,31 @@ pub(crate) fn main_mapping() -> Option<Mapping> {
 
 /// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1), reading
 /// what it needs and dropping it after (for a whole profile).
+///
+/// Runs on a thread of its own with a stack sized for the deepest DWARF it reads
+/// ([`bounded::on_own_stack`]), within the time and memory bounds of [`bounded`].
 pub(crate) fn symbolize(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
-    Symbolizer::new().symbolize(addrs)
+    let addrs: Vec<u64> = addrs.into_iter().collect();
+    bounded::on_own_stack(move || Symbolizer::new().symbolize(addrs)).unwrap_or_default()
 }
 
 /// Symbolizes `addrs` with a process-wide [`Symbolizer`] kept between calls (made anew when
 /// the loaded objects change): for the few addresses of a STALL line, many times.
+/// On a thread of its own, as [`symbolize`].
 pub(crate) fn symbolize_cached(addrs: impl IntoIterator<Item = u64>) -> Symbolized {
     static CACHE: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
-    let mut cache = crate::sync::lock(&CACHE);
-    if !cache.as_ref().is_some_and(Symbolizer::is_current) {
-        *cache = Some(Symbolizer::new());
-    }
-    match cache.as_mut() {
-        Some(s) => s.symbolize(addrs),
-        None => symbolize(addrs),
-    }
+    let addrs: Vec<u64> = addrs.into_iter().collect();
+    bounded::on_own_stack(move || {
+        let mut cache = crate::sync::lock(&CACHE);
+        if !cache.as_ref().is_some_and(Symbolizer::is_current) {
+            *cache = Some(Symbolizer::new());
+        }
+        match cache.as_mut() {
+            Some(s) => s.symbolize(addrs),
+            None => Symbolizer::new().symbolize(addrs),
+        }
+    })
+    .unwrap_or_default()
 }
 
 /// A symbolizer that keeps each object's symbol table and DWARF unit index between calls (what
@@ -70,7 +88,8 @@ pub(crate) fn symbolize_cached(addrs: impl IntoIterator<Item = u64>) -> Symboliz
 /// units themselves are still read per call and dropped. About 24 bytes per function symbol and
 /// per `.debug_aranges` range of the objects used.
 pub(crate) struct Symbolizer {
-    loaded: Vec<Module>,
+    /// The objects it was made for, and the loader generation they belong to.
+    loaded: Loaded,
     /// Per loaded object: `None` not opened yet, `Some(None)` unreadable.
     objects: Vec<Option<Option<ObjectInfo>>>,
     comments: Vec<String>,
@@ -97,30 +116,42 @@ impl Symbolizer {
         }
     }
 
-    /// Whether the objects loaded now are those it was made for.
+    /// Whether the objects loaded now are those it was made for: the loader's generation is
+    /// the same (the one staleness rule of [`crate::sys::loaded`]).
     pub(crate) fn is_current(&self) -> bool {
-        let now = modules::loaded();
-        now.len() == self.loaded.len()
-            && now
-                .iter()
-                .zip(&self.loaded)
-                .all(|(a, b)| a.path == b.path && a.base == b.base)
+        modules::generation() == self.loaded.generation
     }
 
     /// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1).
     pub(crate) fn symbolize(&mut self, addrs: impl IntoIterator<Item = u64>) -> Symbolized {
+        self.symbolize_within(addrs, &mut Budget::new())
+    }
+
+    /// [`symbolize`](Self::symbolize) within `budget`'s bounds.
+    pub(crate) fn symbolize_within(
+        &mut self,
+        addrs: impl IntoIterator<Item = u64>,
+        budget: &mut Budget,
+    ) -> Symbolized {
         let mut addrs: Vec<u64> = addrs.into_iter().collect();
         addrs.sort_unstable();
         addrs.dedup();
-        let loaded = &self.loaded;
-        let maps = exec_mappings();
+        let loaded = &self.loaded.modules;
         let mut out = Symbolized::default();
         // Mappings, main executable's first; each tied to its loaded module.
-        let mut order: Vec<(Mapping, Option<usize>)> = maps
-            .into_iter()
-            .map(|m| {
-                let module = loaded.iter().position(|l| l.range.contains(&m.start));
-                (m, module)
+        let mut order: Vec<(Mapping, Option<usize>)> = self
+            .loaded
+            .exec_maps
+            .iter()
+            .map(|(e, module)| {
+                let m = Mapping {
+                    start: e.start,
+                    limit: e.limit,
+                    offset: e.offset,
+                    file: e.path.clone(),
+                    ..Mapping::default()
+                };
+                (m, *module)
             })
             .collect();
         order.sort_by_key(|(m, module)| {
@@ -187,64 +218,27 @@ impl Symbolizer {
                     .and_then(|d| d.part_of(addr.wrapping_sub(base)))
             };
             list.sort_by_key(|&(addr, _)| (part(addr), addr));
-            // The context in use: the unit it serves, the part it was made of, the context.
-            let mut current: Option<(Part, Part, Option<UnitContext>)> = None;
-            // The whole `.debug_info`, made only if a unit with its references is not enough.
-            let mut whole: Option<Option<UnitContext>> = None;
-            // Addresses whose unit `.debug_aranges` names but whose DWARF could not be read.
-            let mut unreadable = 0usize;
+            let mut contexts = Contexts::default();
+            // Addresses whose unit `.debug_aranges` names but whose DWARF could not be read,
+            // and those in units nested too deep to read.
+            let (mut unreadable, mut too_deep) = (0usize, 0usize);
             for &(addr, mi) in list.iter() {
-                let p = part(addr);
                 let svma = addr.wrapping_sub(base);
-                let context = |part: Part| obj.dwarf.as_ref().and_then(|d| d.context(part));
-                let mut dwarf = match (p, &whole) {
-                    (None, _) => Ok(Vec::new()),
-                    // Once the whole section is read, it serves the rest of this object's
-                    // addresses: no unit is read a second time.
-                    (Some(_), Some(w)) => {
-                        w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma))
+                let dwarf = match (part(addr), obj.dwarf.as_ref()) {
+                    (Some(p), Some(d)) if budget.allows() => contexts.frames(d, p, svma),
+                    (Some(_), Some(_)) => {
+                        // A bound was hit: what is held goes, the rest is named from symbols.
+                        contexts = Contexts::default();
+                        budget.skipped = budget.skipped.saturating_add(1);
+                        Ok(Vec::new())
                     }
-                    (Some(p), None) => {
-                        if current.as_ref().is_none_or(|c| c.0 != p) {
-                            // The previous unit's context is dropped first: one at a time.
-                            drop(current.take());
-                            current = Some((p, p, context(p)));
-                        }
-                        let mut r = current
-                            .as_ref()
-                            .and_then(|c| c.2.as_ref())
-                            .map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
-                        // A unit that refers into others (ThinLTO's imported functions keep
-                        // their abstract origin in the unit they came from): the unit with the
-                        // units it refers to, then with theirs.
-                        while r.is_err() {
-                            let Some(c) = current.as_mut() else { break };
-                            let next = match c.1 {
-                                Part::Unit(u) => Part::WithRefs(u, 1),
-                                Part::WithRefs(u, 1) => Part::WithRefs(u, 2),
-                                _ => break,
-                            };
-                            c.2 = None;
-                            c.1 = next;
-                            c.2 = context(next);
-                            r = c.2.as_ref().map_or(Err(()), |c| dwarf_frames(c, svma));
-                        }
-                        r
-                    }
+                    _ => Ok(Vec::new()),
                 };
-                if dwarf.is_err() && whole.is_none() && matches!(p, Some(Part::Unit(_))) {
-                    // References too far-reaching: the whole section, once.
-                    drop(current.take());
-                    let w = whole.insert(context(Part::Whole));
-                    dwarf = w.as_ref().map_or(Ok(Vec::new()), |c| dwarf_frames(c, svma));
+                match dwarf {
+                    Err(Refused::Unreadable) => unreadable = unreadable.saturating_add(1),
+                    Err(Refused::TooDeep) => too_deep = too_deep.saturating_add(1),
+                    Ok(_) => {}
                 }
-                let read = match (&dwarf, &whole, &current) {
-                    (Err(()), _, _) => false,
-                    (Ok(_), Some(w), _) => w.is_some(),
-                    (Ok(_), None, Some(c)) => c.2.is_some(),
-                    (Ok(_), None, None) => true,
-                };
-                unreadable = unreadable.saturating_add(usize::from(p.is_some() && !read));
                 let frames = obj.frames(svma, dwarf.unwrap_or_default());
                 let m = &mut out.mappings[mi];
                 m.has_functions |= !frames.is_empty();
@@ -258,12 +252,19 @@ impl Symbolizer {
                     },
                 );
             }
+            drop(contexts);
             if unreadable > 0 {
                 let note = damaged_dwarf_note(&loaded[i].name, unreadable, list.len());
                 damaged_warn_once(&note);
                 out.comments.push(note);
             }
+            if too_deep > 0 {
+                let note = too_deep_note(&loaded[i].name, too_deep, list.len());
+                damaged_warn_once(&note);
+                out.comments.push(note);
+            }
         }
+        out.comments.extend(budget.note());
         // Every mapping says its functions are resolved: what this process could name is named.
         // A mapping without it makes `go tool pprof URL` post the rest to `/debug/pprof/symbol`,
         // which rdebug does not serve; `-symbolize=local,force` re-symbolizes from the files
@@ -271,29 +272,13 @@ impl Symbolizer {
         for m in &mut out.mappings {
             m.has_functions = true;
         }
-        // Build IDs for every mapping (pprof finds files offline by them).
-        let mut ids: HashMap<String, String> = HashMap::new();
+        // Build IDs for every mapping (pprof finds files offline by them): the one the loaded
+        // image carries in memory, which names what runs even when the file was replaced.
         for (m, module) in out.mappings.iter_mut().zip(order.iter().map(|o| o.1)) {
-            if let Some(id) = ids.get(&m.file) {
-                m.build_id = id.clone();
-                continue;
-            }
-            let id = module
-                .and_then(|i| {
-                    self.objects
-                        .get(i)
-                        .and_then(|o| o.as_ref())
-                        .and_then(|o| o.as_ref())
-                        .map(|o| o.build_id.clone())
-                })
-                .or_else(|| {
-                    let path =
-                        module.map_or_else(|| PathBuf::from(&m.file), |i| loaded[i].path.clone());
-                    modules::map(&path).and_then(|d| build_id(&d))
-                })
+            m.build_id = module
+                .and_then(|i| loaded.get(i))
+                .map(|l| l.build_id_hex())
                 .unwrap_or_default();
-            ids.insert(m.file.clone(), id.clone());
-            m.build_id = id;
         }
         let this_call = std::mem::take(&mut out.comments);
         out.comments = self.comments.clone();
@@ -337,5 +322,43 @@ mod tests {
         assert_eq!(main.build_id.len() % 2, 0);
         let m = s.addrs[&malloc].mapping.expect("malloc is mapped");
         assert!(range(&s.mappings[m]).contains(&malloc));
+    }
+
+    /// With no time left, or no heap, DWARF is not read: the address keeps its symbol table's
+    /// name (no file, no line) and one comment says which bound was hit and for how many
+    /// addresses; with the default bounds the same address has its file and line. (The heap is
+    /// measured by `rdebug::Alloc`'s counters: that case runs only where it is the global
+    /// allocator, which it is not in this library's own test binary.)
+    #[test]
+    fn a_bound_hit_leaves_the_symbol_name_and_says_so() {
+        let f = a_function_with_a_name as *const () as usize as u64 + 1;
+        let full = Symbolizer::new().symbolize_within([f], &mut Budget::new());
+        assert!(full.frames(f).last().is_some_and(|l| l.line > 0));
+        assert!(!full.comments.iter().any(|c| c.contains("bound")));
+        let mut none = Budget::with(std::time::Duration::ZERO, u64::MAX);
+        check(
+            &Symbolizer::new().symbolize_within([f], &mut none),
+            f,
+            "time",
+        );
+        if crate::alloc::is_installed() {
+            let mut none = Budget::with(std::time::Duration::from_secs(60), 0);
+            let held = std::hint::black_box(vec![1u8; 4096]);
+            check(
+                &Symbolizer::new().symbolize_within([f], &mut none),
+                f,
+                "memory",
+            );
+            drop(held);
+        }
+        fn check(s: &Symbolized, f: u64, hit: &str) {
+            let last = s.frames(f).last().expect("the symbol table's frame");
+            assert!(last.name.ends_with("a_function_with_a_name"), "{last:?}");
+            assert_eq!((last.file.as_str(), last.line), ("", 0), "{hit}");
+            let note = format!("hit its {hit} bound");
+            let c: Vec<_> = s.comments.iter().filter(|c| c.contains(&note)).collect();
+            assert_eq!(c.len(), 1, "{:?}", s.comments);
+            assert!(c[0].contains(": 1 addresses"), "{c:?}");
+        }
     }
 }

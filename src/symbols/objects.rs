@@ -1,69 +1,18 @@
-//! The loaded objects a profile's addresses lie in: their executable mappings (with GNU build
-//! IDs), their symbol tables and DWARF, and the notes said about what they lack.
+//! The loaded objects a profile's addresses lie in: their symbol tables and DWARF, read from
+//! files matched to what is loaded ([`Module::file`]), and the notes said about what they lack.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use object::{Object, ObjectSymbol, SymbolKind};
 
 use super::demangle as names;
 use super::dwarf::{Dwarf, UnitContext};
-use super::resolved::{Frame, Mapping};
+use super::resolved::Frame;
 use crate::sys::loaded::{self as modules, Mapped, Module};
-
-/// The executable file mappings of `/proc/self/maps` (and the vDSO), in address order.
-pub(super) fn exec_mappings() -> Vec<Mapping> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in text.lines() {
-        // start-end perms offset dev inode path (the path may hold spaces)
-        let mut rest = line;
-        let mut field = || {
-            rest = rest.trim_start();
-            let end = rest
-                .find(|c: char| c.is_ascii_whitespace())
-                .unwrap_or(rest.len());
-            let (f, r) = rest.split_at(end);
-            rest = r;
-            f
-        };
-        let (range, perms, offset, _dev, _inode) = (field(), field(), field(), field(), field());
-        let path = rest.trim();
-        if !perms.contains('x') || path.is_empty() || (path.starts_with('[') && path != "[vdso]") {
-            continue;
-        }
-        let Some((s, e)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(limit), Ok(offset)) = (
-            u64::from_str_radix(s, 16),
-            u64::from_str_radix(e, 16),
-            u64::from_str_radix(offset, 16),
-        ) else {
-            continue;
-        };
-        out.push(Mapping {
-            start,
-            limit,
-            offset,
-            file: path.trim_end_matches(" (deleted)").to_owned(),
-            ..Mapping::default()
-        });
-    }
-    out
-}
 
 /// The GNU build ID of an ELF image, hex.
 pub(super) fn build_id(data: &[u8]) -> Option<String> {
-    let file = object::File::parse(data).ok()?;
-    let id = file.build_id().ok()??;
-    let mut s = String::with_capacity(id.len() * 2);
-    for b in id {
-        let _ = write!(s, "{b:02x}");
-    }
-    Some(s)
+    modules::file_build_id(data).map(|id| modules::hex(&id))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +26,6 @@ pub(super) struct Sym {
 pub(super) struct ObjectInfo {
     pub(super) syms: Vec<Sym>,
     pub(super) dwarf: Option<Dwarf>,
-    pub(super) build_id: String,
 }
 
 impl ObjectInfo {
@@ -89,12 +37,12 @@ impl ObjectInfo {
         comments: &mut Vec<String>,
     ) -> Option<ObjectInfo> {
         let path = module.name.as_path();
-        let Some(data) = modules::map(&module.path) else {
-            comments.push(format!(
-                "rdebug: cannot read {}: its functions are unnamed",
-                path.display()
-            ));
-            return None;
+        let data = match module.file() {
+            Ok(data) => data,
+            Err(why) => {
+                comments.push(why.note(module));
+                return None;
+            }
         };
         let Ok(file) = object::File::parse(data.0) else {
             comments.push(format!(
@@ -103,12 +51,17 @@ impl ObjectInfo {
             ));
             return None;
         };
-        let build_id = build_id(&data).unwrap_or_default();
+        let build_id = match module.build_id_hex() {
+            id if id.is_empty() => build_id(&data).unwrap_or_default(),
+            id => id,
+        };
         let mut syms = symbols(&file);
         let mut dwarf = Dwarf::open(data.0);
         if dwarf.is_none() || syms.is_empty() {
             if let Some(debug) = separate_debug_file(&build_id) {
-                if let Ok(dfile) = object::File::parse(debug.0) {
+                // Named by build ID, and read only if it carries that build ID.
+                let same = self::build_id(debug.0).is_some_and(|id| id == build_id);
+                if let (true, Ok(dfile)) = (same, object::File::parse(debug.0)) {
                     if syms.is_empty() {
                         syms = symbols(&dfile);
                     }
@@ -117,7 +70,7 @@ impl ObjectInfo {
                     }
                 } else {
                     comments.push(format!(
-                        "rdebug: the debug file for {} (build ID {build_id}) is not a readable ELF file; ignored",
+                        "rdebug: the debug file for {} (build ID {build_id}) is not a readable ELF file of that build ID; ignored",
                         path.display()
                     ));
                 }
@@ -134,11 +87,7 @@ impl ObjectInfo {
             warn_once(&note);
             comments.push(note);
         }
-        Some(ObjectInfo {
-            syms,
-            dwarf,
-            build_id,
-        })
+        Some(ObjectInfo { syms, dwarf })
     }
 
     /// The frames at file address `svma`, innermost first.
@@ -279,6 +228,15 @@ pub(super) fn damaged_dwarf_note(path: &Path, unreadable: usize, of: usize) -> S
     format!(
         "rdebug: the DWARF of {} could not be read for {unreadable} of the profile's {of} addresses in it (damaged or of a form rdebug does not read): those show the function from the symbol table, without inlined functions or file:line",
         path.display()
+    )
+}
+
+/// The note for an object with units nested too deep to read (crafted or damaged debug info).
+pub(super) fn too_deep_note(path: &Path, deep: usize, of: usize) -> String {
+    format!(
+        "rdebug: the DWARF of {} nests inlined functions deeper than rdebug reads ({} levels) for {deep} of the profile's {of} addresses in it (crafted or damaged): those show the function from the symbol table, without inlined functions or file:line",
+        path.display(),
+        super::dwarf::MAX_INLINE_NESTING
     )
 }
 

@@ -6,9 +6,11 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 
 /// A read-only private mapping of part of a file, unmapped when dropped (or kept for good with
-/// [`Region::leak`]). A file truncated under it would fault on read: the executable cannot be
-/// written while it runs (`ETXTBSY`), and package managers replace shared objects rather than
-/// truncate them.
+/// [`Region::leak`]). Its range is checked against the file's size when it is made; a file
+/// truncated under it later would fault on read: the executable cannot be written while it
+/// runs (`ETXTBSY`), package managers replace shared objects rather than truncate them, and
+/// [`loaded`](super::loaded) maps a file rewritten in place anew rather than read it through
+/// an older mapping.
 #[derive(Debug)]
 pub(crate) struct Region {
     base: *mut libc::c_void,
@@ -18,9 +20,10 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    /// `len` bytes of `file` from `offset`; `None` if `len` is 0 or the mapping fails.
+    /// `len` bytes of `file` from `offset`; `None` if `len` is 0, the range reaches past the
+    /// file's end (its pages would fault on read), or the mapping fails.
     pub(crate) fn new(file: &File, offset: u64, len: u64) -> Option<Region> {
-        if len == 0 {
+        if len == 0 || offset.checked_add(len)? > file.metadata().ok()?.len() {
             return None;
         }
         // SAFETY: sysconf has no preconditions.
@@ -71,5 +74,24 @@ impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe { libc::munmap(self.base, self.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range within the file maps and reads the file's bytes; one reaching a byte past its
+    /// end is refused.
+    #[test]
+    fn a_range_past_the_end_of_the_file_is_refused() {
+        let path = std::env::temp_dir().join(format!("rdebug-region-{}", std::process::id()));
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let f = File::open(&path).unwrap();
+        let r = Region::new(&f, 10, 90).expect("within the file");
+        assert_eq!(r.bytes(), &[7u8; 90][..]);
+        assert!(Region::new(&f, 10, 91).is_none());
+        assert!(Region::new(&f, u64::MAX, 2).is_none());
+        let _ = std::fs::remove_file(&path);
     }
 }

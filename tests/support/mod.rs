@@ -9,6 +9,7 @@
 //! * [`deep`]: running code deep in a thread's stack, with little stack left;
 //! * [`load`] and [`server`]: a hyper load client and the small in-test axum server it drives;
 //! * [`release_fixture`]: the release build of `tests/fixtures/profile_truth.rs`;
+//! * [`shared_object`]: shared objects built with `gcc` in the test, loaded with `dlopen`;
 //! * here: a two-worker runtime, a stderr-filling helper, the RSS of a process.
 
 // Each test binary uses its own part of this module.
@@ -26,6 +27,7 @@ pub mod load;
 pub mod pprof;
 pub mod release_fixture;
 pub mod server;
+pub mod shared_object;
 
 pub use child::*;
 pub use foreign::*;
