@@ -23,6 +23,9 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+/// Label sets the table holds.
+pub(crate) const SETS: usize = 1024;
+
 /// (stack, label set, thread) keys whose samples keep their labels.
 pub(crate) const RECORDS: usize = 2048;
 
@@ -36,9 +39,8 @@ pub(crate) const RECORD_BYTES: usize = 1600;
 /// The bound on memory labels add to heap profiling: [`RECORDS`] × [`RECORD_BYTES`] (3.1 MiB)
 /// in jemalloc, plus rdebug's two static tables (the label sets, 1024 × 256 bytes, and this
 /// one's 16 KiB): 3.4 MiB.
-pub(crate) const WORST_CASE_BYTES: usize = RECORDS * RECORD_BYTES
-    + super::label_frames::SETS * (crate::sampler::task_labels::SAMPLE_BYTES + 16)
-    + RECORDS * 8;
+pub(crate) const WORST_CASE_BYTES: usize =
+    RECORDS * RECORD_BYTES + SETS * (crate::sampler::task_labels::SAMPLE_BYTES + 16) + RECORDS * 8;
 
 // The bound DESIGN.md states: at most 4 MiB.
 const _: () = assert!(WORST_CASE_BYTES <= 4 << 20);
@@ -132,7 +134,7 @@ pub(crate) fn refused(set: &[u8]) {
              {} sets, {:.1} MiB at most) are taken without labels from now on, and counted in \
              the heap profile's comments; CPU samples keep them. Use route templates, not raw \
              paths or ids, as label values",
-            super::label_frames::SETS,
+            SETS,
             WORST_CASE_BYTES as f64 / f64::from(1 << 20),
         ),
     );

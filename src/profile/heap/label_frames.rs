@@ -26,8 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sampler::task_labels::{Captured, SAMPLE_BYTES};
 
-/// Label sets the table holds.
-pub(crate) const SETS: usize = 1024;
+pub(crate) use super::label_budget::SETS;
 /// Slots looked at for a set before giving up on it.
 const PROBES: usize = 32;
 /// The pseudo-frame's high bits: an upper-half (kernel) address, which no user-space return
