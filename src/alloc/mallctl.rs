@@ -1,116 +1,81 @@
-//! Reading jemalloc's statistics through `mallctl`, with every name turned into a MIB once.
+//! The one mallctl layer: jemalloc's statistics and controls through `tikv-jemalloc-ctl`.
 //!
 //! jemalloc refreshes its statistics only when `epoch` is advanced, so every [`HeapSample`] starts
 //! with an `epoch` write (it takes every arena's locks: ~4.4 µs per arena in use) followed by ~15
-//! reads by MIB (~0.3 µs together). Nothing here allocates or panics; a name jemalloc does not know
-//! (a build without `stats`) reads as unavailable.
+//! reads by MIB (~0.3 µs together). Every name [`sample`] reads is turned into a tikv-jemalloc-ctl
+//! [`Mib`] once. Controls read or written once or rarely (the heap profiler's) go by name through
+//! [`raw`]. The void `arena.4096.purge` goes through `tikv_jemalloc_sys::mallctl` ([`purge_all`]):
+//! tikv-jemalloc-ctl's reads and writes always pass a value, which a void control refuses.
+//!
+//! Kept because it does not measure slower than the hand-written `mallctlbymib` layer it
+//! replaced: `rdebug::memstats()` runs 140,904 instructions per call against 140,935 before
+//! (callgrind, 1 arena), where the bare `epoch` + reads baseline runs 139,878; wall-clock
+//! `memstats/rdebug` over `memstats/baseline` (benches/reads.rs) is unchanged within the noise.
+//! The typed keys (`stats::allocated::mib()`, `epoch::mib().advance()`) measured 141,053: their
+//! `read` is not generic, so it is a call into the other crate, and `advance` reads the epoch
+//! back. So the generic `Mib<[usize; N]>`, whose `read` inlines here, is used for every name.
+//!
+//! Nothing here allocates or panics (the lookups included): each MIB array has exactly as many
+//! parts as its name (tikv-jemalloc-ctl asserts that), jemalloc fails a read of the wrong size
+//! before tikv-jemalloc-ctl's size assertion could, and a name jemalloc does not know (a build
+//! without `stats`) reads as unavailable.
 
-use std::ffi::{CStr, c_void};
+use std::ffi::CStr;
 use std::ptr;
 use std::sync::OnceLock;
 
+use tikv_jemalloc_ctl::{Access, AsName, Mib, raw};
 use tikv_jemalloc_sys as sys;
 
-/// `MALLCTL_ARENAS_ALL`: the pseudo-arena index whose statistics are all arenas merged.
-const ARENAS_ALL: &str = "4096";
-
-/// A MIB: the numeric form of a mallctl name.
-#[derive(Debug, Clone, Copy)]
-struct Mib {
-    parts: [usize; 6],
-    len: usize,
+/// The MIB of the control `name`; `N` must be its number of dot-separated parts.
+fn mib<const N: usize>(name: &CStr) -> Option<Mib<[usize; N]>>
+where
+    [usize; N]: Default,
+{
+    // tikv-jemalloc-ctl's `MibArg` is not exported; every `[usize; N]` with `Default` has it.
+    name.to_bytes_with_nul().name().mib().ok()
 }
 
-impl Mib {
-    fn lookup(name: &CStr) -> Option<Mib> {
-        let mut parts = [0usize; 6];
-        let mut len = parts.len();
-        // SAFETY: `name` is NUL-terminated; `parts` has room for `len` entries.
-        let rc = unsafe { sys::mallctlnametomib(name.as_ptr(), parts.as_mut_ptr(), &mut len) };
-        (rc == 0).then_some(Mib { parts, len })
-    }
-
-    /// Reads a value of type `T`, which must be the exact C type of the control (size checked).
-    fn read<T: Copy + Default>(&self) -> Option<T> {
-        let mut value = T::default();
-        let mut len = size_of::<T>();
-        // SAFETY: `value` is a valid buffer of `len` bytes; jemalloc writes at most `len` bytes.
-        let rc = unsafe {
-            sys::mallctlbymib(
-                self.parts.as_ptr(),
-                self.len,
-                (&mut value as *mut T).cast::<c_void>(),
-                &mut len,
-                ptr::null_mut(),
-                0,
-            )
-        };
-        (rc == 0 && len == size_of::<T>()).then_some(value)
-    }
-
-    /// Writes `value` (used for `epoch`).
-    fn write<T: Copy>(&self, mut value: T) -> bool {
-        // SAFETY: `value` is a valid buffer of its size, read by jemalloc only.
-        let rc = unsafe {
-            sys::mallctlbymib(
-                self.parts.as_ptr(),
-                self.len,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                (&mut value as *mut T).cast::<c_void>(),
-                size_of::<T>(),
-            )
-        };
-        rc == 0
-    }
-}
-
-/// The MIBs rdebug reads, looked up once.
+/// The MIBs rdebug reads, looked up once (generic `Mib`s rather than the typed keys: module docs).
 struct Mibs {
-    epoch: Mib,
-    allocated: Mib,
-    active: Mib,
-    metadata: Mib,
-    resident: Mib,
-    mapped: Mib,
-    retained: Mib,
-    pdirty: Mib,
-    pmuzzy: Mib,
-    dirty_npurge: Mib,
-    muzzy_npurge: Mib,
-    dirty_purged: Mib,
-    muzzy_purged: Mib,
-    bg_threads: Option<Mib>,
+    epoch: Mib<[usize; 1]>,
+    allocated: Mib<[usize; 2]>,
+    active: Mib<[usize; 2]>,
+    metadata: Mib<[usize; 2]>,
+    resident: Mib<[usize; 2]>,
+    mapped: Mib<[usize; 2]>,
+    retained: Mib<[usize; 2]>,
+    /// `stats.arenas.4096.*`: 4096 is `MALLCTL_ARENAS_ALL`, all arenas merged (not exported).
+    pdirty: Mib<[usize; 4]>,
+    pmuzzy: Mib<[usize; 4]>,
+    dirty_npurge: Mib<[usize; 4]>,
+    muzzy_npurge: Mib<[usize; 4]>,
+    dirty_purged: Mib<[usize; 4]>,
+    muzzy_purged: Mib<[usize; 4]>,
+    bg_threads: Option<Mib<[usize; 3]>>,
     page: u64,
 }
 
 fn mibs() -> Option<&'static Mibs> {
     static MIBS: OnceLock<Option<Mibs>> = OnceLock::new();
     MIBS.get_or_init(|| {
-        let m = |name: &CStr| Mib::lookup(name);
-        let arena = |stat: &str| {
-            let name = format!("stats.arenas.{ARENAS_ALL}.{stat}\0");
-            CStr::from_bytes_with_nul(name.as_bytes())
-                .ok()
-                .and_then(Mib::lookup)
-        };
-        let page = m(c"arenas.page")?.read::<usize>()? as u64;
+        let page: usize = mib::<2>(c"arenas.page")?.read().ok()?;
         Some(Mibs {
-            epoch: m(c"epoch")?,
-            allocated: m(c"stats.allocated")?,
-            active: m(c"stats.active")?,
-            metadata: m(c"stats.metadata")?,
-            resident: m(c"stats.resident")?,
-            mapped: m(c"stats.mapped")?,
-            retained: m(c"stats.retained")?,
-            pdirty: arena("pdirty")?,
-            pmuzzy: arena("pmuzzy")?,
-            dirty_npurge: arena("dirty_npurge")?,
-            muzzy_npurge: arena("muzzy_npurge")?,
-            dirty_purged: arena("dirty_purged")?,
-            muzzy_purged: arena("muzzy_purged")?,
-            bg_threads: m(c"stats.background_thread.num_threads"),
-            page,
+            epoch: mib(c"epoch")?,
+            allocated: mib(c"stats.allocated")?,
+            active: mib(c"stats.active")?,
+            metadata: mib(c"stats.metadata")?,
+            resident: mib(c"stats.resident")?,
+            mapped: mib(c"stats.mapped")?,
+            retained: mib(c"stats.retained")?,
+            pdirty: mib(c"stats.arenas.4096.pdirty")?,
+            pmuzzy: mib(c"stats.arenas.4096.pmuzzy")?,
+            dirty_npurge: mib(c"stats.arenas.4096.dirty_npurge")?,
+            muzzy_npurge: mib(c"stats.arenas.4096.muzzy_npurge")?,
+            dirty_purged: mib(c"stats.arenas.4096.dirty_purged")?,
+            muzzy_purged: mib(c"stats.arenas.4096.muzzy_purged")?,
+            bg_threads: mib(c"stats.background_thread.num_threads"),
+            page: page as u64,
         })
     })
     .as_ref()
@@ -161,11 +126,11 @@ pub(crate) fn available() -> bool {
 /// Advances `epoch` and reads everything. `None` when jemalloc has no statistics.
 pub(crate) fn sample() -> Option<HeapSample> {
     let m = mibs()?;
-    if !m.epoch.write(1u64) {
-        return None;
-    }
-    let size = |mib: &Mib| mib.read::<usize>().map_or(0, |v| v as u64);
-    let count = |mib: &Mib| mib.read::<u64>().unwrap_or(0);
+    m.epoch.write(1u64).ok()?;
+    // Sizes are `size_t`, the purge counters `uint64_t`: a read of the wrong size fails.
+    let size = |mib: &Mib<[usize; 2]>| mib.read().map_or(0, |v: usize| v as u64);
+    let arena_size = |mib: &Mib<[usize; 4]>| mib.read().map_or(0, |v: usize| v as u64);
+    let count = |mib: &Mib<[usize; 4]>| mib.read().unwrap_or(0u64);
     Some(HeapSample {
         allocated: size(&m.allocated),
         active: size(&m.active),
@@ -173,20 +138,22 @@ pub(crate) fn sample() -> Option<HeapSample> {
         resident: size(&m.resident),
         mapped: size(&m.mapped),
         retained: size(&m.retained),
-        dirty: size(&m.pdirty).saturating_mul(m.page),
-        muzzy: size(&m.pmuzzy).saturating_mul(m.page),
+        dirty: arena_size(&m.pdirty).saturating_mul(m.page),
+        muzzy: arena_size(&m.pmuzzy).saturating_mul(m.page),
         purge_sweeps: count(&m.dirty_npurge).saturating_add(count(&m.muzzy_npurge)),
         purged: count(&m.dirty_purged)
             .saturating_add(count(&m.muzzy_purged))
             .saturating_mul(m.page),
-        background_threads: m.bg_threads.as_ref().map_or(0, size),
+        background_threads: m
+            .bg_threads
+            .map_or(0, |mib| mib.read().map_or(0, |v: usize| v as u64)),
     })
 }
 
 /// Purges every arena now: all dirty and muzzy pages go back to the OS.
 ///
 /// `arena.<all>.purge` is a void control: it must be called with no old and no new value, which
-/// tikv-jemalloc-ctl's typed and raw writes cannot do.
+/// tikv-jemalloc-ctl's typed and raw writes cannot do, so this one call goes to the sys crate.
 pub(crate) fn purge_all() -> bool {
     let name = c"arena.4096.purge";
     // SAFETY: a void control takes null old/new pointers and lengths of zero.
@@ -203,35 +170,17 @@ pub(crate) fn purge_all() -> bool {
 }
 
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // heap profiling controls
-/// Reads the control `name` (by name: for controls read once or rarely).
-pub(crate) fn read_named<T: Copy + Default>(name: &CStr) -> Option<T> {
-    let mut value = T::default();
-    let mut len = size_of::<T>();
-    // SAFETY: `value` is a buffer of `len` bytes; jemalloc checks `len` against the control's type.
-    let rc = unsafe {
-        sys::mallctl(
-            name.as_ptr(),
-            (&mut value as *mut T).cast::<c_void>(),
-            &mut len,
-            ptr::null_mut(),
-            0,
-        )
-    };
-    (rc == 0 && len == size_of::<T>()).then_some(value)
+/// Reads the control `name` (by name: for controls read once or rarely). `T` must be the
+/// control's C type; jemalloc fails a read of another size.
+pub(crate) fn read_named<T: Copy>(name: &CStr) -> Option<T> {
+    // SAFETY: `name` is NUL-terminated; the controls read here are `bool` (0 or 1) and `size_t`,
+    // whose every value is a valid `T`.
+    unsafe { raw::read::<T>(name.to_bytes_with_nul()) }.ok()
 }
 
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // heap profiling controls
-/// Writes `value` to the control `name` (by name); `Err` is jemalloc's error code.
-pub(crate) fn write_named<T: Copy>(name: &CStr, mut value: T) -> Result<(), i32> {
-    // SAFETY: `value` is a buffer of its size, only read; jemalloc checks the size.
-    let rc = unsafe {
-        sys::mallctl(
-            name.as_ptr(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            (&mut value as *mut T).cast::<c_void>(),
-            size_of::<T>(),
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(rc) }
+/// Writes `value` to the control `name` (by name); `Err` says what jemalloc refused.
+pub(crate) fn write_named<T>(name: &CStr, value: T) -> Result<(), tikv_jemalloc_ctl::Error> {
+    // SAFETY: `name` is NUL-terminated; `value` is only read, and jemalloc checks its size.
+    unsafe { raw::write(name.to_bytes_with_nul(), value) }
 }

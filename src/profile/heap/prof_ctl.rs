@@ -67,16 +67,16 @@ pub(crate) fn set_rate(bytes: u64) -> Result<u64, String> {
     }
     let _dumping = lock(&DUMP);
     if bytes == 0 {
-        write(c"prof.active", false).map_err(|rc| format!("prof.active: error {rc}"))?;
+        write(c"prof.active", false).map_err(|e| format!("prof.active: {e}"))?;
         return Ok(0);
     }
     let lg = lg_of(bytes).min(62);
     if read::<usize>(c"prof.lg_sample") != Some(lg) {
-        write(c"prof.reset", lg).map_err(|rc| format!("prof.reset: error {rc}"))?;
+        write(c"prof.reset", lg).map_err(|e| format!("prof.reset: {e}"))?;
         // jemalloc's threads start new records: labels' keys start anew too.
         super::label_budget::new_epoch();
     }
-    write(c"prof.active", true).map_err(|rc| format!("prof.active: error {rc}"))?;
+    write(c"prof.active", true).map_err(|e| format!("prof.active: {e}"))?;
     Ok(1 << lg)
 }
 
@@ -109,7 +109,7 @@ pub(crate) fn dump() -> Result<std::fs::File, String> {
     {
         let _dumping = lock(&DUMP);
         write(c"prof.dump", name)
-            .map_err(|rc| format!("prof.dump into {}: error {rc}", path.trim_end_matches('\0')))?;
+            .map_err(|e| format!("prof.dump into {}: {e}", path.trim_end_matches('\0')))?;
     }
     file.seek(SeekFrom::Start(0))
         .map_err(|e| format!("reading the heap dump: {e}"))?;
