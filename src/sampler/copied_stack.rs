@@ -106,10 +106,10 @@ fn recover_fp<F: FnMut(u64) -> Result<u64, ()>>(
     let unwinder = &u.unwinder;
     let sp = regs.sp();
     for fp in (sp..sp.saturating_add(FP_SCAN)).step_by(8) {
-        // A frame pointer points at the caller's saved frame pointer, higher on the stack.
-        let Ok(saved) = read(fp) else { break };
-        if saved <= fp {
-            continue;
+        // (The word there, the caller's saved frame pointer, is not checked: a caller built
+        // without frame pointers keeps anything in that register.)
+        if read(fp).is_err() {
+            break;
         }
         let mut r = regs;
         r.set_bp(fp);
