@@ -106,10 +106,7 @@ fn system_allocator_finds_no_runtime_and_watch_still_works() {
         warnings[0]
     );
     let (before, after) = out.stderr.split_once("PHASE watch").expect("phase marker");
-    assert!(
-        !before.lines().any(|l| l.starts_with("SCHED ")),
-        "{before}"
-    );
+    assert!(!before.lines().any(|l| l.starts_with("SCHED ")), "{before}");
     assert!(
         after.lines().filter(|l| l.starts_with("SCHED ")).count() >= 3,
         "{after}"

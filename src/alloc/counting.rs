@@ -301,14 +301,6 @@ pub(crate) fn probe_again() {
     });
 }
 
-/// Whether the calling thread is still probing for its runtime (for tests).
-#[cfg(test)]
-pub(crate) fn probing() -> bool {
-    LOCAL
-        .try_with(|l| l.state.get() == STATE_PROBING)
-        .unwrap_or(false)
-}
-
 /// Per-thread state and counters. `const`-initialised and without `Drop`, so reaching it never
 /// allocates and never registers a destructor, and it stays readable while the thread is being
 /// torn down (and from a signal handler). One thread-local, so the fast path reaches the state
