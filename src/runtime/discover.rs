@@ -26,9 +26,12 @@
 //!   only decrements an `Arc` that is not the last one: no free, no drop code, no allocation. So
 //!   no allocator call, hence no probe, happens while the cell is mutably borrowed. Besides, only
 //!   allocations probe, never frees (a drop is where an allocator call inside a borrow would
-//!   come from). `tests/runtime_discover.rs` runs the probe through those paths (entering other
-//!   runtimes inside tasks, dropping runtimes with allocating tasks, `block_in_place`, task
-//!   drops at shutdown) under a panic hook that aborts.
+//!   come from). The unit test `the_probe_sees_the_runtime_inside_tasks_only_and_never_panics`
+//!   calls the probe's look in every place a program can allocate around tokio (outside
+//!   runtimes, `block_on`'s future, tasks, another runtime's `enter` guard, `block_in_place`,
+//!   `spawn_blocking`, `LocalSet`, a task dropped at shutdown, thread-local destructors) and
+//!   checks what it sees; `tests/runtime_discover.rs` runs the real probe, from the allocator,
+//!   through those paths on fresh threads under a panic hook that aborts.
 //! - **No allocation.** `try_id`, `try_current` and its error, and `Handle::id` allocate nothing;
 //!   the handle's clone is an `Arc` increment; the hand-over writes into a static slot. A handle
 //!   the slots have no room for is dropped there: a clone of the one tokio's context holds, so
@@ -112,10 +115,7 @@ fn is_excluded(id: u64) -> bool {
 /// why each step is safe there). True once the thread is done: its runtime was handed over, is
 /// pending already, or is one of rdebug's own.
 fn probe() -> bool {
-    if tokio::task::try_id().is_none() {
-        return false;
-    }
-    let Ok(handle) = Handle::try_current() else {
+    let Some(handle) = in_a_task() else {
         return false;
     };
     let id = id_u64(&handle);
@@ -123,6 +123,13 @@ fn probe() -> bool {
         return true;
     }
     hand_over(handle, id)
+}
+
+/// The current runtime's handle when called inside a task (its poll, or the drop of its future
+/// or output); `None` elsewhere, and never a panic.
+fn in_a_task() -> Option<Handle> {
+    tokio::task::try_id()?;
+    Handle::try_current().ok()
 }
 
 /// Puts `handle` in a free slot, unless its runtime is pending already. False when every slot is
@@ -270,6 +277,85 @@ mod tests {
             .find(|w| w.id == rt.handle().id())
             .and_then(|w| w.label.clone());
         assert_eq!(label, Some(format!("rt{}", rt.handle().id())));
+    }
+
+    /// What the probe sees wherever a program can allocate around tokio: the runtime inside its
+    /// tasks (also inside `block_in_place`, `spawn_blocking`, a `LocalSet`, another runtime's
+    /// `enter` guard, and while a task is dropped at shutdown), nothing outside tasks, and no
+    /// panic anywhere, including thread-local destructors after tokio's context is gone.
+    #[test]
+    fn the_probe_sees_the_runtime_inside_tasks_only_and_never_panics() {
+        fn seen() -> Option<tokio::runtime::Id> {
+            in_a_task().map(|h| h.id())
+        }
+        assert_eq!(seen(), None, "outside any runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let other = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (me, oh) = (rt.handle().id(), other.handle().clone());
+        let got = rt.block_on(async move {
+            let in_block_on = seen();
+            let in_task = tokio::spawn(async move {
+                let plain = seen();
+                let g = oh.enter();
+                let entered = seen();
+                drop(g);
+                let after = seen();
+                let in_place = tokio::task::block_in_place(seen);
+                (plain, entered, after, in_place)
+            })
+            .await
+            .unwrap();
+            let blocking = tokio::task::spawn_blocking(seen).await.unwrap();
+            let local = tokio::task::LocalSet::new()
+                .run_until(async { tokio::task::spawn_local(async { seen() }).await.unwrap() })
+                .await;
+            (in_block_on, in_task, blocking, local)
+        });
+        let (in_block_on, (plain, entered, after, in_place), blocking, local) = got;
+        assert_eq!(in_block_on, None, "block_on's future is no task");
+        assert_eq!(plain, Some(me));
+        assert_eq!(entered, Some(other.handle().id()));
+        assert_eq!(after, Some(me));
+        assert_eq!(in_place, Some(me));
+        assert_eq!(blocking, Some(me));
+        assert_eq!(local, Some(me));
+        // A task dropped at shutdown: the probe runs in its drop and must not panic.
+        struct ProbeOnDrop(std::sync::mpsc::Sender<Option<tokio::runtime::Id>>);
+        impl Drop for ProbeOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.send(in_a_task().map(|h| h.id()));
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let _p = ProbeOnDrop(tx);
+            std::future::pending::<()>().await;
+        });
+        drop(rt);
+        assert!(rx.recv().is_ok(), "dropped at shutdown, without a panic");
+        // A thread-local destructor running after tokio's context is gone (or before).
+        struct ProbeInTlsDrop;
+        impl Drop for ProbeInTlsDrop {
+            fn drop(&mut self) {
+                assert!(in_a_task().is_none());
+            }
+        }
+        thread_local!(static LATE: ProbeInTlsDrop = const { ProbeInTlsDrop });
+        std::thread::spawn(|| {
+            LATE.with(|_| ());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async { tokio::spawn(async { seen() }).await.unwrap() })
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
