@@ -494,3 +494,120 @@ fn probing_through_tokios_context_switches_is_safe() {
     let found = built.intersection(&seen).count();
     assert!(found >= 15, "{found} of 20 runtimes found:\n{}", out.stderr);
 }
+
+/// `init()` inside the main runtime, and a library's runtime elsewhere: both are watched, the
+/// main one without `runtime=`, the library's as `rt<id>`.
+#[test]
+fn the_main_runtime_and_a_library_runtime_are_both_watched() {
+    let name = support::test_name!();
+    if is_child(name) {
+        let main = support::two_worker_runtime();
+        main.block_on(async { rdebug::init() });
+        let library = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(3)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for _ in 0..60 {
+                    tokio::spawn(async { some_allocations(10) }).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            rt.handle().id().to_string()
+        });
+        main.block_on(async {
+            for _ in 0..60 {
+                tokio::spawn(async { some_allocations(10) }).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        println!("RESULT {}", library.join().unwrap());
+        return;
+    }
+    let out = run_child(name, &[("RDEBUG", "schedtrace=100")], TIMEOUT);
+    out.assert_success();
+    let label = format!("rt{}", support::result_line(&out.stdout));
+    let sched = out.lines_starting("SCHED ");
+    let main: Vec<_> = sched.iter().filter(|l| !l.contains("runtime=")).collect();
+    let lib: Vec<_> = sched
+        .iter()
+        .filter(|l| l.contains(&format!("runtime={label} ")))
+        .collect();
+    assert!(main.len() >= 4 && lib.len() >= 3, "{}", out.stderr);
+    assert!(
+        main.iter().all(|l| support::num(l, "workers") == 2),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lib.iter().all(|l| support::num(l, "workers") == 3),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(sched_labels(&out.stderr), BTreeSet::from([label]));
+}
+
+/// With only the debug server on (`RDEBUG=http=`), a library's runtime is on its pages: found at
+/// a request, `/debug/vars` lists it with the 5 tasks it runs, and its block profile answers 200
+/// (503 when no runtime is watched).
+#[cfg(feature = "http")]
+#[test]
+fn the_debug_server_shows_a_library_runtime() {
+    let name = support::test_name!();
+    let addr = support::http_client::free_addr();
+    if is_child(name) {
+        let addr: std::net::SocketAddr = std::env::var("ADDR").unwrap().parse().unwrap();
+        rdebug::init();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = tx.send(rt.handle().id().to_string());
+            rt.block_on(async {
+                for _ in 0..5 {
+                    tokio::spawn(async {
+                        loop {
+                            some_allocations(5);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        });
+        let id = rx.recv().unwrap();
+        let label = format!("rt{id}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tasks = loop {
+            let vars = support::http_client::get(addr, "/debug/vars");
+            let v: serde_json::Value = serde_json::from_slice(&vars.body).unwrap();
+            let tasks = v["sched"].as_array().and_then(|rts| {
+                rts.iter()
+                    .find(|r| r["runtime"] == label.as_str())
+                    .and_then(|r| r["tasks"].as_u64())
+            });
+            if tasks.is_some() || Instant::now() > deadline {
+                break tasks.unwrap_or(0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let block = support::http_client::get(addr, "/debug/pprof/block?seconds=1");
+        println!("RESULT {tasks} {}", block.status);
+        return;
+    }
+    let out = run_child(
+        name,
+        &[
+            ("RDEBUG", format!("http={addr}")),
+            ("ADDR", addr.to_string()),
+        ],
+        TIMEOUT,
+    );
+    out.assert_success();
+    assert_eq!(support::result_line(&out.stdout), "5 200", "{}", out.stderr);
+}
