@@ -30,8 +30,8 @@
 //!   calls the probe's look in every place a program can allocate around tokio (outside
 //!   runtimes, `block_on`'s future, tasks, another runtime's `enter` guard, `block_in_place`,
 //!   `spawn_blocking`, `LocalSet`, a task dropped at shutdown, thread-local destructors) and
-//!   checks what it sees; `tests/runtime_discover_safety.rs` runs the real probe, from the allocator,
-//!   through those paths on fresh threads under a panic hook that aborts.
+//!   checks what it sees; `tests/runtime_discover_safety.rs` runs the real probe, from the
+//!   allocator, through those paths on fresh threads under a panic hook that aborts.
 //! - **No allocation.** `try_id`, `try_current` and its error, and `Handle::id` allocate nothing;
 //!   the handle's clone is an `Arc` increment; the hand-over writes into a static slot. A handle
 //!   the slots have no room for is dropped there: a clone of the one tokio's context holds, so
