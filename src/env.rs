@@ -9,7 +9,7 @@ use tokio::runtime::Handle;
 use crate::config::{Config, Format};
 use crate::error::ConfigError;
 use crate::error::Error;
-use crate::runtime::watched;
+use crate::runtime::{discover, watched};
 use crate::stats;
 use crate::sync::lock;
 use crate::sys::stderr::{self, Stderr};
@@ -71,13 +71,25 @@ pub(crate) fn start_from_env(strict: bool) -> Result<(), Error> {
     if let Some((addr, format)) = http {
         start_http(addr, strict, format)?;
     }
+    // Runtimes nobody hands over are found from the allocator, registered by the reporter or
+    // the debug server (each started just above).
+    let finding = crate::alloc::is_installed();
+    if finding {
+        discover::enable();
+    }
     if schedtrace && watched::watched().is_empty() {
-        stderr::note(
-            "warning",
-            "schedtrace is on but no tokio runtime is watched: rdebug::init() was called outside \
-             a runtime; call it inside one (in #[tokio::main]) or call rdebug::watch(&handle); \
-             SCHED lines start once a runtime is watched",
-        );
+        if finding {
+            // Said at the reporter's second SCHED tick if no runtime was found by then.
+            discover::warn_if_none_found();
+        } else {
+            stderr::note(
+                "warning",
+                "schedtrace is on but no tokio runtime is watched: rdebug::init() was called \
+                 outside a runtime; call it inside one (in #[tokio::main]) or call \
+                 rdebug::watch(&handle) (runtimes are found on their own only with rdebug::Alloc \
+                 as the global allocator); SCHED lines start once a runtime is watched",
+            );
+        }
     }
     Ok(())
 }

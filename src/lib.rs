@@ -79,7 +79,10 @@ pub use trace::{Builder, Reporter, ReporterStats};
 ///
 /// Every unusable item is reported on stderr as `rdebug: warning: <item>: <what is accepted>,
 /// ignoring it`, and the rest applies. When called inside a tokio runtime, that runtime is
-/// watched. Starts nothing when `RDEBUG` is unset (in a build with `pprof`, where heap sampling
+/// watched. With [`Alloc`] as the global allocator, once it started the reporter or the debug
+/// server, every other tokio runtime of the process is found and watched from its tasks' first
+/// allocations, including ones a library builds privately, named `runtime=<tokio name>` or
+/// `runtime=rt<id>` (what is and is not found: the crate docs' "Runtimes found on their own"). Starts nothing when `RDEBUG` is unset (in a build with `pprof`, where heap sampling
 /// runs anyway, it does hand the sampled stacks to rdebug's own unwinder: see
 /// [`profile`](crate::profile#how-sampled-stacks-are-taken)). Calling it again starts nothing new
 /// (inside another runtime, it watches that one too). Never panics.
@@ -162,6 +165,8 @@ pub fn reporter() -> Option<&'static Reporter> {
 ///
 /// Watching costs one idle task in that runtime (not counted in `tasks`), which is how rdebug
 /// notices the runtime shutting down; its lines then stop. Watching a runtime twice does nothing.
+/// With [`Alloc`] as the global allocator runtimes are found without it (see [`init`]); under
+/// another global allocator this is how a runtime other than `init()`'s is watched.
 ///
 /// ```
 /// let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();

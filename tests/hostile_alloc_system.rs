@@ -65,3 +65,50 @@ fn system_allocator_memstats_without_a_trace() {
     assert!(out.lines_starting("SCHED").is_empty(), "{}", out.stderr);
     check_memstats(&out.stdout, Foreign::System, HOLD);
 }
+
+/// Under another global allocator no runtime is found on its own: `init()` before any runtime
+/// warns at once and says that finding runtimes needs `rdebug::Alloc`; a runtime that runs tasks
+/// gets no lines until `rdebug::watch` hands it over, and then it does.
+#[test]
+fn system_allocator_finds_no_runtime_and_watch_still_works() {
+    let name = support::test_name!();
+    if is_child(name) {
+        rdebug::init();
+        let rt = support::two_worker_runtime();
+        let busy = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                for i in 0..30 {
+                    tokio::spawn(async move { std::hint::black_box(vec![i as u8; 100]).len() })
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        busy(&rt);
+        eprintln!("PHASE watch");
+        rdebug::watch(rt.handle());
+        busy(&rt);
+        return;
+    }
+    let out = run_child(
+        name,
+        &[("RDEBUG", "schedtrace=50")],
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+    let warnings = out.lines_starting("rdebug: warning: ");
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(
+        warnings[0].contains("no tokio runtime is watched")
+            && warnings[0].contains("rdebug::Alloc"),
+        "{}",
+        warnings[0]
+    );
+    let (before, after) = out.stderr.split_once("PHASE watch").expect("phase marker");
+    assert!(!before.lines().any(|l| l.starts_with("SCHED ")), "{before}");
+    assert!(
+        after.lines().filter(|l| l.starts_with("SCHED ")).count() >= 3,
+        "{after}"
+    );
+}

@@ -14,6 +14,12 @@
 //! (a reader still holding the address is waited for); later calls on the exiting thread count in
 //! one shared fallback slot with atomic adds: rare, and still exact.
 //!
+//! **Finding runtimes.** A thread's first [`PROBE_CALLS`] calls after its set-up also go out of
+//! line: each allocation among them asks a probe that [`runtime::discover`](crate::runtime)
+//! installs whether the thread is running a task of a tokio runtime. Once it is (or once the
+//! countdown ends: a thread that is no tokio thread pays these calls once), the thread is on the
+//! fast path for good. The fast path itself is the same compare of the state byte.
+//!
 //! **A failed allocation.** The fast path counts before it calls jemalloc, so that the call can be
 //! a tail call; when jemalloc returns null (out of memory) nothing comes back through the wrapper.
 //! A program that survives a failed `alloc` (`try_reserve`, `Box::try_new`) sees it counted as one
@@ -214,9 +220,15 @@ fn attention(is_alloc: bool, size: usize) {
                 set_up(l);
             }
             // While being set up, the counts go to the counters about to be published.
-            let own = matches!(l.state.get(), STATE_READY | STATE_SETTING_UP);
+            let own = matches!(
+                l.state.get(),
+                STATE_READY | STATE_SETTING_UP | STATE_PROBING
+            );
             if own {
                 l.hot.add(is_alloc, size);
+            }
+            if l.state.get() == STATE_PROBING {
+                probe_step(l, is_alloc);
             }
             own
         })
@@ -256,9 +268,50 @@ pub(crate) fn this_thread_bytes() -> (u64, u64) {
 }
 
 const STATE_NEW: u8 = 0;
+/// Counting in its own counters, nothing else: while being set up, and while a probe runs (so
+/// that calls nested in it neither probe nor recurse).
 const STATE_SETTING_UP: u8 = 1;
 const STATE_READY: u8 = 2;
 const STATE_GONE: u8 = 3;
+/// Set up, and still out of line for its first [`PROBE_CALLS`] calls: each allocation asks the
+/// probe ([`super::hooks::probe`]) whether the thread is running a task of a tokio runtime.
+const STATE_PROBING: u8 = 4;
+
+/// How many calls a thread stays out of line probing for its runtime, at most: what a thread
+/// that is no tokio thread pays, once (measured in `BENCHMARKS.md`: the fast path is unchanged).
+/// A new worker thread runs tasks within its first few dozen calls.
+pub(crate) const PROBE_CALLS: u16 = 4096;
+
+/// One call of a probing thread: counts it down and, for an allocation, runs the probe. The
+/// thread goes to the fast path once the probe says it is done or the countdown ends.
+#[cold]
+fn probe_step(l: &Local, is_alloc: bool) {
+    let left = l.probe_left.get().saturating_sub(1);
+    l.probe_left.set(left);
+    if left == 0 {
+        l.state.set(STATE_READY);
+        return;
+    }
+    if !is_alloc {
+        // Only allocations probe: a free may run inside a drop that tokio makes while it holds
+        // its thread-local context borrowed (see `runtime::discover`).
+        return;
+    }
+    l.state.set(STATE_SETTING_UP);
+    let done = super::hooks::probe();
+    l.state.set(if done { STATE_READY } else { STATE_PROBING });
+}
+
+/// Gives the calling thread a new countdown of probes (when rdebug starts finding runtimes: the
+/// thread that called `init()` may go on to run a runtime of its own).
+pub(crate) fn probe_again() {
+    let _ = LOCAL.try_with(|l| {
+        if l.state.get() == STATE_READY {
+            l.probe_left.set(PROBE_CALLS);
+            l.state.set(STATE_PROBING);
+        }
+    });
+}
 
 /// Per-thread state and counters. `const`-initialised and without `Drop`, so reaching it never
 /// allocates and never registers a destructor, and it stays readable while the thread is being
@@ -271,6 +324,8 @@ struct Local {
     slot: Cell<*const Slot>,
     /// What the thread-start hook returned, for the thread-exit hook ([`super::hooks`]).
     hook_token: Cell<usize>,
+    /// Calls left to probe for the thread's runtime (while `STATE_PROBING`).
+    probe_left: Cell<u16>,
     hot: Hot,
 }
 
@@ -280,6 +335,7 @@ thread_local! {
             state: Cell::new(STATE_NEW),
             slot: Cell::new(ptr::null()),
             hook_token: Cell::new(0),
+            probe_left: Cell::new(0),
             hot: Hot::new(),
         }
     };
@@ -339,5 +395,7 @@ fn set_up(l: &Local) {
     // Whoever installed thread hooks (the sampler's registry) learns of this thread now.
     l.hook_token.set(super::hooks::thread_started());
     l.slot.set(s);
-    l.state.set(STATE_READY);
+    // Its first calls probe for the tokio runtime it may run tasks of (`probe_step`).
+    l.probe_left.set(PROBE_CALLS);
+    l.state.set(STATE_PROBING);
 }

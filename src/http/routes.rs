@@ -46,6 +46,8 @@ pub(crate) async fn respond(
     headers: &HeaderMap,
     ctx: &Ctx,
 ) -> Response<Body> {
+    // Runtimes found since the last request are on this answer's pages.
+    crate::runtime::discover::adopt();
     if has_body(headers) {
         let mut r = reply::error(
             StatusCode::PAYLOAD_TOO_LARGE,

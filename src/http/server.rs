@@ -104,6 +104,8 @@ pub(crate) fn start(addr: SocketAddr, ctx: Ctx) -> Result<Server, Error> {
         .enable_time()
         .build()
         .map_err(Error::ServerThread)?;
+    // The server's own runtime is not one of the program's.
+    crate::runtime::discover::exclude(rt.handle());
     let (stop_tx, stop_rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("rdebug-http".into())

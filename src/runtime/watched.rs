@@ -217,6 +217,43 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
     true
 }
 
+/// Starts watching a runtime found on its own ([`discover`](super::discover)), unless it is
+/// watched already (then its label stays). It is labelled as any runtime other than the main
+/// one: its tokio name, or `rt<id>`. Returns false if it was watched.
+pub(crate) fn watch_found(handle: &Handle) -> bool {
+    let id = handle.id();
+    let mut list = watched();
+    forget_dead(&mut list);
+    if list.iter().any(|w| w.id == id && w.alive.load(Relaxed)) {
+        return false;
+    }
+    let label = handle
+        .name()
+        .map_or_else(|| format!("rt{id}"), str::to_owned);
+    let alive = Arc::new(AtomicBool::new(true));
+    let guard = AliveGuard(alive.clone());
+    // As in `watch`: dropped with the runtime's tasks when it shuts down.
+    let own_task = handle
+        .spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        })
+        .id();
+    let workers = handle.metrics().num_workers();
+    list.push(Watched {
+        id,
+        label: Some(label),
+        handle: handle.clone(),
+        alive,
+        own_task,
+        workers: Arc::new(Workers::new(workers)),
+        stalls: 0,
+        recent_stalls: VecDeque::new(),
+        stall_lengths: StallLengths::default(),
+    });
+    true
+}
+
 /// Labels of watched runtimes that shut down and were dropped from the list before a reporter
 /// announced it (at most [`MAX_GONE`]): the reporter announces them at its next SCHED tick.
 static GONE: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());

@@ -72,6 +72,8 @@ impl ReporterThread {
         let mut next_gc = started;
         let mut next_stall = started;
         loop {
+            // Runtimes found since the last wake-up are watched from this round on.
+            crate::runtime::discover::adopt();
             let now = Instant::now();
             let mut worked = false;
             // Whether the stall look of this round found every worker parked.

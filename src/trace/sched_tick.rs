@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::runtime::watched;
+use crate::runtime::{discover, watched};
 use crate::stats::{self, SchedStats, nanos};
 use crate::sys::proc::process_files;
 
@@ -53,6 +53,9 @@ impl SchedTicker {
             announce_gone(out, config, label.as_deref());
         }
         let mut list = watched::watched();
+        if discover::unwatched_warning_due(!list.iter().any(|w| w.alive.load(Relaxed))) {
+            out.note(fmt, "warning", discover::UNWATCHED_FINDING);
+        }
         self.shown
             .retain(|(id, _)| list.iter().any(|w| w.id == *id && w.alive.load(Relaxed)));
         let mut i = 0;
