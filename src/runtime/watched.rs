@@ -193,9 +193,16 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         .or(handle.name())
         .map(str::to_owned)
         .or_else(|| (!list.is_empty()).then(|| format!("rt{id}")));
+    push(&mut list, handle, label);
+    true
+}
+
+/// Adds `handle`'s runtime to `list` under `label`, with rdebug's task in it that notices the
+/// runtime's shutdown: dropped with the runtime's other tasks when it shuts down (or at once if
+/// it already has).
+fn push(list: &mut Vec<Watched>, handle: &Handle, label: Option<String>) {
     let alive = Arc::new(AtomicBool::new(true));
     let guard = AliveGuard(alive.clone());
-    // Dropped with the runtime's other tasks when it shuts down (or at once if it already has).
     let own_task = handle
         .spawn(async move {
             let _guard = guard;
@@ -204,7 +211,7 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         .id();
     let workers = handle.metrics().num_workers();
     list.push(Watched {
-        id,
+        id: handle.id(),
         label,
         handle: handle.clone(),
         alive,
@@ -214,7 +221,6 @@ pub(crate) fn watch(handle: &Handle, name: Option<&str>) -> bool {
         recent_stalls: VecDeque::new(),
         stall_lengths: StallLengths::default(),
     });
-    true
 }
 
 /// Starts watching a runtime found on its own ([`discover`](super::discover)), unless it is
@@ -230,27 +236,7 @@ pub(crate) fn watch_found(handle: &Handle) -> bool {
     let label = handle
         .name()
         .map_or_else(|| format!("rt{id}"), str::to_owned);
-    let alive = Arc::new(AtomicBool::new(true));
-    let guard = AliveGuard(alive.clone());
-    // As in `watch`: dropped with the runtime's tasks when it shuts down.
-    let own_task = handle
-        .spawn(async move {
-            let _guard = guard;
-            std::future::pending::<()>().await;
-        })
-        .id();
-    let workers = handle.metrics().num_workers();
-    list.push(Watched {
-        id,
-        label: Some(label),
-        handle: handle.clone(),
-        alive,
-        own_task,
-        workers: Arc::new(Workers::new(workers)),
-        stalls: 0,
-        recent_stalls: VecDeque::new(),
-        stall_lengths: StallLengths::default(),
-    });
+    push(&mut list, handle, Some(label));
     true
 }
 

@@ -25,16 +25,7 @@ impl Unwinder {
         if out.is_empty() {
             return 0;
         }
-        let slot = loop {
-            if let Some(s) = self
-                .caches
-                .iter()
-                .find(|s| !s.busy.swap(true, Ordering::Acquire))
-            {
-                break s;
-            }
-            std::thread::yield_now();
-        };
+        let slot = self.wait_for_cache();
         // SAFETY: the `busy` flag gives this caller the cache alone until it is cleared.
         let cache = unsafe { &mut *slot.cache.get() };
         let mut read = |addr: u64| copied_word(stack, sp, addr);

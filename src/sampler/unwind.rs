@@ -231,6 +231,23 @@ impl Unwinder {
 }
 
 impl Unwinder {
+    /// A cache of its own for a walk outside a signal handler, waiting (yielding) while every
+    /// cache is taken; the caller clears its `busy` flag when done.
+    pub(super) fn wait_for_cache(&self) -> &CacheSlot {
+        loop {
+            if let Some(s) = self
+                .caches
+                .iter()
+                .find(|s| !s.busy.swap(true, Ordering::Acquire))
+            {
+                return s;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Unwinder {
     /// Walks the calling thread's own stack, outside any signal handler, into `out`: return
     /// addresses, innermost first (as libgcc's `_Unwind_Backtrace` gives them), leaving out this
     /// function's own frame and the `skip` frames above it. Returns how many.
@@ -249,16 +266,7 @@ impl Unwinder {
         let Some((pc, sp, regs)) = here() else {
             return 0;
         };
-        let slot = loop {
-            if let Some(s) = self
-                .caches
-                .iter()
-                .find(|s| !s.busy.swap(true, Ordering::Acquire))
-            {
-                break s;
-            }
-            std::thread::yield_now();
-        };
+        let slot = self.wait_for_cache();
         // SAFETY: the `busy` flag gives this caller the cache alone until it is cleared.
         let cache = unsafe { &mut *slot.cache.get() };
         let mut reader = StackReader::new(sp);
