@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use framehop::{
     CacheNative, FrameAddress, MustNotAllocateDuringUnwind, UnwindRegsNative, Unwinder as _,
+    UnwinderNative,
 };
 
-use super::unwind::Unwinder;
+use super::unwind::{Bytes, Unwinder};
 
 impl Unwinder {
     /// Walks the stack of another thread of this process that is blocked in a system call, from
@@ -82,9 +83,8 @@ fn copied_word(stack: &[u8], sp: u64, addr: u64) -> Result<u64, ()> {
 const FP_SCAN: u64 = 16 << 10;
 
 /// For a frame at `address` that did not unwind from `regs` (whose frame pointer is not known):
-/// the registers and caller's address it unwinds to with the lowest candidate frame pointer, a
-/// stack word at or above its stack pointer, with which it unwinds to a return address into
-/// some object's code, and so does its caller.
+/// the registers and caller's address it unwinds to with the candidate frame pointer (a stack
+/// word at or above its stack pointer) whose chain of frames goes furthest through known code.
 #[cfg(target_arch = "x86_64")]
 fn recover_fp<F: FnMut(u64) -> Result<u64, ()>>(
     u: &Unwinder,
@@ -96,10 +96,13 @@ fn recover_fp<F: FnMut(u64) -> Result<u64, ()>>(
     let code = |a: u64| u.code.iter().any(|r| r.contains(&a));
     let unwinder = &u.unwinder;
     let sp = regs.sp();
+    // The best candidate so far: (frames its chain unwinds, registers, caller).
+    let mut best: Option<(usize, UnwindRegsNative, FrameAddress)> = None;
+    let mut tried = 0;
     for fp in (sp..sp.saturating_add(FP_SCAN)).step_by(8) {
         // (The word there, the caller's saved frame pointer, is not checked: a caller built
         // without frame pointers keeps anything in that register.)
-        if read(fp).is_err() {
+        if read(fp).is_err() || tried == FP_CANDIDATES {
             break;
         }
         let mut r = regs;
@@ -110,14 +113,49 @@ fn recover_fp<F: FnMut(u64) -> Result<u64, ()>>(
         let Some(caller) = FrameAddress::from_return_address(ra).filter(|_| code(ra)) else {
             continue;
         };
-        let mut r2 = r;
-        if let Ok(Some(next)) = unwinder.unwind_frame(caller, &mut r2, cache, read)
-            && code(next)
-        {
-            return Some((r, caller));
+        // A dead frame record left lower on the stack by an earlier call of a caller unwinds as
+        // well as the live one, but skips the frames between: the candidate whose chain goes
+        // furthest through known code is the live one (the lowest of equals).
+        let depth = chain(unwinder, caller, r, cache, read, &code);
+        if depth == 0 {
+            continue;
+        }
+        tried += 1;
+        if best.as_ref().is_none_or(|(d, _, _)| depth > *d) {
+            best = Some((depth, r, caller));
         }
     }
-    None
+    best.map(|(_, r, a)| (r, a))
+}
+
+/// Candidate frame pointers [`recover_fp`] follows to the end of their chains, at most.
+#[cfg(target_arch = "x86_64")]
+const FP_CANDIDATES: usize = 8;
+
+/// How many frames unwind from `address` with `regs` into known code (at most 64).
+#[cfg(target_arch = "x86_64")]
+fn chain<F: FnMut(u64) -> Result<u64, ()>>(
+    unwinder: &UnwinderNative<Bytes, MustNotAllocateDuringUnwind>,
+    mut address: FrameAddress,
+    mut regs: UnwindRegsNative,
+    cache: &mut CacheNative<MustNotAllocateDuringUnwind>,
+    read: &mut F,
+    code: &impl Fn(u64) -> bool,
+) -> usize {
+    let mut n = 0;
+    while n < 64 {
+        match unwinder.unwind_frame(address, &mut regs, cache, read) {
+            Ok(Some(ra)) if code(ra) => match FrameAddress::from_return_address(ra) {
+                Some(a) => {
+                    address = a;
+                    n += 1;
+                }
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    n
 }
 
 #[cfg(not(target_arch = "x86_64"))]
