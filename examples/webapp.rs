@@ -260,7 +260,8 @@ fn demo(runtime: Runtime, addr: SocketAddr, load_for: Duration) -> Result<(), St
     std::thread::sleep(DEMO_IDLE);
 
     // The client gets its own runtime so that its threads stay out of the
-    // server's scheduler trace.
+    // server's workers; rdebug finds it on its own (its SCHED lines say
+    // `runtime=rt2`).
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -10,6 +10,8 @@ pub(crate) mod slots;
 mod thread_counters;
 
 pub use counting::Alloc;
-pub(crate) use counting::{probe_again, this_thread_bytes, this_thread_counters};
+#[cfg(feature = "pprof")]
+pub(crate) use counting::this_thread_bytes;
+pub(crate) use counting::{probe_again, this_thread_counters};
 pub use slots::AllocCounters;
 pub(crate) use slots::is_installed;
