@@ -114,7 +114,7 @@ fn workers_are_followed_across_block_in_place() {
     out.assert_success();
     let stalls = out.lines_starting("STALL ");
     assert_eq!(stalls.len(), 3, "one STALL line per stall:\n{}", out.stderr);
-    let lines: Vec<&str> = out.stderr.lines().collect();
+    let stacks = support::stall_stacks(&out.stderr);
     for (i, f) in [
         "stall_before_the_handoff",
         "stall_after_the_handoff",
@@ -123,15 +123,7 @@ fn workers_are_followed_across_block_in_place() {
     .iter()
     .enumerate()
     {
-        let at = lines
-            .iter()
-            .position(|l| *l == stalls[i])
-            .expect("the STALL line");
-        let stack: Vec<&str> = lines[at + 1..]
-            .iter()
-            .take_while(|l| l.starts_with("  "))
-            .copied()
-            .collect();
+        let stack = &stacks[i];
         assert!(
             stack.iter().any(|l| l.contains(f)),
             "STALL {i} names {f}:\n{}",

@@ -155,20 +155,12 @@ fn calls_with_timeouts_end_by_their_timeouts_under_stalltrace() {
     assert!(r("poll_ms") >= 1950.0, "polled for {} ms", r("poll_ms"));
     let stalls = out.lines_starting("STALL ");
     assert_eq!(stalls.len(), 2, "one STALL line each:\n{}", out.stderr);
-    let lines: Vec<&str> = out.stderr.lines().collect();
+    let stacks = support::stall_stacks(&out.stderr);
     for (i, f) in ["reads_with_a_timeout", "polls_with_a_timeout"]
         .iter()
         .enumerate()
     {
-        let at = lines
-            .iter()
-            .position(|l| *l == stalls[i])
-            .expect("the STALL line");
-        let stack: Vec<&str> = lines[at + 1..]
-            .iter()
-            .take_while(|l| l.starts_with("  "))
-            .copied()
-            .collect();
+        let stack = &stacks[i];
         assert!(
             stack.iter().any(|l| l.contains(f)),
             "STALL {i} names {f}:\n{}",

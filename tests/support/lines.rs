@@ -72,3 +72,20 @@ pub fn result_value<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
         })
         .unwrap_or_else(|| panic!("no RESULT {key} in:\n{stdout}"))
 }
+
+/// The stack printed under each `STALL ` line of `stderr` (its indented lines), in order.
+pub fn stall_stacks(stderr: &str) -> Vec<Vec<&str>> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("STALL "))
+        .map(|(at, _)| {
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| l.starts_with("  "))
+                .copied()
+                .collect()
+        })
+        .collect()
+}
