@@ -333,10 +333,14 @@ mod tests {
             }
         }
         let (tx, rx) = std::sync::mpsc::channel();
+        let (started, running) = std::sync::mpsc::channel();
         rt.spawn(async move {
             let _p = ProbeOnDrop(tx);
+            let _ = started.send(());
             std::future::pending::<()>().await;
         });
+        // Dropped once it runs (a task never polled is dropped without its guard).
+        let _ = running.recv();
         drop(rt);
         assert!(rx.recv().is_ok(), "dropped at shutdown, without a panic");
         // A thread-local destructor running after tokio's context is gone (or before).
