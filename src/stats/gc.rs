@@ -141,25 +141,45 @@ pub(crate) fn tracker() -> MutexGuard<'static, Option<Tracker>> {
 /// one note says why (once). Cheap once started: one atomic load.
 ///
 /// Starting it first reads the executable's symbol table to know the allocator's code: 0.6–5 ms
-/// for a small release program (measured), 50 ms or more for a debug test binary. Called from
-/// a thread in a tokio runtime's context (a handler calling [`memstats`](crate::memstats) on a
+/// for a small release program (measured), 20–130 ms for a debug test binary. Called from a
+/// thread in a tokio runtime's context (a handler calling [`memstats`](crate::memstats) on a
 /// worker), that is left to a thread of its own, once, and the call returns at once: the first
 /// request to read memstats must not hold its worker (a STALL line named rdebug's table
 /// there). The figure then counts from when that thread is done, a few ms later. The reporter
-/// thread, in no runtime, starts it in place before its first tick, so that the table's own
-/// buffers (freed at once) fall before the first allocator sample and close no cycle.
+/// thread leaves it to that thread too ([`want_cpu_figure_aside`]).
 pub(crate) fn want_cpu_figure() {
+    want(tokio::runtime::Handle::try_current().is_ok());
+}
+
+/// [`want_cpu_figure`], always on a thread of its own: for the reporter, whose allocator samples
+/// are due every `gcpoll` ms from its start. Started in place, the table's read held the first
+/// sample back (to 143 ms in a CI run of a debug test binary), and a leak that had passed the 4 MiB goal
+/// by then closed its first cycle late and so paced every cycle after it differently. The read
+/// maps the symbol table rather than copying it onto the heap, so it allocates nothing that could
+/// close a cycle of its own; the thread runs on the main thread's arena, so its exit purges
+/// nothing jemalloc would not have purged anyway.
+pub(crate) fn want_cpu_figure_aside() {
+    want(true);
+}
+
+fn want(aside: bool) {
     static BACKGROUND: AtomicBool = AtomicBool::new(false);
     if !is_installed() || cpu_sampler::started_for_alloc() {
         return;
     }
-    if tokio::runtime::Handle::try_current().is_ok() {
+    if aside {
         if BACKGROUND.swap(true, Relaxed) {
             return;
         }
         if std::thread::Builder::new()
             .name("rdebug-alloc-text".into())
-            .spawn(start_cpu_figure)
+            .spawn(|| {
+                // On arena 0, the main thread's, not an arena of its own: jemalloc purges every
+                // dirty page of an arena its last thread leaves, and that purge would close a
+                // cycle of rdebug's making (seen at 25 ms into a test run before this).
+                let _ = crate::alloc::mallctl::write_named(c"thread.arena", 0u32);
+                start_cpu_figure()
+            })
             .is_ok()
         {
             return;

@@ -64,7 +64,7 @@ impl ReporterThread {
         let _ = self.shared.started.set(started);
         self.gc.printed = gc::tracker().as_ref().map_or(0, |t| t.totals().num_gc);
         if self.config.gctrace() > 0 {
-            gc::want_cpu_figure(); // the gc lines' P%
+            gc::want_cpu_figure_aside(); // the gc lines' P%
         }
         let mut generation = self.shared.control().generation;
         self.apply_config();
