@@ -153,11 +153,11 @@ pub(crate) fn want_cpu_figure() {
 
 /// [`want_cpu_figure`], always on a thread of its own: for the reporter, whose allocator samples
 /// are due every `gcpoll` ms from its start. Started in place, the table's read held the first
-/// sample back (to 143 ms in a CI run of a debug test binary), and a leak that had passed the 4 MiB goal
-/// by then closed its first cycle late and so paced every cycle after it differently. The read
-/// maps the symbol table rather than copying it onto the heap, so it allocates nothing that could
-/// close a cycle of its own; the thread runs on the main thread's arena, so its exit purges
-/// nothing jemalloc would not have purged anyway.
+/// sample back (to 143 ms in a CI run of a debug test binary), and a leak that had passed the
+/// 4 MiB goal by then closed its first cycle late and so paced every cycle after it differently.
+/// The read maps the symbol table rather than copying it onto the heap, so it allocates nothing
+/// that could close a cycle of its own; the thread runs on the main thread's arena, so its exit
+/// purges nothing jemalloc would not have purged anyway.
 pub(crate) fn want_cpu_figure_aside() {
     want(true);
 }
