@@ -178,7 +178,13 @@ pub(crate) fn read_named<T: Copy>(name: &CStr) -> Option<T> {
     unsafe { raw::read::<T>(name.to_bytes_with_nul()) }.ok()
 }
 
-#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // heap profiling controls
+/// Moves the calling thread to arena 0, the main thread's (`thread.arena`), so that when it
+/// exits it is not the last thread of an arena: jemalloc purges every dirty page of an arena its
+/// last thread leaves. False if jemalloc refused (with `percpu_arena`, for one).
+pub(crate) fn use_arena_zero() -> bool {
+    write_named(c"thread.arena", 0u32).is_ok()
+}
+
 /// Writes `value` to the control `name` (by name); `Err` says what jemalloc refused.
 pub(crate) fn write_named<T>(name: &CStr, value: T) -> Result<(), tikv_jemalloc_ctl::Error> {
     // SAFETY: `name` is NUL-terminated; `value` is only read, and jemalloc checks its size.

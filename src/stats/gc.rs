@@ -174,10 +174,9 @@ fn want(aside: bool) {
         if std::thread::Builder::new()
             .name("rdebug-alloc-text".into())
             .spawn(|| {
-                // On arena 0, the main thread's, not an arena of its own: jemalloc purges every
-                // dirty page of an arena its last thread leaves, and that purge would close a
-                // cycle of rdebug's making (seen at 25 ms into a test run before this).
-                let _ = crate::alloc::mallctl::write_named(c"thread.arena", 0u32);
+                // Not alone on an arena: its exit would purge that arena, a cycle of rdebug's
+                // making (seen 25 ms into a test run before this).
+                let _ = crate::alloc::mallctl::use_arena_zero();
                 start_cpu_figure()
             })
             .is_ok()
