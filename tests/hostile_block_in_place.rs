@@ -114,22 +114,14 @@ fn workers_are_followed_across_block_in_place() {
     out.assert_success();
     let stalls = out.lines_starting("STALL ");
     assert_eq!(stalls.len(), 3, "one STALL line per stall:\n{}", out.stderr);
-    let stacks = support::stall_stacks(&out.stderr);
-    for (i, f) in [
-        "stall_before_the_handoff",
-        "stall_after_the_handoff",
-        "stall_after_the_old_threads_left",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let stack = &stacks[i];
-        assert!(
-            stack.iter().any(|l| l.contains(f)),
-            "STALL {i} names {f}:\n{}",
-            out.stderr
-        );
-    }
+    support::assert_stalls_name(
+        &out.stderr,
+        &[
+            "stall_before_the_handoff",
+            "stall_after_the_handoff",
+            "stall_after_the_old_threads_left",
+        ],
+    );
     assert_eq!(support::result_value::<u64>(&out.stdout, "stalls"), 3);
     let t = top(&pb, &[]);
     let blocked = total(&t);

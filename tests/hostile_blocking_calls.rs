@@ -70,6 +70,16 @@ fn overlap((s, e): (Instant, Instant), a: Instant, b: Instant) -> Duration {
     e.min(b).saturating_duration_since(s.max(a))
 }
 
+/// Panics unless the child's read ran its 3 s and its poll its 2 s, each ending by its timeout
+/// (`report`'s RESULT lines).
+fn assert_ended_by_their_timeouts(stdout: &str) {
+    let r = |k| support::result_value::<f64>(stdout, k);
+    assert_eq!(r("read_by_timeout"), 1.0, "the read ended by its timeout");
+    assert!(r("read_ms") >= 2900.0, "read for {} ms", r("read_ms"));
+    assert_eq!(r("poll_by_timeout"), 1.0, "poll returned 0");
+    assert!(r("poll_ms") >= 1950.0, "polled for {} ms", r("poll_ms"));
+}
+
 /// Under a 4 s block profile, one worker reads a socket with a 3 s timeout and the other polls
 /// with a 2 s timeout: both end by their timeouts (not `EINTR`), and the profile gives each
 /// function its blocked time within 15% of the truth the child measured around each call.
@@ -103,10 +113,7 @@ fn calls_with_timeouts_end_by_their_timeouts_under_a_block_profile() {
     let out = run_child(name, &[("PB", &pb)], TIMEOUT);
     out.assert_success();
     let r = |k| support::result_value::<f64>(&out.stdout, k);
-    assert_eq!(r("read_by_timeout"), 1.0, "the read ended by its timeout");
-    assert!(r("read_ms") >= 2900.0, "read for {} ms", r("read_ms"));
-    assert_eq!(r("poll_by_timeout"), 1.0, "poll returned 0");
-    assert!(r("poll_ms") >= 1950.0, "polled for {} ms", r("poll_ms"));
+    assert_ended_by_their_timeouts(&out.stdout);
     let t = top(&pb, &[]);
     for (f, truth) in [
         ("reads_with_a_timeout", r("read_truth_ns")),
@@ -129,11 +136,7 @@ fn calls_with_timeouts_end_by_their_timeouts_under_a_block_profile() {
 fn calls_with_timeouts_end_by_their_timeouts_under_stalltrace() {
     let name = support::test_name!();
     if is_child(name) {
-        let rt = support::two_worker_runtime();
-        rt.block_on(async {
-            rdebug::init();
-            tokio::time::sleep(Duration::from_millis(400)).await;
-        });
+        let rt = support::two_worker_runtime_with_rdebug(Duration::from_millis(400));
         let read = rt
             .block_on(rt.spawn(async { reads_with_a_timeout(Duration::from_secs(3)) }))
             .unwrap();
@@ -149,24 +152,13 @@ fn calls_with_timeouts_end_by_their_timeouts_under_stalltrace() {
     let out = run_child(name, &[("RDEBUG", "stalltrace=50")], TIMEOUT);
     out.assert_success();
     let r = |k| support::result_value::<f64>(&out.stdout, k);
-    assert_eq!(r("read_by_timeout"), 1.0, "the read ended by its timeout");
-    assert!(r("read_ms") >= 2900.0, "read for {} ms", r("read_ms"));
-    assert_eq!(r("poll_by_timeout"), 1.0, "poll returned 0");
-    assert!(r("poll_ms") >= 1950.0, "polled for {} ms", r("poll_ms"));
+    assert_ended_by_their_timeouts(&out.stdout);
     let stalls = out.lines_starting("STALL ");
     assert_eq!(stalls.len(), 2, "one STALL line each:\n{}", out.stderr);
-    let stacks = support::stall_stacks(&out.stderr);
-    for (i, f) in ["reads_with_a_timeout", "polls_with_a_timeout"]
-        .iter()
-        .enumerate()
-    {
-        let stack = &stacks[i];
-        assert!(
-            stack.iter().any(|l| l.contains(f)),
-            "STALL {i} names {f}:\n{}",
-            out.stderr
-        );
-    }
+    support::assert_stalls_name(
+        &out.stderr,
+        &["reads_with_a_timeout", "polls_with_a_timeout"],
+    );
     let ends = out.lines_starting("STALL-END ");
     assert_eq!(ends.len(), 2, "{}", out.stderr);
     for (end, truth) in ends.iter().zip([r("read_ms"), r("poll_ms")]) {

@@ -21,6 +21,18 @@ fn spin(d: Duration) {
     }
 }
 
+/// The `before=` and `after=` live-heap bytes of the child's `LIVE` line.
+fn live_before_after(stdout: &str) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("LIVE "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    (
+        field(line, "before").unwrap(),
+        field(line, "after").unwrap(),
+    )
+}
+
 #[test]
 fn runtimes_come_and_go_while_the_reporter_runs() {
     let name = support::test_name!();
@@ -174,15 +186,7 @@ fn many_short_lived_watched_runtimes_stay_bounded() {
         };
         let out = run_child(name, env, Duration::from_secs(60));
         out.assert_success();
-        let line = out
-            .stdout
-            .lines()
-            .find(|l| l.starts_with("LIVE "))
-            .unwrap_or_else(|| panic!("{}", out.stdout));
-        let (before, after) = (
-            field(line, "before").unwrap(),
-            field(line, "after").unwrap(),
-        );
+        let (before, after) = live_before_after(&out.stdout);
         // A dead runtime kept alive costs kilobytes (its driver, timer wheel and queues): 500 of
         // them would be megabytes.
         assert!(
@@ -235,15 +239,7 @@ fn the_stall_ticker_forgets_dropped_runtimes() {
     }
     let out = run_child(name, &[("RDEBUG", "stalltrace=5")], Duration::from_secs(60));
     out.assert_success();
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("LIVE "))
-        .unwrap_or_else(|| panic!("{}", out.stdout));
-    let (before, after) = (
-        field(line, "before").unwrap(),
-        field(line, "after").unwrap(),
-    );
+    let (before, after) = live_before_after(&out.stdout);
     assert!(
         after < before + (16 << 10),
         "live heap grew from {before} to {after} bytes over 200 runtimes the ticker saw"

@@ -11,35 +11,12 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{is_child, run_child};
+use support::{is_child, run_child, sched_labels, some_allocations};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Allocates as a task's poll would: a few boxes and a string.
-fn some_allocations(n: usize) -> usize {
-    let mut total = 0;
-    for i in 0..n {
-        let v = std::hint::black_box(vec![i as u8; 64 + i % 100]);
-        total += v.len() + format!("{i}").len();
-    }
-    total
-}
-
-/// The labels of `runtime=` on the SCHED lines of `stderr`.
-fn sched_labels(stderr: &str) -> BTreeSet<String> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("SCHED "))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("runtime="))
-                .map(str::to_owned)
-        })
-        .collect()
-}
 
 /// A library as a user cannot change it: it builds its multi-thread runtime privately and serves
 /// HTTP-like requests on `listener` until `stop`; the request `GET /block` blocks its poll 300 ms
@@ -216,10 +193,7 @@ fn four_current_thread_runtimes_are_each_watched_and_named() {
     let mut ticks: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
     for l in out.lines_starting("SCHED ") {
         let (ms, rest) = l.split_once(": ").unwrap();
-        if let Some(label) = rest
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("runtime="))
-        {
+        if let Some(label) = support::runtime_of(rest) {
             assert_eq!(support::num(l, "workers"), 1, "{l}");
             ticks.entry(ms).or_default().insert(label);
         }

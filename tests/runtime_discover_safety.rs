@@ -7,35 +7,12 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::{is_child, run_child};
+use support::{is_child, run_child, sched_labels, some_allocations};
 
 #[global_allocator]
 static ALLOC: rdebug::Alloc = rdebug::Alloc::new();
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Allocates as a task's poll would: a few boxes and a string.
-fn some_allocations(n: usize) -> usize {
-    let mut total = 0;
-    for i in 0..n {
-        let v = std::hint::black_box(vec![i as u8; 64 + i % 100]);
-        total += v.len() + format!("{i}").len();
-    }
-    total
-}
-
-/// The labels of `runtime=` on the SCHED lines of `stderr`.
-fn sched_labels(stderr: &str) -> BTreeSet<String> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("SCHED "))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("runtime="))
-                .map(str::to_owned)
-        })
-        .collect()
-}
 
 /// The countdown: a thread probes its first few thousand calls only. A thread that made 20,000
 /// allocations before it runs a current-thread runtime is past it (that runtime is not found,

@@ -249,11 +249,7 @@ fn a_stall_after_idleness_is_decided_while_the_poll_blocks() {
 fn an_idle_runtime_wakes_the_reporter_less_often() {
     let name = support::test_name!();
     if is_child(name) {
-        let rt = support::two_worker_runtime();
-        rt.block_on(async {
-            rdebug::init();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        });
+        let rt = support::two_worker_runtime_with_rdebug(Duration::from_millis(500));
         // The runtime is idle from here: its workers parked, nothing for them to do.
         std::thread::sleep(Duration::from_millis(300));
         let reporter = std::fs::read_dir("/proc/self/task")

@@ -28,11 +28,7 @@ fn blocks_in_sleep(d: Duration) -> Duration {
 fn each_stall_s_length_is_known_once_its_poll_ends() {
     let name = support::test_name!();
     if is_child(name) {
-        let rt = support::two_worker_runtime();
-        rt.block_on(async {
-            rdebug::init();
-            tokio::time::sleep(Duration::from_millis(400)).await;
-        });
+        let rt = support::two_worker_runtime_with_rdebug(Duration::from_millis(400));
         for d in [200, 1000] {
             let took = rt
                 .block_on(rt.spawn(async move { blocks_in_sleep(Duration::from_millis(d)) }))

@@ -59,6 +59,16 @@ pub fn runtime_of(line: &str) -> Option<&str> {
         .find_map(|w| w.strip_prefix("runtime="))
 }
 
+/// The `runtime=` labels on the SCHED lines of `stderr` (the main runtime's lines have none).
+pub fn sched_labels(stderr: &str) -> std::collections::BTreeSet<String> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("SCHED "))
+        .filter_map(runtime_of)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The value of a `RESULT <key> <value>` line the child printed (several such lines may stand).
 pub fn result_value<T: std::str::FromStr>(stdout: &str, key: &str) -> T {
     stdout
@@ -88,4 +98,17 @@ pub fn stall_stacks(stderr: &str) -> Vec<Vec<&str>> {
                 .collect()
         })
         .collect()
+}
+
+/// Panics unless the stack under the `i`-th `STALL ` line of `stderr` names `functions[i]`, for
+/// each `i`.
+pub fn assert_stalls_name(stderr: &str, functions: &[&str]) {
+    let stacks = stall_stacks(stderr);
+    for (i, f) in functions.iter().enumerate() {
+        let stack = &stacks[i];
+        assert!(
+            stack.iter().any(|l| l.contains(f)),
+            "STALL {i} names {f}:\n{stderr}"
+        );
+    }
 }

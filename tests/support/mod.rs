@@ -10,7 +10,8 @@
 //! * [`load`] and [`server`]: a hyper load client and the small in-test axum server it drives;
 //! * [`release_fixture`]: the release build of `tests/fixtures/profile_truth.rs`;
 //! * [`shared_object`]: shared objects built with `gcc` in the test, loaded with `dlopen`;
-//! * here: a two-worker runtime, a stderr-filling helper, the RSS of a process.
+//! * here: a two-worker runtime, allocations as a task's poll makes them, a stderr-filling
+//!   helper, the RSS of a process.
 
 // Each test binary uses its own part of this module.
 #![allow(dead_code, unused_imports)]
@@ -33,6 +34,16 @@ pub use child::*;
 pub use foreign::*;
 pub use lines::*;
 
+/// Allocates as a task's poll would: a few boxes and a string each round.
+pub fn some_allocations(n: usize) -> usize {
+    let mut total = 0;
+    for i in 0..n {
+        let v = std::hint::black_box(vec![i as u8; 64 + i % 100]);
+        total += v.len() + format!("{i}").len();
+    }
+    total
+}
+
 /// A multi-thread runtime with two workers and every driver on.
 pub fn two_worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +51,17 @@ pub fn two_worker_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// A [`two_worker_runtime`] on which `rdebug::init()` ran (in its context, so the runtime is
+/// watched), then `settle` passed: the reporter has started and the workers are parked.
+pub fn two_worker_runtime_with_rdebug(settle: std::time::Duration) -> tokio::runtime::Runtime {
+    let rt = two_worker_runtime();
+    rt.block_on(async {
+        rdebug::init();
+        tokio::time::sleep(settle).await;
+    });
+    rt
 }
 
 /// Fills the stderr pipe through a non-blocking description of our own, then closes it.
