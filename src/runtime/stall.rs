@@ -39,20 +39,20 @@
 //! - plus each look's wake-up latency (under 1 ms on a quiet machine) and, with `pprof`, the
 //!   confirming burst (4 samples 250 µs apart, about 1 ms) before the line is written. The
 //!   frames' names are not read then: the first sample's new addresses are named on a thread
-//!   of their own while the second look is awaited, and kept (the reporter's name cache), so the line goes
-//!   out 2 ms after the decision in a release build (t0 + 91–93 ms in the worst case above,
-//!   within 2N with N/5 to spare for a late wake-up). A build whose DWARF takes longer to read
+//!   of their own while the second look is awaited, and kept (the reporter's name cache), so
+//!   the line goes out 2 ms after the decision in a release build (t0 + 91–93 ms in the worst
+//!   case above, within 2N with N/5 to spare for a late wake-up). A build whose DWARF takes longer to read
 //!   than N/2 (a debug build of the tests: 20–30 ms more) writes it when the names are read.
 //!
 //! The figures may have been still since before the poll began (the worker unparked and ran a
 //! few short polls first), which makes the decision earlier, never later.
-
 //!
 //! **How long a stall lasted.** Once decided, a stall's worker is looked at every 5 ms (or every
 //! N/2 ms if that is shorter) until its figures move: the poll ended. Its length runs from the
 //! middle of the two looks around the moment the figures were first seen still (the poll began
 //! between them) to the middle of the two looks around the moment they moved: each end is
 //! known to half a look, 2.5 ms while the stall lasts and N/4 ms at its start.
+
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
