@@ -39,11 +39,14 @@ pub(crate) const VERIFY_EVERY: Duration = Duration::from_millis(250);
 /// How long after a probe its own tasks' parks and unparks are not taken for work.
 const SETTLE: Duration = Duration::from_millis(50);
 
-/// What the runtime did since the last probe.
+/// When the runtime was probed, and what it did since the last probe.
 #[derive(Debug, Default)]
 struct Activity {
     /// When the last probe went out.
     probed_at: Option<Instant>,
+    /// While a thread is unknown: when it was last probed for, and the wait before the next
+    /// probe (doubling from [`PROBE_FIRST`] to [`PROBE_MAX`]).
+    backoff: Option<(Instant, Duration)>,
     /// Parks and unparks until then are the probe's own.
     settle_until: Option<Instant>,
     /// Each worker's park/unpark count at the last look.
@@ -59,8 +62,6 @@ pub(crate) struct Workers {
     tids: Arc<[AtomicI64]>,
     /// Per worker, at the last check: its park/unpark count and its thread's CPU clock, ns.
     checked: Mutex<Vec<Option<(u64, u64)>>>,
-    /// When the threads were last probed for, and the wait before the next probe.
-    probed: Mutex<Option<(Instant, Duration)>>,
     /// What the runtime did since the last probe.
     activity: Mutex<Activity>,
 }
@@ -70,7 +71,6 @@ impl Workers {
         Workers {
             tids: (0..workers).map(|_| AtomicI64::new(0)).collect(),
             checked: Mutex::new(vec![None; workers]),
-            probed: Mutex::new(None),
             activity: Mutex::new(Activity::default()),
         }
     }
@@ -129,7 +129,7 @@ impl Workers {
             if let Some(c) = lock(&self.checked).get_mut(k) {
                 *c = None;
             }
-            *lock(&self.probed) = None;
+            lock(&self.activity).backoff = None;
         }
     }
 
@@ -140,13 +140,17 @@ impl Workers {
             self.verify(handle, now);
             return;
         }
-        let mut probed = lock(&self.probed);
-        if probed.is_some_and(|(t, wait)| now.saturating_duration_since(t) < wait) {
+        let mut a = lock(&self.activity);
+        if a.backoff
+            .is_some_and(|(t, wait)| now.saturating_duration_since(t) < wait)
+        {
             return;
         }
-        let wait = probed.map_or(PROBE_FIRST, |(_, wait)| (wait * 2).min(PROBE_MAX));
-        *probed = Some((now, wait));
-        drop(probed);
+        let wait = a
+            .backoff
+            .map_or(PROBE_FIRST, |(_, wait)| (wait * 2).min(PROBE_MAX));
+        a.backoff = Some((now, wait));
+        drop(a);
         self.probe(handle, now);
     }
 
