@@ -42,7 +42,6 @@
 //!   hands over (or finds pending already); the slots are [`PENDING`].
 
 use std::cell::UnsafeCell;
-use std::hash::{Hash, Hasher};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -178,25 +177,9 @@ pub(crate) fn adopt() {
     }
 }
 
-/// A runtime's id as a number: tokio's `Id` wraps a `NonZeroU64` and hashes as that one number.
+/// A runtime's id as a number (never 0, which marks an empty slot): the number tokio shows.
 fn id_u64(handle: &Handle) -> u64 {
-    struct One(u64);
-    impl Hasher for One {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-            }
-        }
-        fn write_u64(&mut self, n: u64) {
-            self.0 = n;
-        }
-    }
-    let mut h = One(0);
-    handle.id().hash(&mut h);
-    h.finish().max(1)
+    crate::sampler::task_labels::id_number(handle.id()).max(1)
 }
 
 /// `schedtrace` with nothing watched when `init()` ran, and runtimes can be found: the warning

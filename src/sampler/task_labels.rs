@@ -120,18 +120,19 @@ pub(crate) fn task_id_in_handler() -> u64 {
     if !TOKIO_THREAD.try_with(std::cell::Cell::get).unwrap_or(false) {
         return 0;
     }
-    tokio::task::try_id().map_or(0, task_number)
+    tokio::task::try_id().map_or(0, id_number)
 }
 
-/// The number tokio's task `Id` shows (it has no other public way to read it). No allocation,
-/// no lock (it runs in the CPU profiler's signal handler too).
+/// The number a tokio `Id` shows, a task's or a runtime's (tokio has no other public way to read
+/// it). No allocation, no lock (it runs in the CPU profiler's signal handler, and in the
+/// allocator's runtime probe).
 ///
-/// tokio's `Id` derives `Hash` over its `NonZeroU64`, which hashes as one `write_u64` of the
+/// Both `Id`s derive `Hash` over a `NonZeroU64`, which hashes as one `write_u64` of the
 /// number: that is read first, in a few instructions (formatting the `Id` and reading its digits
 /// back cost about 200 per call, once per labelled future: measured in `BENCHMARKS.md`). Should a
 /// tokio version hash it any other way, the number comes from its `Display`, as tokio shows it.
-pub(crate) fn task_number(id: tokio::task::Id) -> u64 {
-    use std::hash::{Hash, Hasher};
+pub(crate) fn id_number<I: std::hash::Hash + std::fmt::Display>(id: I) -> u64 {
+    use std::hash::Hasher;
     /// Keeps the one `u64` written, and notes anything else.
     struct OneU64 {
         n: Option<u64>,
@@ -163,7 +164,7 @@ pub(crate) fn task_number(id: tokio::task::Id) -> u64 {
 }
 
 /// The digits of tokio's `Display` of `id`, as a number. No allocation.
-fn shown_number(id: tokio::task::Id) -> u64 {
+fn shown_number(id: impl std::fmt::Display) -> u64 {
     struct Digits(u64);
     impl std::fmt::Write for Digits {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -203,7 +204,7 @@ mod imp {
     use std::sync::atomic::{Ordering, compiler_fence};
     use std::task::{Context, Poll};
 
-    use super::{MAX_KEY, MAX_PAIRS, MAX_VALUE, SAMPLE_BYTES, task_number};
+    use super::{MAX_KEY, MAX_PAIRS, MAX_VALUE, SAMPLE_BYTES, id_number};
     #[allow(unused_imports)]
     use std::mem::size_of;
 
@@ -468,7 +469,7 @@ mod imp {
                 (Some(id), Some((seen, n))) if id == seen => n,
                 (Some(id), _) => {
                     super::mark_tokio_thread();
-                    let n = task_number(id);
+                    let n = id_number(id);
                     this.task = Some((id, n));
                     n
                 }
@@ -536,7 +537,7 @@ mod imp {
                     .block_on(rt.spawn(async { tokio::task::id() }))
                     .expect("task");
                 let shown: u64 = id.to_string().parse().expect("tokio shows a number");
-                assert_eq!(task_number(id), shown);
+                assert_eq!(id_number(id), shown);
                 assert_eq!(super::super::shown_number(id), shown);
             }
         }
