@@ -3,7 +3,7 @@
 //! libgcc's unwinder is not safe in a signal handler (it takes locks and may allocate:
 //! pprof-rs#36, #203), so the unwind information of every loaded object is found before
 //! sampling starts ([`Unwinder::load`]): `.eh_frame`, `.eh_frame_hdr` and `.text`, borrowed
-//! from the files mapped once ([`modules::map`]), nothing copied. In the handler,
+//! from the files mapped once ([`loaded::map`]), nothing copied. In the handler,
 //! [`Unwinder::walk`] allocates nothing and takes no lock: each handler borrows one of a few
 //! preallocated framehop caches with an atomic flag (none free: the sample is dropped).
 //!
@@ -48,7 +48,7 @@ use framehop::{
 };
 use object::{Object, ObjectSection};
 
-use crate::sys::loaded as modules;
+use crate::sys::loaded;
 
 /// Section bytes borrowed from a file mapped for the rest of the process.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,7 @@ impl Unwinder {
         let mut count = 0;
         let mut libc = 0..0;
         let mut code = Vec::new();
-        for m in modules::loaded() {
+        for m in loaded::loaded() {
             if m.path
                 .file_name()
                 .and_then(|n| n.to_str())

@@ -39,7 +39,7 @@ pub(crate) mod name_cache;
 mod objects;
 mod resolved;
 
-use crate::sys::loaded::{self as modules, Loaded};
+use crate::sys::loaded::{self, Loaded};
 use bounded::{Budget, Contexts};
 use dwarf::Refused;
 use objects::*;
@@ -106,7 +106,7 @@ impl std::fmt::Debug for Symbolizer {
 impl Symbolizer {
     /// A symbolizer for the objects loaded now (nothing read yet).
     pub(crate) fn new() -> Symbolizer {
-        let loaded = modules::loaded();
+        let loaded = loaded::loaded();
         let mut objects = Vec::new();
         objects.resize_with(loaded.len(), || None);
         Symbolizer {
@@ -119,7 +119,7 @@ impl Symbolizer {
     /// Whether the objects loaded now are those it was made for: the loader's generation is
     /// the same (the one staleness rule of [`crate::sys::loaded`]).
     pub(crate) fn is_current(&self) -> bool {
-        modules::generation() == self.loaded.generation
+        loaded::generation() == self.loaded.generation
     }
 
     /// Symbolizes `addrs` (code addresses for lookup: a pc, or a return address − 1).

@@ -8,11 +8,11 @@ use object::{Object, ObjectSymbol, SymbolKind};
 use super::demangle as names;
 use super::dwarf::{Dwarf, UnitContext};
 use super::resolved::Frame;
-use crate::sys::loaded::{self as modules, Mapped, Module};
+use crate::sys::loaded::{self, Mapped, Module};
 
 /// The GNU build ID of an ELF image, hex.
 pub(super) fn build_id(data: &[u8]) -> Option<String> {
-    modules::file_build_id(data).map(|id| modules::hex(&id))
+    loaded::file_build_id(data).map(|id| loaded::hex(&id))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +212,7 @@ pub(super) fn separate_debug_file(build_id: &str) -> Option<Mapped> {
     if !path.exists() {
         return None;
     }
-    modules::map(&path)
+    loaded::map(&path)
 }
 
 /// The note for an executable without line tables: which binary, and the `Cargo.toml` line.
