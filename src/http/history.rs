@@ -144,7 +144,7 @@ struct Prev {
 impl Taker {
     fn tick(&mut self) -> (u64, Bytes) {
         let at = Instant::now();
-        let ms = u64::try_from(crate::clock::origin().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = crate::stats::millis(crate::clock::origin().elapsed());
         let m = mem::read();
         let sched = runtimes::snapshot();
         let mut out = Vec::with_capacity(1024);

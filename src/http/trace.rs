@@ -106,8 +106,7 @@ pub(crate) fn start(seconds: u64) -> Response<Body> {
             }
             if now >= next_sched {
                 next_sched = later(next_sched, sched_every, now);
-                let ms =
-                    u64::try_from(crate::clock::origin().elapsed().as_millis()).unwrap_or(u64::MAX);
+                let ms = crate::stats::millis(crate::clock::origin().elapsed());
                 for (label, s) in runtimes::snapshot() {
                     encode::sched_json(&mut buf, ms, Some(&label), &s);
                 }

@@ -72,7 +72,7 @@ pub(crate) fn record_stall(id: tokio::runtime::Id, stall: Stall) {
 /// Records that the last stall of `worker` in runtime `id` ended after `lasted`: its record
 /// gets its length, and the lengths' histogram counts it.
 pub(crate) fn record_stall_end(id: tokio::runtime::Id, worker: usize, lasted: std::time::Duration) {
-    let ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX);
+    let ms = crate::stats::millis(lasted);
     if let Some(w) = watched().iter_mut().find(|w| w.id == id)
         && let Some(s) = w
             .recent_stalls

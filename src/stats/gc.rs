@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::alloc::mallctl::{self, HeapSample};
 use crate::alloc::{AllocCounters, is_installed};
 use crate::sampler as cpu_sampler;
-use crate::stats::alloc_counters;
+use crate::stats::{alloc_counters, millis};
 use crate::sys::task::{ThreadCpu, threads_named};
 
 /// How many closed cycles are kept for the reporter to print.
@@ -405,10 +405,6 @@ fn per_second(v: u64, span: Duration) -> u64 {
     } else {
         0
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The live heap: rdebug's exact live bytes (by requested size) when [`Alloc`](crate::Alloc) is

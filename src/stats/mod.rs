@@ -17,4 +17,4 @@ pub(crate) use mem::free_os_memory;
 pub use mem::{MemStats, memstats};
 pub(crate) use mem::{heap_is_jemalloc, missing_figures_once};
 pub use sched::{SchedStats, WorkerStats, sched_stats};
-pub(crate) use sched::{UNSTABLE, fill, nanos};
+pub(crate) use sched::{UNSTABLE, fill, millis, nanos};

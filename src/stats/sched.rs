@@ -162,8 +162,14 @@ fn unstable_pool(m: &RuntimeMetrics, s: &mut SchedStats) {
 #[cfg(not(tokio_unstable))]
 fn unstable_pool(_: &RuntimeMetrics, _: &mut SchedStats) {}
 
+/// `d` in ns, `u64::MAX` past it.
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `d` in ms, `u64::MAX` past it.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether this build has the `tokio_unstable` figures.

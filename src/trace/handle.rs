@@ -169,7 +169,7 @@ impl Reporter {
         if !on {
             return false;
         }
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = crate::stats::millis(started.elapsed());
         let threads = process_files().threads();
         let Some(list) = watched::watched_briefly() else {
             return false;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{Config, Format};
 use crate::runtime::stall::{Decided, Ended, Event, StallDecider};
 use crate::runtime::watched::{self, Stall};
+use crate::stats::millis;
 use crate::sys::stderr::json_str;
 
 use super::lines::Lines;
@@ -97,12 +98,7 @@ impl StallTicker {
 
 /// Milliseconds since the reporter started.
 fn ms_since(now: Instant, started: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Milliseconds of `d`.
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    millis(now.saturating_duration_since(started))
 }
 
 /// Writes the STALL line and its stack, and records the stall.
@@ -115,7 +111,7 @@ fn report(
     stack: Vec<String>,
 ) {
     let ms = ms_since(now, started);
-    let polled = self::ms(c.held);
+    let polled = millis(c.held);
     let buf = out.buf();
     match fmt {
         Format::Text => {
@@ -149,7 +145,7 @@ fn report(
     }
     let unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        .map_or(0, millis);
     watched::record_stall(
         c.runtime,
         Stall {
@@ -165,7 +161,7 @@ fn report(
 /// Writes the line that says a stall's poll ended and how long it lasted, and records it.
 fn report_end(out: &mut Lines, fmt: Format, now: Instant, started: Instant, e: &Ended) {
     let ms = ms_since(now, started);
-    let lasted = self::ms(e.lasted);
+    let lasted = millis(e.lasted);
     let buf = out.buf();
     match fmt {
         Format::Text => {
