@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering::*;
 use tikv_jemallocator::Jemalloc;
 
 use super::slots::{FALLBACK, Slot, acquire_slot};
-use super::thread_counters::{Hot, add_owned};
+use super::thread_counters::{Hot, HotValues, add_owned};
 
 /// jemalloc with the counters rdebug needs; install it as the global allocator.
 ///
@@ -244,27 +244,11 @@ fn attention(is_alloc: bool, size: usize) {
     }
 }
 
-/// The current thread's own counters (allocated calls and bytes), for checking that a piece of
-/// code allocates nothing. Zero when [`Alloc`] is not the global allocator.
-pub(crate) fn this_thread_counters() -> (u64, u64) {
-    LOCAL
-        .try_with(|l| {
-            let v = l.hot.read();
-            (v.allocs, v.allocated_bytes)
-        })
-        .unwrap_or((0, 0))
-}
-
-/// The current thread's own allocated and freed bytes so far, for bounding what a piece of code
-/// holds (symbolizing a profile). Zero when [`Alloc`] is not the global allocator.
-#[cfg_attr(not(feature = "pprof"), allow(dead_code))] // symbolizing (`pprof`)
-pub(crate) fn this_thread_bytes() -> (u64, u64) {
-    LOCAL
-        .try_with(|l| {
-            let v = l.hot.read();
-            (v.allocated_bytes, v.freed_bytes)
-        })
-        .unwrap_or((0, 0))
+/// The current thread's own counters so far: for checking that a piece of code allocates nothing
+/// (the reporter's own figures), or bounding what it holds (symbolizing a profile). Zero when
+/// [`Alloc`] is not the global allocator.
+pub(crate) fn this_thread_counters() -> HotValues {
+    LOCAL.try_with(|l| l.hot.read()).unwrap_or_default()
 }
 
 const STATE_NEW: u8 = 0;

@@ -10,8 +10,6 @@ pub(crate) mod slots;
 mod thread_counters;
 
 pub use counting::Alloc;
-#[cfg(feature = "pprof")]
-pub(crate) use counting::this_thread_bytes;
 pub(crate) use counting::{probe_again, this_thread_counters};
 pub use slots::AllocCounters;
 pub(crate) use slots::is_installed;

@@ -22,6 +22,12 @@ use super::dwarf::{Dwarf, Part, Refused, UnitContext};
 use super::objects::dwarf_frames;
 use super::resolved::Frame;
 
+/// The calling thread's allocated and freed bytes so far (its own counters).
+fn this_thread_bytes() -> (u64, u64) {
+    let own = crate::alloc::this_thread_counters();
+    (own.allocated_bytes, own.freed_bytes)
+}
+
 /// Longest time one symbolization reads DWARF.
 pub(crate) const MAX_TIME: Duration = Duration::from_secs(10);
 /// Most bytes one symbolization holds on the heap while it reads DWARF.
@@ -57,7 +63,7 @@ impl Budget {
         Budget {
             deadline: Instant::now() + time,
             max_live: live,
-            start: crate::alloc::this_thread_bytes(),
+            start: this_thread_bytes(),
             hit: None,
             skipped: 0,
         }
@@ -68,7 +74,7 @@ impl Budget {
         if self.hit.is_some() {
             return false;
         }
-        let (allocated, freed) = crate::alloc::this_thread_bytes();
+        let (allocated, freed) = this_thread_bytes();
         let live = allocated
             .wrapping_sub(self.start.0)
             .saturating_sub(freed.wrapping_sub(self.start.1));

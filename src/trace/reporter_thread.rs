@@ -226,9 +226,9 @@ impl ReporterThread {
     pub(super) fn publish_stats(&self) {
         let s = &self.shared;
         s.ticks.fetch_add(1, Relaxed);
-        let (allocs, bytes) = crate::alloc::this_thread_counters();
-        s.thread_allocs.store(allocs, Relaxed);
-        s.thread_alloc_bytes.store(bytes, Relaxed);
+        let own = crate::alloc::this_thread_counters();
+        s.thread_allocs.store(own.allocs, Relaxed);
+        s.thread_alloc_bytes.store(own.allocated_bytes, Relaxed);
         if let Some(ns) = crate::sys::thread::current_thread_cpu_ns() {
             s.thread_cpu_ns.store(ns, Relaxed);
         }
