@@ -79,6 +79,18 @@ pub(crate) fn stat_field(bytes: &[u8], n: usize) -> Option<u64> {
     parse_u64(stat_fields_after_comm(bytes)?.nth(n.checked_sub(3)?)?)
 }
 
+/// CPU time (`utime` + `stime`, fields 14 and 15) of a process's or a thread's `stat`, ns
+/// (clock-tick resolution, usually 10 ms).
+pub(crate) fn stat_cpu_ns(bytes: &[u8]) -> Option<u64> {
+    let ticks = stat_field(bytes, 14)?.saturating_add(stat_field(bytes, 15)?);
+    Some(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec())
+}
+
+/// The state letter (field 3) of a process's or a thread's `stat`.
+pub(crate) fn stat_state(bytes: &[u8]) -> Option<u8> {
+    stat_fields_after_comm(bytes)?.next()?.first().copied()
+}
+
 /// Clock ticks per second for the `utime`/`stime` fields.
 pub(crate) fn clock_ticks_per_sec() -> u64 {
     #[cfg(unix)]
@@ -165,10 +177,7 @@ impl ProcessFiles {
     )]
     pub(crate) fn cpu_ns(&self) -> Option<u64> {
         let mut buf = [0u8; 1024];
-        let ticks = self.stat.read_with(&mut buf, |b| {
-            Some(stat_field(b, 14)?.saturating_add(stat_field(b, 15)?))
-        })?;
-        Some(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec())
+        self.stat.read_with(&mut buf, stat_cpu_ns)
     }
 
     /// When the process started, seconds since the Unix epoch: `/proc/self/stat` field 22

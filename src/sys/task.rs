@@ -1,8 +1,14 @@
 //! This process's threads as `/proc/self/task` shows them: the task list, a task's `stat`
-//! (name, state, CPU time) and its `schedstat`. Each file has one parser here; the fixed-size
+//! (name, state, CPU time), its `schedstat` and its `syscall`. Each file has one parser (a `stat`
+//! line's CPU time and state are read as the process's are, in `proc.rs`); the fixed-size
 //! ones read into stack buffers.
 
-use super::proc::{ProcFile, clock_ticks_per_sec, parse_u64, stat_field, stat_fields_after_comm};
+use super::proc::{ProcFile, parse_u64, stat_cpu_ns, stat_state};
+
+/// `/proc/self/task/<tid>/<file>`, opened.
+fn task_file(tid: i64, file: &str) -> ProcFile {
+    ProcFile::open(&format!("/proc/self/task/{tid}/{file}"))
+}
 
 /// Every thread of the process now, from `/proc/self/task` (allocates: call it rarely). The one
 /// place that lists the directory.
@@ -32,19 +38,14 @@ pub(crate) struct TaskStat {
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // the debug server's threadcreate page
 pub(crate) fn task_stat(tid: i64) -> Option<TaskStat> {
     let mut buf = [0u8; 1024];
-    let file = ProcFile::open(&format!("/proc/self/task/{tid}/stat"));
-    let (name, state, ticks) = file.read_with(&mut buf, |b| {
+    task_file(tid, "stat").read_with(&mut buf, |b| {
         let open = b.iter().position(|&c| c == b'(')?;
         let close = b.iter().rposition(|&c| c == b')')?;
-        let name = String::from_utf8_lossy(b.get(open + 1..close)?).into_owned();
-        let state = b.get(close + 2).copied().unwrap_or(b'?');
-        let ticks = stat_field(b, 14)?.saturating_add(stat_field(b, 15)?);
-        Some((name, state, ticks))
-    })?;
-    Some(TaskStat {
-        name,
-        state,
-        cpu_ns: ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec(),
+        Some(TaskStat {
+            name: String::from_utf8_lossy(b.get(open + 1..close)?).into_owned(),
+            state: stat_state(b).unwrap_or(b'?'),
+            cpu_ns: stat_cpu_ns(b)?,
+        })
     })
 }
 
@@ -52,10 +53,7 @@ pub(crate) fn task_stat(tid: i64) -> Option<TaskStat> {
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // the block profile (feature `pprof`)
 pub(crate) fn task_state(tid: i64) -> Option<u8> {
     let mut buf = [0u8; 1024];
-    ProcFile::open(&format!("/proc/self/task/{tid}/stat")).read_with(&mut buf, |b| {
-        let close = b.iter().rposition(|&c| c == b')')?;
-        b.get(close + 2).copied()
-    })
+    task_file(tid, "stat").read_with(&mut buf, stat_state)
 }
 
 /// Thread `tid`'s `schedstat`: time on a CPU and time runnable waiting for one, ns (brought up
@@ -63,7 +61,7 @@ pub(crate) fn task_state(tid: i64) -> Option<u8> {
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // block profile and stalls (feature `pprof`)
 pub(crate) fn schedstat(tid: i64) -> Option<(u64, u64)> {
     let mut buf = [0u8; 128];
-    ProcFile::open(&format!("/proc/self/task/{tid}/schedstat")).read_with(&mut buf, |b| {
+    task_file(tid, "schedstat").read_with(&mut buf, |b| {
         let text = std::str::from_utf8(b).ok()?;
         let mut f = text.split_whitespace();
         let run = parse_u64(f.next()?.as_bytes())?;
@@ -88,7 +86,7 @@ pub(crate) enum Syscall {
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))] // stack reads (feature `pprof`)
 pub(crate) fn syscall(tid: i64) -> Option<Syscall> {
     let mut buf = [0u8; 256];
-    ProcFile::open(&format!("/proc/self/task/{tid}/syscall")).read_with(&mut buf, parse_syscall)
+    task_file(tid, "syscall").read_with(&mut buf, parse_syscall)
 }
 
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
@@ -125,20 +123,14 @@ pub(crate) struct ThreadCpu {
 impl ThreadCpu {
     pub(crate) fn open(tid: i64) -> Self {
         ThreadCpu {
-            stat: ProcFile::open(&format!("/proc/self/task/{tid}/stat")),
+            stat: task_file(tid, "stat"),
         }
     }
 
     /// utime + stime, in nanoseconds (clock-tick resolution, usually 10 ms).
     pub(crate) fn cpu_ns(&self) -> Option<u64> {
         let mut buf = [0u8; 1024];
-        let ticks = self.stat.read_with(&mut buf, |b| {
-            let mut f = stat_fields_after_comm(b)?.skip(14 - 3);
-            let utime = parse_u64(f.next()?)?;
-            let stime = parse_u64(f.next()?)?;
-            Some(utime.saturating_add(stime))
-        })?;
-        Some(ticks.saturating_mul(1_000_000_000) / clock_ticks_per_sec())
+        self.stat.read_with(&mut buf, stat_cpu_ns)
     }
 }
 
