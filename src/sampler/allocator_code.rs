@@ -361,26 +361,12 @@ mod imp {
 
     /// Where libgcc's code is mapped now (`/proc/self/maps`), or an empty range.
     fn libgcc_text() -> (usize, usize) {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-            return (0, 0);
-        };
-        let mut r = (usize::MAX, 0);
-        for l in maps.lines().filter(|l| l.contains("/libgcc_s.so")) {
-            let mut f = l.split_whitespace();
-            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-                continue;
-            };
-            let Some((a, b)) = range.split_once('-') else {
-                continue;
-            };
-            if let (true, Ok(a), Ok(b)) = (
-                perms.contains('x'),
-                usize::from_str_radix(a, 16),
-                usize::from_str_radix(b, 16),
-            ) {
-                r = (r.0.min(a), r.1.max(b));
-            }
-        }
+        let r = crate::sys::maps::read_maps()
+            .into_iter()
+            .filter(|e| e.exec && e.path.contains("/libgcc_s.so"))
+            .fold((usize::MAX, 0), |r, e| {
+                (r.0.min(e.start as usize), r.1.max(e.limit as usize))
+            });
         if r.1 == 0 { (0, 0) } else { r }
     }
 

@@ -8,6 +8,7 @@
 #[cfg(feature = "pprof")]
 pub(crate) mod loaded;
 pub(crate) mod mapped;
+pub(crate) mod maps;
 #[cfg(feature = "pprof")]
 pub(crate) mod note_in_place;
 pub(crate) mod proc;
